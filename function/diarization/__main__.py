@@ -1,0 +1,5 @@
+import sys
+
+from diarization.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""The core: audio in, :class:`DiarizationResult` out. No AWS here; adapters wrap this.
+
+Decoding and diarization are separate calls so an adapter can look at the
+decoded duration (e.g. Lambda's deadline guard) before paying for diarization.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from diarization.audio import AudioSource, DecodedAudio, decode_audio
+from diarization.config import Settings
+from diarization.hints import SpeakerHints
+from diarization.loader import LoadedPipeline, load_pipeline
+from diarization.result import UNTRAINED_WARNING, DiarizationResult, ModelInfo, Segment, Timings
+
+SILENCE_PEAK = 10 ** (-80 / 20)
+"""Digital silence (peak below -80 dBFS) has no speakers; skipping the pipeline saves its full cost."""
+
+SILENCE_WARNING = "The audio is silent (peak below -80 dBFS): no speech to diarize."
+
+
+def decode_within_limits(settings: Settings, source: AudioSource) -> tuple[DecodedAudio, float]:
+    """Decode within the deployment's size and duration limits; returns (audio, seconds taken)."""
+    started = time.perf_counter()
+    audio = decode_audio(source, max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds)
+    return audio, time.perf_counter() - started
+
+
+class Diarizer:
+    """A loaded pipeline plus the limits it enforces; one per process."""
+
+    def __init__(self, loaded: LoadedPipeline, settings: Settings) -> None:
+        self.loaded = loaded
+        self.settings = settings
+        self._run_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Diarizer:
+        return cls(load_pipeline(settings), settings)
+
+    def diarize(
+        self, source: AudioSource, hints: SpeakerHints | None = None, input_uri: str | None = None
+    ) -> DiarizationResult:
+        """Decode and diarize ``source`` (a path or bytes)."""
+        hints = hints or SpeakerHints()
+        audio, decode_seconds = decode_within_limits(self.settings, source)
+        uri = input_uri or (str(source) if not isinstance(source, bytes | bytearray | memoryview) else "upload")
+        return self.diarize_decoded(audio, hints, uri, decode_seconds)
+
+    def diarize_decoded(
+        self, audio: DecodedAudio, hints: SpeakerHints, input_uri: str, decode_seconds: float = 0.0
+    ) -> DiarizationResult:
+        started = time.perf_counter()
+        warnings: list[str] = []
+        if not self.loaded.manifest.trained:
+            warnings.append(UNTRAINED_WARNING)
+        if float(np.abs(audio.samples).max()) < SILENCE_PEAK:
+            segments: list[Segment] = []
+            exclusive: list[Segment] = []
+            warnings.append(SILENCE_WARNING)
+        else:
+            segments, exclusive = self._run_pipeline(audio, hints)
+        diarize_seconds = time.perf_counter() - started
+        total = decode_seconds + diarize_seconds
+        return DiarizationResult(
+            input_uri=input_uri,
+            audio=audio.facts,
+            parameters=hints.to_dict(),
+            segments=segments,
+            exclusive_segments=exclusive,
+            model=self.model_info(),
+            timings=Timings(
+                decode_seconds=round(decode_seconds, 3),
+                diarize_seconds=round(diarize_seconds, 3),
+                total_seconds=round(total, 3),
+                real_time_factor=round(total / audio.duration_seconds, 4),
+            ),
+            warnings=warnings,
+        )
+
+    def model_info(self) -> ModelInfo:
+        loaded = self.loaded
+        return ModelInfo(
+            name=loaded.manifest.name,
+            revision=loaded.manifest.revision,
+            trained=loaded.manifest.trained,
+            pyannote_version=loaded.pyannote_version,
+            torch_version=loaded.device.torch_version,
+            cuda_version=loaded.device.cuda_version,
+            device=loaded.device.device,
+            device_name=loaded.device.name,
+            num_threads=loaded.device.num_threads,
+        )
+
+    def _run_pipeline(self, audio: DecodedAudio, hints: SpeakerHints) -> tuple[list[Segment], list[Segment]]:
+        """One call at a time: torch already uses every thread, concurrent calls only oversubscribe."""
+        import torch
+
+        waveform = torch.from_numpy(audio.samples).unsqueeze(0)
+        with self._run_lock, torch.inference_mode():
+            output = self.loaded.pipeline(
+                {"waveform": waveform, "sample_rate": audio.sample_rate}, **hints.as_pipeline_kwargs()
+            )
+        duration = audio.duration_seconds
+        return (
+            _segments(output.speaker_diarization, duration),
+            _segments(output.exclusive_speaker_diarization, duration),
+        )
+
+
+def _segments(annotation: Any, duration: float) -> list[Segment]:
+    """Turns in time order, clipped to the audio (pyannote's frame grid can overshoot the end)."""
+    segments = []
+    for turn, _, label in annotation.itertracks(yield_label=True):
+        start, end = round(max(0.0, turn.start), 3), round(min(duration, turn.end), 3)
+        if end > start:
+            segments.append(Segment(start=start, end=end, speaker=str(label)))
+    return segments

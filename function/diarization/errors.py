@@ -1,0 +1,153 @@
+"""Typed errors with stable codes.
+
+Every failure a user can cause or observe is a :class:`DiarizationError` with a
+``code`` that never changes once released. Adapters (CLI, Lambda, SageMaker)
+map the code to an exit status, an HTTP status or an ``.error.json`` object
+without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DiarizationError(Exception):
+    """Base class: a stable ``code``, a human ``message`` and structured ``details``."""
+
+    code = "INTERNAL_ERROR"
+    http_status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class ConfigurationError(DiarizationError):
+    """An environment variable or option is invalid; the message names it and the fix."""
+
+    code = "CONFIGURATION_ERROR"
+    http_status = 500
+
+
+class InvalidParameterError(DiarizationError):
+    """A request parameter (e.g. a speaker hint) is invalid."""
+
+    code = "INVALID_PARAMETER"
+    http_status = 400
+
+
+class InputNotFoundError(DiarizationError):
+    """The audio file does not exist."""
+
+    code = "INPUT_NOT_FOUND"
+    http_status = 404
+
+
+class EmptyAudioError(DiarizationError):
+    """The input has no bytes, or decodes to zero samples."""
+
+    code = "EMPTY_AUDIO"
+    http_status = 422
+
+
+class NoAudioStreamError(DiarizationError):
+    """The file is a valid container (or not a media file at all) without any audio stream."""
+
+    code = "NO_AUDIO_STREAM"
+    http_status = 422
+
+
+class InvalidAudioError(DiarizationError):
+    """The bytes cannot be decoded as audio, are truncated, or hold non-finite samples."""
+
+    code = "INVALID_AUDIO"
+    http_status = 422
+
+
+class AudioTooLargeError(DiarizationError):
+    """The input is larger than ``MAX_AUDIO_BYTES``; rejected before decoding."""
+
+    code = "AUDIO_TOO_LARGE"
+    http_status = 413
+
+
+class AudioTooLongError(DiarizationError):
+    """The audio is longer than ``MAX_AUDIO_SECONDS``; rejected before diarization."""
+
+    code = "AUDIO_TOO_LONG"
+    http_status = 413
+
+
+class ModelNotFoundError(DiarizationError):
+    """``MODEL_DIR`` does not exist or lacks required files."""
+
+    code = "MODEL_NOT_FOUND"
+    http_status = 503
+
+
+class ModelInvalidError(DiarizationError):
+    """The model directory exists but cannot be loaded (corrupt or incompatible files)."""
+
+    code = "MODEL_INVALID"
+    http_status = 503
+
+
+class DeviceUnavailableError(DiarizationError):
+    """``DEVICE=cuda`` was requested on a machine without a usable GPU."""
+
+    code = "DEVICE_UNAVAILABLE"
+    http_status = 503
+
+
+class HubTokenMissingError(DiarizationError):
+    """``bake`` needs a Hugging Face token and none was given."""
+
+    code = "HF_TOKEN_MISSING"
+    http_status = 401
+
+
+class HubAccessDeniedError(DiarizationError):
+    """The hub rejected the token, or the model's conditions were not accepted."""
+
+    code = "HF_ACCESS_DENIED"
+    http_status = 403
+
+
+class HubUnavailableError(DiarizationError):
+    """The hub could not be reached, or the model or revision does not exist."""
+
+    code = "HF_HUB_UNAVAILABLE"
+    http_status = 502
+
+
+ERROR_CODES: dict[str, type[DiarizationError]] = {
+    cls.code: cls
+    for cls in (
+        DiarizationError,
+        ConfigurationError,
+        InvalidParameterError,
+        InputNotFoundError,
+        EmptyAudioError,
+        NoAudioStreamError,
+        InvalidAudioError,
+        AudioTooLargeError,
+        AudioTooLongError,
+        ModelNotFoundError,
+        ModelInvalidError,
+        DeviceUnavailableError,
+        HubTokenMissingError,
+        HubAccessDeniedError,
+        HubUnavailableError,
+    )
+}
+"""Every stable code, for documentation and for adapters that map codes to statuses."""

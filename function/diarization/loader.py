@@ -1,0 +1,103 @@
+"""Load the pyannote pipeline from a local directory, once per process.
+
+Lambda and SageMaker reuse a process for many requests; loading (imports plus
+weights, seconds) must happen at start-up, not per request. ``load_pipeline``
+caches by (directory, device, threads, batch sizes), so every caller in a
+process shares one pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diarization.config import Settings
+from diarization.errors import DiarizationError, ModelInvalidError
+from diarization.modeldir import FIX, ModelManifest, check_model_dir, read_manifest
+from diarization.runtime import DeviceInfo, prepare_environment, select_device
+
+logger = logging.getLogger("diarization")
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    pipeline: Any
+    """A ``pyannote.audio.pipelines.SpeakerDiarization``; typed loosely so adapters need no pyannote."""
+    model_dir: Path
+    manifest: ModelManifest
+    device: DeviceInfo
+    pyannote_version: str
+    load_seconds: float
+
+
+_cache: dict[tuple[Any, ...], LoadedPipeline] = {}
+_lock = threading.Lock()
+
+
+def load_pipeline(settings: Settings) -> LoadedPipeline:
+    """The process's pipeline for these settings, loading it on first use."""
+    key = (
+        settings.model_dir.resolve(),
+        settings.device,
+        settings.effective_threads,
+        settings.embedding_batch_size,
+        settings.segmentation_batch_size,
+    )
+    with _lock:
+        if key not in _cache:
+            _cache[key] = _load(settings)
+        return _cache[key]
+
+
+def _load(settings: Settings) -> LoadedPipeline:
+    started = time.perf_counter()
+    model_dir = settings.model_dir
+    check_model_dir(model_dir)
+    manifest = read_manifest(model_dir)
+    prepare_environment(offline=True)
+    device = select_device(settings.device, settings.effective_threads)
+
+    import torch
+    from pyannote.audio import Pipeline
+    from pyannote.audio import __version__ as pyannote_version
+
+    try:
+        pipeline = Pipeline.from_pretrained(model_dir)
+    except DiarizationError:
+        raise
+    except Exception as error:
+        raise ModelInvalidError(
+            f"Model directory {str(model_dir)!r} could not be loaded: {type(error).__name__}: {error}. {FIX}",
+            model_dir=str(model_dir),
+        ) from error
+    if pipeline is None:
+        raise ModelInvalidError(
+            f"Model directory {str(model_dir)!r} could not be loaded. {FIX}", model_dir=str(model_dir)
+        )
+    if settings.embedding_batch_size is not None:
+        pipeline.embedding_batch_size = settings.embedding_batch_size
+    if settings.segmentation_batch_size is not None:
+        pipeline.segmentation_batch_size = settings.segmentation_batch_size
+    pipeline.to(torch.device(device.device))
+
+    loaded = LoadedPipeline(
+        pipeline=pipeline,
+        model_dir=model_dir,
+        manifest=manifest,
+        device=device,
+        pyannote_version=pyannote_version,
+        load_seconds=time.perf_counter() - started,
+    )
+    logger.info(
+        "loaded pipeline %s (revision %s, %s) from %s in %.2f s",
+        manifest.name,
+        manifest.revision,
+        "trained" if manifest.trained else "UNTRAINED",
+        model_dir,
+        loaded.load_seconds,
+    )
+    return loaded

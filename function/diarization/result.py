@@ -1,0 +1,146 @@
+"""The result object, its JSON form (schema v1, ``schema/result-v1.json``) and RTTM.
+
+Pure Python: adapters build, read and serialise results without importing torch
+or pyannote. Times are seconds rounded to the millisecond.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diarization.audio import AudioFacts
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).parent / "schema" / "result-v1.json"
+
+UNTRAINED_WARNING = (
+    "UNTRAINED MODEL: produced with random weights (an offline test pipeline); "
+    "the speakers and segments are not a meaningful diarization."
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    speaker: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: str
+    speaking_seconds: float
+    segment_count: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    revision: str | None
+    trained: bool
+    pyannote_version: str
+    torch_version: str
+    cuda_version: str | None
+    device: str
+    device_name: str
+    num_threads: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    decode_seconds: float
+    diarize_seconds: float
+    total_seconds: float
+    real_time_factor: float
+    """``total_seconds`` per second of audio: below 1 is faster than real time."""
+
+
+@dataclass(frozen=True)
+class DiarizationResult:
+    input_uri: str
+    """What was diarized, as the caller named it: a path, an s3:// URI, an upload's name."""
+    audio: AudioFacts
+    parameters: dict[str, int | None]
+    segments: list[Segment]
+    exclusive_segments: list[Segment]
+    model: ModelInfo
+    timings: Timings
+    warnings: list[str] = field(default_factory=list)
+    schema_version: str = SCHEMA_VERSION
+
+    @property
+    def speakers(self) -> list[Speaker]:
+        totals: dict[str, list[float]] = {}
+        for segment in self.segments:
+            totals.setdefault(segment.speaker, []).append(segment.duration)
+        return [
+            Speaker(id=name, speaking_seconds=round(sum(durations), 3), segment_count=len(durations))
+            for name, durations in sorted(totals.items())
+        ]
+
+    @property
+    def overlap_seconds(self) -> float:
+        """Total time during which two or more speakers talk at once."""
+        events = sorted([(s.start, 1) for s in self.segments] + [(s.end, -1) for s in self.segments])
+        active, last, overlap = 0, 0.0, 0.0
+        for time, delta in events:
+            if active >= 2:
+                overlap += time - last
+            active += delta
+            last = time
+        return round(overlap, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "input": {"uri": self.input_uri, "size_bytes": self.audio.size_bytes},
+            "audio": {
+                "duration_seconds": self.audio.duration_seconds,
+                "original": {
+                    "sample_rate": self.audio.sample_rate,
+                    "channels": self.audio.channels,
+                    "codec": self.audio.codec,
+                    "container": self.audio.container,
+                },
+            },
+            "parameters": dict(self.parameters),
+            "speaker_count": len(self.speakers),
+            "speakers": [asdict(speaker) for speaker in self.speakers],
+            "segments": [asdict(segment) for segment in self.segments],
+            "exclusive_segments": [asdict(segment) for segment in self.exclusive_segments],
+            "overlap_seconds": self.overlap_seconds,
+            "model": asdict(self.model),
+            "timings": asdict(self.timings),
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False) + "\n"
+
+    def to_rttm(self) -> str:
+        """NIST RTTM, one SPEAKER line per segment; the file id is the input's base name."""
+        file_id = rttm_file_id(self.input_uri)
+        return "".join(
+            f"SPEAKER {file_id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
+            for s in self.segments
+        )
+
+
+def rttm_file_id(uri: str) -> str:
+    """RTTM fields are space-separated: derive a whitespace-free id from the input's name."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return re.sub(r"\s+", "_", stem) or "audio"
+
+
+def load_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return schema
