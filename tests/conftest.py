@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,25 @@ def encoded_samples(
     directory = tmp_path_factory.mktemp("encoded")
     samples, rate = sample_samples
     return {extension: encode_as(samples, rate, directory, extension, stem="sample") for extension in FORMATS}
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode, shared by the session; the environment points boto3 at it."""
+    from moto.server import ThreadedMotoServer
+
+    from aws_local import FAKE_CREDENTIALS
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {key: os.environ.get(key) for key in [*FAKE_CREDENTIALS, "AWS_ENDPOINT_URL", "POWERTOOLS_TRACE_DISABLED"]}
+    os.environ.update(FAKE_CREDENTIALS, AWS_ENDPOINT_URL=endpoint, POWERTOOLS_TRACE_DISABLED="true")
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

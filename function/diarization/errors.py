@@ -16,6 +16,8 @@ class DiarizationError(Exception):
 
     code = "INTERNAL_ERROR"
     http_status = 500
+    permanent = True
+    """The same input fails the same way every time, so the outcome may be remembered (idempotency)."""
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -46,11 +48,61 @@ class InvalidParameterError(DiarizationError):
     http_status = 400
 
 
+class InvalidRequestError(DiarizationError):
+    """A request body or event is malformed: not JSON, not an object, unknown or missing fields."""
+
+    code = "INVALID_REQUEST"
+    http_status = 400
+
+
 class InputNotFoundError(DiarizationError):
     """The audio file does not exist."""
 
     code = "INPUT_NOT_FOUND"
     http_status = 404
+
+
+class AccessDeniedError(DiarizationError):
+    """The function is not allowed to read the input (IAM, bucket policy or KMS)."""
+
+    code = "ACCESS_DENIED"
+    http_status = 403
+
+
+class InputChangedError(DiarizationError):
+    """The object was overwritten after the event was sent; the newer version has its own event."""
+
+    code = "INPUT_CHANGED"
+    http_status = 409
+
+
+class NotFoundError(DiarizationError):
+    """An API route or job that does not exist."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class TooLongForSyncError(DiarizationError):
+    """POST /diarize: the audio would not be done within the API's 30 s; use POST /jobs."""
+
+    code = "TOO_LONG_FOR_SYNC"
+    http_status = 422
+
+
+class UnsupportedEventError(DiarizationError):
+    """The Lambda function received an event shape it does not handle."""
+
+    code = "UNSUPPORTED_EVENT"
+    http_status = 400
+
+
+class AudioTooLongForLambdaError(DiarizationError):
+    """The estimated processing time does not fit in the invocation's remaining time."""
+
+    code = "AUDIO_TOO_LONG_FOR_LAMBDA"
+    http_status = 413
+    permanent = False
 
 
 class EmptyAudioError(DiarizationError):
@@ -136,7 +188,14 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         DiarizationError,
         ConfigurationError,
         InvalidParameterError,
+        InvalidRequestError,
         InputNotFoundError,
+        AccessDeniedError,
+        InputChangedError,
+        UnsupportedEventError,
+        NotFoundError,
+        TooLongForSyncError,
+        AudioTooLongForLambdaError,
         EmptyAudioError,
         NoAudioStreamError,
         InvalidAudioError,

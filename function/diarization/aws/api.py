@@ -1,0 +1,241 @@
+"""HTTP API (API Gateway v2, IAM-authorised): submit jobs, poll them, or diarize short audio synchronously.
+
+POST /jobs      {"s3_uri": ...} or {"upload": true, "filename": ...} (+ hints)  -> 202 job
+GET  /jobs/{id}                                                                -> job status
+POST /diarize   {"audio_base64": ..., "filename"?} or {"s3_uri": ...} (+ hints) -> 200 result, if it fits 30 s
+
+Every user mistake is a 4xx with ``{"error": {"code", "message"}}``; never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+
+from diarization.aws.jobs import JobStore, new_job_id
+from diarization.aws.locations import Locations, ObjectRef, check_safe_name
+from diarization.aws.processing import Processor
+from diarization.aws.settings import AwsSettings
+from diarization.aws.storage import S3Store
+from diarization.engine import decode_within_limits
+from diarization.errors import (
+    AudioTooLargeError,
+    ConfigurationError,
+    DiarizationError,
+    InvalidParameterError,
+    InvalidRequestError,
+    NotFoundError,
+    TooLongForSyncError,
+)
+from diarization.hints import HINT_NAMES, SpeakerHints
+
+MAX_INLINE_AUDIO_BYTES = 4 * 1024 * 1024
+"""Base64 inflates by 4/3 and a synchronous Lambda request stops at 6 MB."""
+
+
+def error_response(error: DiarizationError) -> Response[str]:
+    return Response(
+        status_code=error.http_status,
+        content_type="application/json",
+        body=json.dumps({"error": error.to_dict()}),
+    )
+
+
+def json_response(status: int, body: dict[str, Any]) -> Response[str]:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body, default=str))
+
+
+class Api:
+    def __init__(
+        self,
+        processor: Processor,
+        settings: AwsSettings,
+        store: S3Store,
+        jobs: JobStore | None,
+        queue: Any | None,
+        logger: Logger,
+    ) -> None:
+        self.processor = processor
+        self.settings = settings
+        self.locations = Locations(settings)
+        self.store = store
+        self.jobs = jobs
+        self.queue = queue
+        self.logger = logger
+        self.app = APIGatewayHttpResolver()
+        self.app.post("/jobs")(self.create_job)
+        self.app.get("/jobs/<job_id>")(self.get_job)
+        self.app.post("/diarize")(self.diarize)
+        self.app.exception_handler(DiarizationError)(error_response)
+        self.app.not_found(self._not_found)
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return self.app.resolve(event, context)
+
+    def _not_found(self, _: Exception) -> Response[str]:
+        method, path = self.app.current_event.http_method, self.app.current_event.path
+        return error_response(
+            NotFoundError(f"No route {method} {path}. Routes: POST /jobs, GET /jobs/{{job_id}}, POST /diarize.")
+        )
+
+    def _body(self, allowed: set[str]) -> dict[str, Any]:
+        raw = self.app.current_event.decoded_body
+        try:
+            body = json.loads(raw or "")
+        except ValueError as error:
+            raise InvalidRequestError(f"The request body is not valid JSON: {error}.") from error
+        if not isinstance(body, dict):
+            raise InvalidRequestError("The request body must be a JSON object.")
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise InvalidRequestError(
+                f"Unknown field(s) {unknown}; allowed: {sorted(allowed)}.", unknown_fields=unknown
+            )
+        return body
+
+    def _require_jobs(self) -> JobStore:
+        if self.jobs is None:
+            raise ConfigurationError("JOBS_TABLE is not set: this deployment has no job store.")
+        return self.jobs
+
+    def create_job(self) -> Response[str]:
+        jobs = self._require_jobs()
+        body = self._body({"s3_uri", "upload", "filename", *HINT_NAMES})
+        hints = SpeakerHints.from_mapping(body)
+        job_id = new_job_id()
+        if "s3_uri" in body:
+            if "upload" in body or "filename" in body:
+                raise InvalidRequestError('Give either "s3_uri", or "upload": true with "filename", not both.')
+            ref = self.locations.parse_input_uri(body["s3_uri"])
+            if self.queue is None or not self.settings.work_queue_url:
+                raise ConfigurationError("WORK_QUEUE_URL is not set: jobs for existing objects cannot be queued.")
+            self.store.head(ref)  # 404/403 now, not later in the job
+            upload = None
+        elif body.get("upload") is True:
+            filename = body.get("filename")
+            if not isinstance(filename, str) or "/" in filename:
+                raise InvalidParameterError('"filename" must be a file name without "/".', parameter="filename")
+            check_safe_name(filename, "filename")
+            if not self.settings.input_bucket:
+                raise ConfigurationError("INPUT_BUCKET is not set: upload URLs cannot be issued.")
+            ref_key = self.locations.upload_key(job_id, filename)
+            ref = ObjectRef(self.settings.input_bucket, ref_key)
+            upload = {
+                "url": self.store.presign_put(ref.bucket, ref.key, self.settings.url_expiry_seconds),
+                "method": "PUT",
+                "headers": {"Content-Type": "application/octet-stream"},
+                "expires_in": self.settings.url_expiry_seconds,
+            }
+        else:
+            raise InvalidRequestError('Give "s3_uri", or "upload": true with "filename".')
+
+        outputs = self.locations.outputs(ref)
+        result = {
+            "json": outputs.uri(outputs.json_key),
+            "rttm": outputs.uri(outputs.rttm_key),
+            "error": outputs.uri(outputs.error_key),
+        }
+        jobs.create(job_id, input=ref.uri, hints=hints.to_dict(), result=result, upload=upload is not None)
+        if upload is None and self.queue is not None:
+            self.queue.send_message(
+                QueueUrl=self.settings.work_queue_url,
+                MessageBody=json.dumps(
+                    {"job_id": job_id, "bucket": ref.bucket, "key": ref.key, **hints.as_pipeline_kwargs()}
+                ),
+            )
+        self.logger.info("job created", extra={"job_id": job_id, "input": ref.uri})
+        response = {
+            "job_id": job_id,
+            "status": "queued",
+            "input": ref.uri,
+            "result": result,
+            "status_url": f"/jobs/{job_id}",
+        }
+        if upload:
+            response["upload"] = upload
+        return json_response(202, response)
+
+    def get_job(self, job_id: str) -> Response[str]:
+        job = self._require_jobs().get(job_id)
+        if job is None:
+            raise NotFoundError(f"No job {job_id!r} (jobs expire {self.settings.job_ttl_days} days after creation).")
+        body: dict[str, Any] = {
+            "job_id": job_id,
+            "status": job["status"],
+            "input": job.get("input"),
+            "result": job.get("result"),
+            "created_at": int(job["created_at"]),
+            "updated_at": int(job["updated_at"]),
+        }
+        outcome = job.get("outcome") or {}
+        if job["status"] == "succeeded":
+            bucket, key = outcome["output"]["json"][5:].split("/", 1)
+            rttm_key = outcome["output"]["rttm"][5:].split("/", 1)[1]
+            expiry = self.settings.url_expiry_seconds
+            body["download"] = {
+                "json": self.store.presign_get(bucket, key, expiry),
+                "rttm": self.store.presign_get(bucket, rttm_key, expiry),
+                "expires_in": expiry,
+            }
+            body["speaker_count"] = outcome.get("speaker_count")
+            body["duration_seconds"] = outcome.get("duration_seconds")
+        elif job["status"] == "failed":
+            body["error"] = outcome.get("error")
+        return json_response(200, body)
+
+    def diarize(self) -> Response[str]:
+        body = self._body({"s3_uri", "audio_base64", "filename", *HINT_NAMES})
+        hints = SpeakerHints.from_mapping(body)
+        diarizer = self.processor.diarizer
+        if ("s3_uri" in body) == ("audio_base64" in body):
+            raise InvalidRequestError('Give exactly one of "s3_uri" or "audio_base64".')
+        if "audio_base64" in body:
+            data = self._inline_audio(body["audio_base64"])
+            name = body.get("filename") or "upload"
+            if not isinstance(name, str):
+                raise InvalidParameterError('"filename" must be a string.', parameter="filename")
+            audio, decode_seconds = decode_within_limits(diarizer.settings, data)
+        else:
+            ref = self.locations.parse_input_uri(body["s3_uri"])
+            size, exact = self.store.head(ref)
+            if size > MAX_INLINE_AUDIO_BYTES * 8:
+                raise TooLongForSyncError(
+                    f"{ref.uri} is {size} bytes: too large for a synchronous answer; use POST /jobs."
+                )
+            with tempfile.TemporaryDirectory(dir=self.processor.workdir) as scratch:
+                local = Path(scratch) / "input"
+                self.store.download(exact, local)
+                audio, decode_seconds = decode_within_limits(diarizer.settings, local)
+            name = ref.uri
+        needed = self.processor.speed.seconds_for(audio.duration_seconds)
+        if needed > self.settings.sync_budget_seconds:
+            raise TooLongForSyncError(
+                f"{audio.duration_seconds:.0f} s of audio needs about {needed:.0f} s, more than the "
+                f"{self.settings.sync_budget_seconds:.0f} s a synchronous request may take; use POST /jobs.",
+                audio_seconds=round(audio.duration_seconds, 3),
+                estimated_seconds=round(needed, 1),
+            )
+        result = diarizer.diarize_decoded(audio, hints, name, decode_seconds)
+        return json_response(200, result.to_dict())
+
+    @staticmethod
+    def _inline_audio(value: Any) -> bytes:
+        if not isinstance(value, str):
+            raise InvalidParameterError('"audio_base64" must be a base64 string.', parameter="audio_base64")
+        if len(value) > MAX_INLINE_AUDIO_BYTES * 4 // 3 + 4:
+            raise AudioTooLargeError(
+                f"Inline audio is limited to {MAX_INLINE_AUDIO_BYTES} bytes; upload it with POST /jobs instead."
+            )
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise InvalidParameterError(
+                f'"audio_base64" is not valid base64: {error}.', parameter="audio_base64"
+            ) from error

@@ -1,0 +1,90 @@
+"""Deployment settings of the Lambda function, validated once at init (see README, "The Lambda function")."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from diarization.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    input_bucket: str | None = None
+    """The bucket the API accepts `s3_uri`s from and issues upload URLs for (INPUT_BUCKET)."""
+    input_prefix: str = "audio/"
+    output_bucket: str | None = None
+    """None: results go to the bucket the input came from."""
+    output_prefix: str = "results/"
+    idempotency_table: str | None = None
+    jobs_table: str | None = None
+    event_bus_name: str | None = None
+    work_queue_url: str | None = None
+    """Where POST /jobs with an `s3_uri` enqueues work (the queue the bucket notifies)."""
+    expected_real_time_factor: float = 1.0
+    """Seconds of processing per second of audio assumed before this container has measured its own."""
+    deadline_margin_seconds: float = 20.0
+    sync_budget_seconds: float = 25.0
+    """POST /diarize answers synchronously only if the estimate fits (API Gateway stops at 30 s)."""
+    url_expiry_seconds: int = 3600
+    job_ttl_days: int = 30
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AwsSettings:
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def number(name: str, default: float, minimum: float) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append(f"{name}={raw!r} is not a number.")
+                return default
+            if not minimum <= value < float("inf"):
+                problems.append(f"{name}={raw} must be at least {minimum}.")
+                return default
+            return value
+
+        input_prefix = env.get("INPUT_PREFIX", "audio/").strip()
+        output_prefix = env.get("OUTPUT_PREFIX", "results/").strip()
+        for name, prefix in (("INPUT_PREFIX", input_prefix), ("OUTPUT_PREFIX", output_prefix)):
+            if prefix.startswith("/"):
+                problems.append(f"{name}={prefix!r} must not start with '/': S3 keys have no leading slash.")
+        if not output_prefix:
+            problems.append("OUTPUT_PREFIX must not be empty: results would be indistinguishable from inputs.")
+        input_bucket, output_bucket = text("INPUT_BUCKET"), text("OUTPUT_BUCKET")
+        same_bucket = output_bucket is None or output_bucket == input_bucket
+        if same_bucket and output_prefix and input_prefix.startswith(output_prefix):
+            problems.append(
+                f"INPUT_PREFIX={input_prefix!r} lies inside OUTPUT_PREFIX={output_prefix!r}: results would "
+                "trigger the function again. Use separate prefixes (defaults: audio/ and results/)."
+            )
+        settings = cls(
+            input_bucket=input_bucket,
+            input_prefix=input_prefix,
+            output_bucket=output_bucket,
+            output_prefix=output_prefix,
+            idempotency_table=text("IDEMPOTENCY_TABLE"),
+            jobs_table=text("JOBS_TABLE"),
+            event_bus_name=text("EVENT_BUS_NAME"),
+            work_queue_url=text("WORK_QUEUE_URL"),
+            expected_real_time_factor=number("EXPECTED_REAL_TIME_FACTOR", 1.0, 0.001),
+            deadline_margin_seconds=number("DEADLINE_MARGIN_SECONDS", 20.0, 0.0),
+            sync_budget_seconds=number("SYNC_BUDGET_SECONDS", 25.0, 1.0),
+            url_expiry_seconds=int(number("URL_EXPIRY_SECONDS", 3600, 60)),
+            job_ttl_days=int(number("JOB_TTL_DAYS", 30, 1)),
+        )
+        if problems:
+            raise ConfigurationError(
+                "Invalid configuration: " + " ".join(problems) + " See README.md, section The Lambda function.",
+                problems=problems,
+            )
+        return settings

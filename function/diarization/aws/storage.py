@@ -1,0 +1,112 @@
+"""S3 reads and writes for the function, with S3's failures mapped to the core's typed errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from diarization.aws.locations import ObjectRef
+from diarization.errors import AccessDeniedError, InputChangedError, InputNotFoundError
+
+NOT_FOUND = {"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"}
+DENIED = {"403", "AccessDenied", "AllAccessDisabled", "InvalidObjectState"}
+CHANGED = {"412", "PreconditionFailed"}
+
+
+class S3Store:
+    def __init__(self, client: Any | None = None) -> None:
+        self.client = client or boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+    def head(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
+        """Size in bytes and the exact version to read (the event's version/ETag, else the current one)."""
+        try:
+            response = self.client.head_object(**self._target(ref))
+        except ClientError as error:
+            raise self._map(error, ref) from error
+        exact = ObjectRef(
+            ref.bucket,
+            ref.key,
+            ref.version_id or response.get("VersionId"),
+            (response.get("ETag") or "").strip('"') or ref.etag,
+        )
+        return int(response["ContentLength"]), exact
+
+    def download(self, ref: ObjectRef, path: Path) -> None:
+        try:
+            response = self.client.get_object(**self._target(ref))
+            with path.open("wb") as handle:
+                for chunk in response["Body"].iter_chunks(1024 * 1024):
+                    handle.write(chunk)
+        except ClientError as error:
+            raise self._map(error, ref) from error
+
+    def put_json(self, bucket: str, key: str, body: dict[str, Any]) -> None:
+        self.put_text(bucket, key, json.dumps(body, indent=2, ensure_ascii=False) + "\n", "application/json")
+
+    def put_text(self, bucket: str, key: str, text: str, content_type: str = "text/plain") -> None:
+        self.client.put_object(
+            Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType=f"{content_type}; charset=utf-8"
+        )
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def presign_put(self, bucket: str, key: str, expires: int) -> str:
+        return str(
+            self.client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": bucket, "Key": key, "ContentType": "application/octet-stream"},
+                ExpiresIn=expires,
+            )
+        )
+
+    def presign_get(self, bucket: str, key: str, expires: int) -> str:
+        return str(
+            self.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+        )
+
+    @staticmethod
+    def _target(ref: ObjectRef) -> dict[str, str]:
+        target = {"Bucket": ref.bucket, "Key": ref.key}
+        if ref.version_id:
+            target["VersionId"] = ref.version_id
+        elif ref.etag:
+            target["IfMatch"] = f'"{ref.etag}"'
+        return target
+
+    @staticmethod
+    def _map(error: Exception, ref: ObjectRef) -> Exception:
+        code = _code(error)
+        if code in NOT_FOUND:
+            return InputNotFoundError(f"{ref.uri} does not exist (deleted before it was processed?).", uri=ref.uri)
+        if code in DENIED:
+            return AccessDeniedError(
+                f"The function may not read {ref.uri}: check its role's s3:GetObject permission and the "
+                "bucket policy, or the object's KMS key policy.",
+                uri=ref.uri,
+            )
+        if code in CHANGED:
+            return InputChangedError(
+                f"{ref.uri} was overwritten after this event was sent; the newer version has its own event.",
+                uri=ref.uri,
+                etag=ref.etag,
+            )
+        return error  # anything else is unexpected: the caller re-raises it for a retry
+
+
+def _code(error: Any) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,336 @@
+"""The Lambda function in process, against moto server: every trigger, bad input, duplicates, deadlines.
+
+Uploads produce real S3 -> SQS notifications; the handler gets the same events Lambda would build
+from them. The runtime tests (test_runtime.py) run the same function behind the real Lambda runtime.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import wave
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jsonschema
+import pytest
+
+from aws_local import Deployment, LambdaContext, create_deployment
+from diarization.aws.app import FunctionApp
+from diarization.result import load_schema
+from media import speech_like, write_float_wav
+
+SCHEMA = load_schema()
+
+
+@pytest.fixture()
+def deployment(moto_endpoint: str) -> Deployment:
+    return create_deployment()
+
+
+@pytest.fixture()
+def scratch(tmp_path: Path) -> Path:
+    path = tmp_path / "scratch"
+    path.mkdir()
+    return path
+
+
+def make_app(deployment: Deployment, model_dir: Path, scratch: Path, **extra: str) -> FunctionApp:
+    env = {**os.environ, **deployment.env, "MODEL_DIR": str(model_dir), "NUM_THREADS": "2", **extra}
+    app = FunctionApp(env)
+    app.processor.workdir = scratch
+    return app
+
+
+@pytest.fixture()
+def app(deployment: Deployment, tiny_model_dir: Path, scratch: Path) -> FunctionApp:
+    return make_app(deployment, tiny_model_dir, scratch)
+
+
+def upload(deployment: Deployment, key: str, data: bytes) -> None:
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=data)
+
+
+def notifications(deployment: Deployment, expected: int) -> list[dict[str, Any]]:
+    """Receive until `expected` real S3 notifications (not counting s3:TestEvent) have arrived."""
+    messages: list[dict[str, Any]] = []
+    for _ in range(10):
+        messages += deployment.receive(wait=1)
+        real = [m for m in messages if "s3:TestEvent" not in m["Body"]]
+        if len(real) >= expected:
+            return messages
+    raise AssertionError(f"only {len(messages)} messages arrived")
+
+
+def test_upload_to_result_through_sqs(app: FunctionApp, deployment: Deployment, encoded_samples, scratch: Path) -> None:
+    key = "audio/team a/réunion 1+2.m4a"
+    upload(deployment, key, encoded_samples["m4a"].read_bytes())
+    messages = notifications(deployment, 1)
+    assert any("s3:TestEvent" in m["Body"] for m in messages)  # moto, like S3, sends one on set-up
+
+    response = app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
+
+    assert response == {"batchItemFailures": []}
+    result = deployment.get_json("results/team a/réunion 1+2.m4a.json")
+    jsonschema.validate(result, SCHEMA)
+    assert result["input"]["uri"] == f"s3://{deployment.bucket}/{key}"
+    assert result["audio"]["original"]["codec"] == "aac"
+    rttm = deployment.s3.get_object(Bucket=deployment.bucket, Key="results/team a/réunion 1+2.m4a.rttm")
+    lines = rttm["Body"].read().decode().splitlines()
+    assert len(lines) == len(result["segments"]) and lines[0].startswith("SPEAKER réunion_1+2 1 ")
+    assert list(scratch.iterdir()) == []
+    (event,) = deployment.captured_events()
+    assert event["detail-type"] == "Diarization Succeeded"
+    assert event["detail"]["output"]["json"] == f"s3://{deployment.bucket}/results/team a/réunion 1+2.m4a.json"
+
+
+def test_s3_notification_invokes_directly(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    upload(deployment, "audio/a.flac", encoded_samples["flac"].read_bytes())
+    notification = json.loads(next(m for m in notifications(deployment, 1) if "Records" in m["Body"])["Body"])
+    response = app.lambda_handler(notification, LambdaContext())
+    (outcome,) = response["outcomes"]
+    assert outcome["status"] == "succeeded" and outcome["output"]["json"].endswith("results/a.flac.json")
+    assert deployment.object_keys("results/") == ["results/a.flac.json", "results/a.flac.rttm"]
+
+
+@pytest.mark.parametrize("encode_key", [False, True])
+def test_eventbridge_object_created(
+    app: FunctionApp, deployment: Deployment, encoded_samples, encode_key: bool
+) -> None:
+    key = "audio/x y/ü.ogg"
+    upload(deployment, key, encoded_samples["ogg"].read_bytes())
+    event = {
+        "version": "0",
+        "id": "1",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-11-25T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [f"arn:aws:s3:::{deployment.bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": deployment.bucket},
+            "object": {"key": "audio/x+y/%C3%BC.ogg" if encode_key else key, "size": 1},
+            "reason": "PutObject",
+        },
+    }
+    (outcome,) = app.lambda_handler(event, LambdaContext())["outcomes"]
+    assert outcome["status"] == "succeeded", outcome
+    assert "results/x y/ü.ogg.json" in deployment.object_keys("results/")
+
+
+def test_direct_invocation_with_hints(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    upload(deployment, "audio/call.wav", encoded_samples["wav"].read_bytes())
+    outcome = app.lambda_handler(
+        {"bucket": deployment.bucket, "key": "audio/call.wav", "num_speakers": 2}, LambdaContext()
+    )
+    assert outcome["status"] == "succeeded" and outcome["speaker_count"] == 2
+    assert outcome["duration_seconds"] == pytest.approx(30.0, abs=0.01)
+    assert deployment.get_json("results/call.wav.json")["parameters"]["num_speakers"] == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [("results/loop.wav", "output prefix"), ("elsewhere/x.wav", "outside the input prefix"), ("audio/", "folder")],
+)
+def test_objects_that_are_not_inputs_are_skipped(
+    app: FunctionApp, deployment: Deployment, encoded_samples, key: str, reason: str
+) -> None:
+    upload(deployment, key, encoded_samples["wav"].read_bytes())
+    outcome = app.lambda_handler({"bucket": deployment.bucket, "key": key}, LambdaContext())
+    assert outcome["status"] == "skipped" and reason in outcome["reason"]
+    assert [k for k in deployment.object_keys() if k != key] == []
+
+
+def header_only_wav() -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16_000)
+    return buffer.getvalue()
+
+
+def error_object(deployment: Deployment, name: str) -> dict[str, Any]:
+    body = deployment.get_json(f"results/{name}.error.json")
+    assert body["status"] == "failed" and body["schema_version"] == "1.0"
+    assert body["input"]["uri"] == f"s3://{deployment.bucket}/audio/{name}"
+    return body
+
+
+def test_bad_file_and_poison_message_do_not_fail_their_neighbours(
+    app: FunctionApp, deployment: Deployment, encoded_samples
+) -> None:
+    upload(deployment, "audio/good.mp3", encoded_samples["mp3"].read_bytes())
+    upload(deployment, "audio/garbage.wav", os.urandom(5000))
+    messages = notifications(deployment, 2)
+    event = deployment.sqs_event(messages)
+    poison = dict(event["Records"][0], messageId="poison-1", body="{not json")
+    event["Records"].insert(1, poison)
+    context = LambdaContext()
+
+    response = app.lambda_handler(event, context)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "poison-1"}]}
+    assert deployment.get_json("results/good.mp3.json")["audio"]["original"]["codec"] == "mp3float"
+    body = error_object(deployment, "garbage.wav")
+    assert body["error"]["code"] == "INVALID_AUDIO" and body["request_id"] == context.aws_request_id
+    assert "results/garbage.wav.json" not in deployment.object_keys()
+    kinds = sorted(event["detail-type"] for event in deployment.captured_events())
+    assert kinds == ["Diarization Failed", "Diarization Succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [(b"", "EMPTY_AUDIO"), (b"plain text, not audio\n" * 50, "INVALID_AUDIO")],
+)
+def test_bad_inputs_write_error_objects(app: FunctionApp, deployment: Deployment, data: bytes, code: str) -> None:
+    upload(deployment, "audio/bad.wav", data)
+    outcome = app.lambda_handler({"bucket": deployment.bucket, "key": "audio/bad.wav"}, LambdaContext())
+    assert outcome["status"] == "failed" and outcome["error"]["code"] == code
+    assert outcome["error"]["location"] == f"s3://{deployment.bucket}/results/bad.wav.error.json"
+    assert error_object(deployment, "bad.wav")["error"]["code"] == code
+
+
+def test_core_bad_inputs_through_sqs(app: FunctionApp, deployment: Deployment, encoded_samples, tmp_path: Path) -> None:
+    """Every bad input of the core arrives through the real notification path and ends as an error object."""
+    mp3 = encoded_samples["mp3"].read_bytes()
+    nan = speech_like(2.0)
+    nan[100] = float("nan")
+    cases = {
+        "truncated.mp3": (mp3[: len(mp3) // 2], "INVALID_AUDIO"),
+        "nan.wav": (write_float_wav(nan, 16_000, tmp_path / "nan.wav").read_bytes(), "INVALID_AUDIO"),
+        "header-only.wav": (header_only_wav(), "EMPTY_AUDIO"),
+        "notes.txt": (b"meeting notes\n" * 40, "INVALID_AUDIO"),
+    }
+    for name, (data, _) in cases.items():
+        upload(deployment, f"audio/{name}", data)
+    response = app.lambda_handler(deployment.sqs_event(notifications(deployment, len(cases))), LambdaContext())
+    assert response == {"batchItemFailures": []}
+    for name, (_, code) in cases.items():
+        assert error_object(deployment, name)["error"]["code"] == code
+
+
+def test_invalid_hints_in_a_direct_invocation(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    upload(deployment, "audio/h.wav", encoded_samples["wav"].read_bytes())
+    outcome = app.lambda_handler(
+        {"bucket": deployment.bucket, "key": "audio/h.wav", "min_speakers": 3, "max_speakers": 2}, LambdaContext()
+    )
+    assert outcome["error"]["code"] == "INVALID_PARAMETER"
+    assert error_object(deployment, "h.wav")["error"]["message"].startswith("min_speakers=3")
+
+
+def test_object_deleted_before_processing(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    upload(deployment, "audio/gone.wav", encoded_samples["wav"].read_bytes())
+    messages = notifications(deployment, 1)
+    deployment.s3.delete_object(Bucket=deployment.bucket, Key="audio/gone.wav")
+    assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+    assert error_object(deployment, "gone.wav")["error"]["code"] == "INPUT_NOT_FOUND"
+
+
+def test_oversize_is_rejected_from_head_object_before_download(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples
+) -> None:
+    """The scratch folder does not exist: any download attempt would fail loudly."""
+    app = make_app(deployment, tiny_model_dir, tmp_path / "does-not-exist", MAX_AUDIO_BYTES="1000")
+    upload(deployment, "audio/big.wav", encoded_samples["wav"].read_bytes())
+    outcome = app.lambda_handler({"bucket": deployment.bucket, "key": "audio/big.wav"}, LambdaContext())
+    assert outcome["error"]["code"] == "AUDIO_TOO_LARGE"
+    assert error_object(deployment, "big.wav")["error"]["details"]["max_bytes"] == 1000
+
+
+def test_duplicate_delivery_runs_the_pipeline_once(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    upload(deployment, "audio/dup.opus", encoded_samples["opus"].read_bytes())
+    event = deployment.sqs_event(notifications(deployment, 1))
+    assert app.idempotency_config is not None
+    app.idempotency_config.register_lambda_context(LambdaContext())
+    first = app.processor.process(*_items(event), LambdaContext())
+    before = deployment.s3.head_object(Bucket=deployment.bucket, Key="results/dup.opus.json")["LastModified"]
+    second = app.processor.process(*_items(event), LambdaContext())
+    assert second == first  # same timings: the stored outcome, not a second run
+    after = deployment.s3.head_object(Bucket=deployment.bucket, Key="results/dup.opus.json")["LastModified"]
+    assert after == before
+    assert len(deployment.captured_events()) == 1
+    assert boto3.client("dynamodb").scan(TableName=deployment.idempotency_table)["Count"] == 1
+
+
+def _items(event: dict[str, Any]) -> list[Any]:
+    from diarization.aws.events import from_sqs_body
+
+    return [item for record in event["Records"] for item in from_sqs_body(record["body"])]
+
+
+def test_same_key_new_content_is_processed_again(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    upload(deployment, "audio/v.wav", b"garbage" * 100)
+    app.lambda_handler({"bucket": deployment.bucket, "key": "audio/v.wav"}, LambdaContext())
+    assert "results/v.wav.error.json" in deployment.object_keys()
+    upload(deployment, "audio/v.wav", encoded_samples["wav"].read_bytes())
+    outcome = app.lambda_handler({"bucket": deployment.bucket, "key": "audio/v.wav"}, LambdaContext())
+    assert outcome["status"] == "succeeded"
+    assert deployment.object_keys("results/") == ["results/v.wav.json", "results/v.wav.rttm"]  # stale error removed
+
+
+def test_version_in_the_event_is_the_version_processed(
+    moto_endpoint: str, tiny_model_dir: Path, scratch: Path, encoded_samples
+) -> None:
+    deployment = create_deployment(versioned=True)
+    app = make_app(deployment, tiny_model_dir, scratch)
+    first = deployment.s3.put_object(
+        Bucket=deployment.bucket, Key="audio/ver.wav", Body=encoded_samples["wav"].read_bytes()
+    )
+    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/ver.wav", Body=b"overwritten with garbage")
+    outcome = app.lambda_handler(
+        {"bucket": deployment.bucket, "key": "audio/ver.wav", "version_id": first["VersionId"]}, LambdaContext()
+    )
+    assert outcome["status"] == "succeeded" and outcome["version_id"] == first["VersionId"]
+
+
+def test_overwritten_since_the_event_is_reported(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    upload(deployment, "audio/etag.wav", encoded_samples["wav"].read_bytes())
+    messages = notifications(deployment, 1)
+    upload(deployment, "audio/etag.wav", encoded_samples["flac"].read_bytes())
+    app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
+    assert error_object(deployment, "etag.wav")["error"]["code"] == "INPUT_CHANGED"
+
+
+def test_deadline_too_short(deployment: Deployment, tiny_model_dir: Path, scratch: Path, encoded_samples) -> None:
+    app = make_app(deployment, tiny_model_dir, scratch, EXPECTED_REAL_TIME_FACTOR="1.0", DEADLINE_MARGIN_SECONDS="20")
+    upload(deployment, "audio/long.wav", encoded_samples["wav"].read_bytes())
+    outcome = app.lambda_handler(
+        {"bucket": deployment.bucket, "key": "audio/long.wav"}, LambdaContext(remaining_seconds=40)
+    )
+    assert outcome["error"]["code"] == "AUDIO_TOO_LONG_FOR_LAMBDA"
+    details = error_object(deployment, "long.wav")["error"]["details"]
+    assert details["audio_seconds"] == pytest.approx(30.0) and details["remaining_seconds"] <= 40
+    assert list(scratch.iterdir()) == []
+    # with enough time left the same file goes through
+    outcome = app.lambda_handler(
+        {"bucket": deployment.bucket, "key": "audio/long.wav"}, LambdaContext(remaining_seconds=60)
+    )
+    assert outcome["status"] == "succeeded"
+
+
+def test_unsupported_events_are_rejected(app: FunctionApp) -> None:
+    from diarization.errors import InvalidRequestError, UnsupportedEventError
+
+    with pytest.raises(UnsupportedEventError, match="Unsupported event"):
+        app.lambda_handler({"hello": "world"}, LambdaContext())
+    with pytest.raises(InvalidRequestError, match="Unknown field"):
+        app.lambda_handler({"bucket": "b", "key": "audio/k.wav", "speakers": 2}, LambdaContext())
+
+
+def test_metrics_in_embedded_metric_format(app: FunctionApp, deployment: Deployment, encoded_samples, capsys) -> None:
+    upload(deployment, "audio/m.wav", encoded_samples["wav"].read_bytes())
+    upload(deployment, "audio/m-bad.wav", b"junk" * 100)
+    capsys.readouterr()
+    app.lambda_handler({"bucket": deployment.bucket, "key": "audio/m.wav"}, LambdaContext())
+    app.lambda_handler({"bucket": deployment.bucket, "key": "audio/m-bad.wav"}, LambdaContext())
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = {m["Name"] for doc in emf for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"AudioSeconds", "ProcessingSeconds", "RealTimeFactor", "SpeakersDetected", "Failures"} <= names
+    failures = [doc for doc in emf if "Failures" in doc]
+    assert failures and failures[0]["ErrorCode"] == "INVALID_AUDIO"
+    assert all(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DiarizationTest" for doc in emf)
