@@ -7,6 +7,7 @@ paid for once; tests build the same object from an explicit environment.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,6 +40,8 @@ IDEMPOTENCY_DAYS = 7
 class FunctionApp:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
+        # API calls and skipped objects have no application metrics; Powertools would warn on each.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
         self.logger = Logger(service=env.get("POWERTOOLS_SERVICE_NAME", "diarization"))
         self.tracer = Tracer(service=env.get("POWERTOOLS_SERVICE_NAME", "diarization"))
         self.metrics = Metrics(namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "Diarization"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -38,8 +39,8 @@ class JobStore:
     def get(self, job_id: str) -> dict[str, Any] | None:
         if not JOB_ID.match(job_id):
             return None
-        item: dict[str, Any] | None = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
-        return item
+        item = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return None if item is None else _plain(item)
 
     def mark_running(self, job_id: str) -> bool:
         """False when the job does not exist (e.g. an upload path invented by hand)."""
@@ -47,7 +48,7 @@ class JobStore:
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
         status = "succeeded" if outcome.get("status") == "succeeded" else "failed"
-        fields = {"outcome": outcome}
+        fields = {"outcome": _storable(outcome)}
         return self._update(job_id, status, fields, only_if=None)
 
     def _update(self, job_id: str, status: str, fields: dict[str, Any], only_if: str | None) -> bool:
@@ -75,3 +76,25 @@ class JobStore:
                 return False
             raise
         return True
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB hands numbers back as Decimal; callers (and JSON) want int or float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _storable(value: Any) -> Any:
+    """DynamoDB refuses floats: store them as Decimal."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {key: _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value

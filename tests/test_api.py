@@ -1,0 +1,177 @@
+"""The HTTP API (API Gateway v2 events) against moto server: jobs, uploads through presigned URLs, sync calls."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from aws_local import Deployment, LambdaContext, create_deployment
+from diarization.aws.app import FunctionApp
+from diarization.result import load_schema
+from media import encode_as, speech_like
+
+
+@pytest.fixture()
+def deployment(moto_endpoint: str) -> Deployment:
+    return create_deployment()
+
+
+@pytest.fixture()
+def app(deployment: Deployment, tiny_model_dir: Path, tmp_path: Path) -> FunctionApp:
+    env = {**os.environ, **deployment.env, "MODEL_DIR": str(tiny_model_dir), "NUM_THREADS": "2"}
+    app = FunctionApp(env)
+    app.processor.workdir = tmp_path
+    return app
+
+
+def call(app: FunctionApp, method: str, path: str, body: Any = None, raw: str | None = None) -> tuple[int, Any]:
+    """An HTTP API (payload format 2.0) request, as API Gateway delivers it, and the decoded response."""
+    event = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api",
+            "domainName": "api.example.com",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
+            "requestId": "req-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "25/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 0,
+        },
+        "body": raw if raw is not None else (json.dumps(body) if body is not None else None),
+        "isBase64Encoded": False,
+    }
+    response = app.lambda_handler(event, LambdaContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def process_queue(app: FunctionApp, deployment: Deployment, expected: int) -> None:
+    """Deliver what the work queue holds to the function, as the SQS event source mapping would."""
+    delivered = 0
+    for _ in range(10):
+        messages = [m for m in deployment.receive(wait=1) if "s3:TestEvent" not in m["Body"]]
+        if messages:
+            assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+            delivered += len(messages)
+        if delivered >= expected:
+            return
+    raise AssertionError(f"only {delivered} of {expected} messages arrived")
+
+
+def test_upload_job_end_to_end(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "call 1.m4a", "num_speakers": 2})
+    assert status == 202 and job["status"] == "queued" and job["status_url"] == f"/jobs/{job['job_id']}"
+    assert job["input"] == f"s3://{deployment.bucket}/audio/uploads/{job['job_id']}/call 1.m4a"
+    assert job["result"]["json"] == f"s3://{deployment.bucket}/results/uploads/{job['job_id']}/call 1.m4a.json"
+    assert call(app, "GET", job["status_url"])[1]["status"] == "queued"
+
+    put = urllib.request.Request(
+        job["upload"]["url"], data=encoded_samples["m4a"].read_bytes(), method="PUT", headers=job["upload"]["headers"]
+    )
+    with urllib.request.urlopen(put) as response:
+        assert response.status == 200
+    process_queue(app, deployment, 1)
+
+    status, done = call(app, "GET", job["status_url"])
+    assert status == 200 and done["status"] == "succeeded" and done["speaker_count"] == 2
+    with urllib.request.urlopen(done["download"]["json"]) as response:
+        result = json.loads(response.read())
+    jsonschema.validate(result, load_schema())
+    assert result["parameters"]["num_speakers"] == 2  # the job's hints reached the pipeline
+    with urllib.request.urlopen(done["download"]["rttm"]) as response:
+        assert response.read().decode().startswith("SPEAKER call_1 1 ")
+
+
+def test_job_for_an_existing_object(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/old/meeting.flac", Body=encoded_samples["flac"].read_bytes())
+    status, job = call(app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/audio/old/meeting.flac", "max_speakers": 1})
+    assert status == 202
+    process_queue(app, deployment, 2)  # the upload's own notification, and the job's message
+    status, done = call(app, "GET", f"/jobs/{job['job_id']}")
+    assert done["status"] == "succeeded" and done["speaker_count"] <= 1
+
+
+def test_failed_job_reports_the_error(app: FunctionApp, deployment: Deployment) -> None:
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "broken.wav"})
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=f"audio/uploads/{job['job_id']}/broken.wav", Body=b"x" * 900)
+    process_queue(app, deployment, 1)
+    status, done = call(app, "GET", f"/jobs/{job['job_id']}")
+    assert done["status"] == "failed" and done["error"]["code"] == "INVALID_AUDIO"
+    assert done["error"]["location"] == job["result"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "raw", "status", "code"),
+    [
+        ("POST", "/jobs", None, "{not json", 400, "INVALID_REQUEST"),
+        ("POST", "/jobs", None, "", 400, "INVALID_REQUEST"),
+        ("POST", "/jobs", ["s3://x"], None, 400, "INVALID_REQUEST"),
+        ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/a.wav", "colour": "red"}, None, 400, "INVALID_REQUEST"),
+        ("POST", "/jobs", {}, None, 400, "INVALID_REQUEST"),
+        ("POST", "/jobs", {"s3_uri": "https://example.com/a.wav"}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"s3_uri": "s3://other-bucket/audio/a.wav"}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/../secrets.wav"}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"s3_uri": "s3://{bucket}/results/a.wav.json"}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/missing.wav"}, None, 404, "INPUT_NOT_FOUND"),
+        ("POST", "/jobs", {"upload": True, "filename": "../../etc/passwd"}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"upload": True, "filename": ".."}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"upload": True}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"upload": True, "filename": "a.wav", "s3_uri": "s3://{bucket}/audio/a.wav"}, None, 400, "INVALID_REQUEST"),
+        ("POST", "/jobs", {"upload": True, "filename": "a.wav", "num_speakers": 0}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"upload": True, "filename": "a.wav", "num_speakers": "2"}, None, 400, "INVALID_PARAMETER"),
+        ("GET", "/jobs/0123456789abcdef0123456789abcdef", None, None, 404, "NOT_FOUND"),
+        ("GET", "/jobs/not-a-job", None, None, 404, "NOT_FOUND"),
+        ("DELETE", "/jobs", None, None, 404, "NOT_FOUND"),
+        ("POST", "/diarize", {"audio_base64": "!!!"}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/diarize", {"audio_base64": base64.b64encode(b"junk" * 99).decode()}, None, 422, "INVALID_AUDIO"),
+        ("POST", "/diarize", {"audio_base64": 12}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/diarize", {}, None, 400, "INVALID_REQUEST"),
+    ],
+)
+def test_user_mistakes_are_4xx_with_an_error_object(
+    app: FunctionApp, deployment: Deployment, method: str, path: str, body: Any, raw: str | None, status: int, code: str
+) -> None:
+    if body is not None:
+        body = json.loads(json.dumps(body).replace("{bucket}", deployment.bucket))
+    got_status, got = call(app, method, path, body, raw)
+    assert (got_status, got["error"]["code"]) == (status, code), got
+    assert got["error"]["message"]
+
+
+def test_oversize_inline_audio(app: FunctionApp) -> None:
+    status, body = call(app, "POST", "/diarize", {"audio_base64": "A" * (6 * 1024 * 1024)})
+    assert status == 413 and body["error"]["code"] == "AUDIO_TOO_LARGE" and "POST /jobs" in body["error"]["message"]
+
+
+def test_sync_diarize_short_audio(app: FunctionApp, tmp_path: Path) -> None:
+    audio = encode_as(speech_like(5.0), 16_000, tmp_path, "flac").read_bytes()
+    status, result = call(app, "POST", "/diarize", {"audio_base64": base64.b64encode(audio).decode(), "filename": "hello.flac"})
+    assert status == 200, result
+    jsonschema.validate(result, load_schema())
+    assert result["input"]["uri"] == "hello.flac" and result["audio"]["duration_seconds"] == pytest.approx(5.0, abs=0.05)
+
+
+def test_sync_diarize_from_s3(app: FunctionApp, deployment: Deployment, tmp_path: Path) -> None:
+    audio = encode_as(speech_like(4.0), 16_000, tmp_path, "ogg").read_bytes()
+    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/short.ogg", Body=audio)
+    status, result = call(app, "POST", "/diarize", {"s3_uri": f"s3://{deployment.bucket}/audio/short.ogg"})
+    assert status == 200 and result["input"]["uri"] == f"s3://{deployment.bucket}/audio/short.ogg"
+
+
+def test_sync_diarize_refuses_what_cannot_finish_in_time(app: FunctionApp, encoded_samples) -> None:
+    app.processor.speed.real_time_factor = 1.0  # 30 s of audio then needs ~32 s, more than the 25 s budget
+    audio = base64.b64encode(encoded_samples["opus"].read_bytes()).decode()
+    status, body = call(app, "POST", "/diarize", {"audio_base64": audio})
+    assert status == 422 and body["error"]["code"] == "TOO_LONG_FOR_SYNC" and "POST /jobs" in body["error"]["message"]
