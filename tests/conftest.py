@@ -77,20 +77,15 @@ def encoded_samples(
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto in server mode, shared by the session; the environment points boto3 at it."""
-    from moto.server import ThreadedMotoServer
+    from local_aws import FAKE_CREDENTIALS, start_local_aws
 
-    from aws_local import FAKE_CREDENTIALS
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = {key: os.environ.get(key) for key in [*FAKE_CREDENTIALS, "AWS_ENDPOINT_URL", "POWERTOOLS_TRACE_DISABLED"]}
-    os.environ.update(FAKE_CREDENTIALS, AWS_ENDPOINT_URL=endpoint, POWERTOOLS_TRACE_DISABLED="true")
+    names = [*FAKE_CREDENTIALS, "AWS_ENDPOINT_URL", "POWERTOOLS_TRACE_DISABLED"]
+    saved = {name: os.environ.get(name) for name in names}
+    server, endpoint = start_local_aws()
     yield endpoint
     server.stop()
-    for key, value in saved.items():
+    for name, value in saved.items():
         if value is None:
-            os.environ.pop(key, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[key] = value
+            os.environ[name] = value

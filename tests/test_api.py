@@ -11,8 +11,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from local_aws import Deployment, LambdaContext, create_deployment
 
-from aws_local import Deployment, LambdaContext, create_deployment
 from diarization.aws.app import FunctionApp
 from diarization.result import load_schema
 from media import encode_as, speech_like
@@ -95,8 +95,12 @@ def test_upload_job_end_to_end(app: FunctionApp, deployment: Deployment, encoded
 
 
 def test_job_for_an_existing_object(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
-    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/old/meeting.flac", Body=encoded_samples["flac"].read_bytes())
-    status, job = call(app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/audio/old/meeting.flac", "max_speakers": 1})
+    deployment.s3.put_object(
+        Bucket=deployment.bucket, Key="audio/old/meeting.flac", Body=encoded_samples["flac"].read_bytes()
+    )
+    status, job = call(
+        app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/audio/old/meeting.flac", "max_speakers": 1}
+    )
     assert status == 202
     process_queue(app, deployment, 2)  # the upload's own notification, and the job's message
     status, done = call(app, "GET", f"/jobs/{job['job_id']}")
@@ -105,9 +109,10 @@ def test_job_for_an_existing_object(app: FunctionApp, deployment: Deployment, en
 
 def test_failed_job_reports_the_error(app: FunctionApp, deployment: Deployment) -> None:
     status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "broken.wav"})
+    assert status == 202
     deployment.s3.put_object(Bucket=deployment.bucket, Key=f"audio/uploads/{job['job_id']}/broken.wav", Body=b"x" * 900)
     process_queue(app, deployment, 1)
-    status, done = call(app, "GET", f"/jobs/{job['job_id']}")
+    _, done = call(app, "GET", f"/jobs/{job['job_id']}")
     assert done["status"] == "failed" and done["error"]["code"] == "INVALID_AUDIO"
     assert done["error"]["location"] == job["result"]["error"]
 
@@ -128,7 +133,14 @@ def test_failed_job_reports_the_error(app: FunctionApp, deployment: Deployment) 
         ("POST", "/jobs", {"upload": True, "filename": "../../etc/passwd"}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True, "filename": ".."}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True}, None, 400, "INVALID_PARAMETER"),
-        ("POST", "/jobs", {"upload": True, "filename": "a.wav", "s3_uri": "s3://{bucket}/audio/a.wav"}, None, 400, "INVALID_REQUEST"),
+        (
+            "POST",
+            "/jobs",
+            {"upload": True, "filename": "a.wav", "s3_uri": "s3://{bucket}/audio/a.wav"},
+            None,
+            400,
+            "INVALID_REQUEST",
+        ),
         ("POST", "/jobs", {"upload": True, "filename": "a.wav", "num_speakers": 0}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True, "filename": "a.wav", "num_speakers": "2"}, None, 400, "INVALID_PARAMETER"),
         ("GET", "/jobs/0123456789abcdef0123456789abcdef", None, None, 404, "NOT_FOUND"),
@@ -157,10 +169,14 @@ def test_oversize_inline_audio(app: FunctionApp) -> None:
 
 def test_sync_diarize_short_audio(app: FunctionApp, tmp_path: Path) -> None:
     audio = encode_as(speech_like(5.0), 16_000, tmp_path, "flac").read_bytes()
-    status, result = call(app, "POST", "/diarize", {"audio_base64": base64.b64encode(audio).decode(), "filename": "hello.flac"})
+    status, result = call(
+        app, "POST", "/diarize", {"audio_base64": base64.b64encode(audio).decode(), "filename": "hello.flac"}
+    )
     assert status == 200, result
     jsonschema.validate(result, load_schema())
-    assert result["input"]["uri"] == "hello.flac" and result["audio"]["duration_seconds"] == pytest.approx(5.0, abs=0.05)
+    assert result["input"]["uri"] == "hello.flac" and result["audio"]["duration_seconds"] == pytest.approx(
+        5.0, abs=0.05
+    )
 
 
 def test_sync_diarize_from_s3(app: FunctionApp, deployment: Deployment, tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import boto3
 import jsonschema
 import pytest
+from local_aws import Deployment, LambdaContext, create_deployment
 
-from aws_local import Deployment, LambdaContext, create_deployment
 from diarization.aws.app import FunctionApp
 from diarization.result import load_schema
 from media import speech_like, write_float_wav

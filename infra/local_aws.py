@@ -1,4 +1,4 @@
-"""A local AWS for tests: moto in server mode over HTTP, and the deployment the function expects.
+"""A local AWS for the demo and the tests: moto in server mode over HTTP, and the deployment the function expects.
 
 The function talks to it through `AWS_ENDPOINT_URL`, exactly as it talks to AWS: same boto3 calls,
 same wire protocol, real S3 -> SQS notifications and real EventBridge rules.
@@ -7,11 +7,13 @@ same wire protocol, real S3 -> SQS notifications and real EventBridge rules.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {
@@ -21,6 +23,16 @@ FAKE_CREDENTIALS = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }
+
+
+def start_local_aws() -> tuple[ThreadedMotoServer, str]:
+    """Start moto server on a free loopback port and point this process's boto3 (and children) at it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update(FAKE_CREDENTIALS, AWS_ENDPOINT_URL=endpoint, POWERTOOLS_TRACE_DISABLED="true")
+    return server, endpoint
 
 
 @dataclass

@@ -1,0 +1,83 @@
+"""End to end through the real Lambda runtime: the RIE, awslambdaric, module init, moto server."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from local_aws import Deployment, create_deployment
+
+from runtime_emulator import ROOT, Emulator
+
+
+def function_env(deployment: Deployment, model_dir: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
+        **deployment.env,
+        "MODEL_DIR": str(model_dir),
+        "NUM_THREADS": "2",
+        "PYTHONPATH": str(ROOT / "function"),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": "300",
+    }
+
+
+@pytest.fixture()
+def deployment(moto_endpoint: str) -> Deployment:
+    return create_deployment()
+
+
+@pytest.fixture()
+def emulator(deployment: Deployment, tiny_model_dir: Path, tmp_path: Path) -> Iterator[Emulator]:
+    emulator = Emulator(function_env(deployment, tiny_model_dir))
+    emulator.start(tmp_path / "function.log")
+    yield emulator
+    emulator.stop()
+
+
+def test_upload_notification_through_the_runtime_and_a_warm_second_call(
+    emulator: Emulator, deployment: Deployment, encoded_samples
+) -> None:
+    deployment.s3.put_object(
+        Bucket=deployment.bucket, Key="audio/rie/first call.mp3", Body=encoded_samples["mp3"].read_bytes()
+    )
+    messages = []
+    for _ in range(10):
+        messages += deployment.receive(wait=1)
+        if any("first+call.mp3" in m["Body"] for m in messages):
+            break
+
+    status, response = emulator.invoke(deployment.sqs_event(messages))
+    assert status == 200, emulator.logs()[-3000:]
+    assert response == {"batchItemFailures": []}
+    result = deployment.get_json("results/rie/first call.mp3.json")
+    assert result["model"]["name"] == "offline-tiny-untrained" and result["speaker_count"] >= 1
+
+    deployment.s3.put_object(
+        Bucket=deployment.bucket, Key="audio/rie/second.wav", Body=encoded_samples["wav"].read_bytes()
+    )
+    started = time.perf_counter()
+    status, outcome = emulator.invoke({"bucket": deployment.bucket, "key": "audio/rie/second.wav"})
+    warm_seconds = time.perf_counter() - started
+    assert status == 200 and outcome["status"] == "succeeded", outcome
+    assert warm_seconds < 30  # no model reload: the tiny pipeline takes about a second warm
+
+    records = [json.loads(line) for line in emulator.logs().splitlines() if line.startswith("{")]
+    assert [r["message"] for r in records if r.get("message") == "ready"] == ["ready"]  # init ran once
+    cold = [r["cold_start"] for r in records if r.get("message") == "diarized"]
+    assert cold == [True, False]
+
+
+def test_a_missing_model_is_an_init_error(deployment: Deployment, tmp_path: Path) -> None:
+    emulator = Emulator(function_env(deployment, tmp_path / "no-model"))
+    emulator.start(tmp_path / "function.log")
+    try:
+        status, body = emulator.invoke({"bucket": deployment.bucket, "key": "audio/x.wav"})
+    finally:
+        emulator.stop()
+    assert status == 502 and body["errorType"] == "ModelNotFoundError", body
+    assert body["errorMessage"].startswith(f"MODEL_NOT_FOUND: Model directory '{tmp_path / 'no-model'}' does not exist")
+    assert "python -m diarization.offline" in body["errorMessage"]
