@@ -30,12 +30,11 @@ FROM deps AS model
 ARG MODEL_SOURCE=pretrained
 ARG HF_MODEL=pyannote/speaker-diarization-community-1
 ARG HF_REVISION=""
-# Only the core modules: changes to the AWS adapters do not re-bake the model.
-COPY function/diarization/*.py /opt/build/diarization/
-COPY function/diarization/schema /opt/build/diarization/schema
-ENV PYTHONPATH=/opt/build PYANNOTE_METRICS_ENABLED=false
-RUN --mount=type=secret,id=hf_token \
-    if [ "$MODEL_SOURCE" = offline ]; then \
+# The code is bind-mounted for this one step rather than copied: the stage adds the model and nothing else.
+RUN --mount=type=bind,source=function/diarization,target=/opt/build/diarization \
+    --mount=type=secret,id=hf_token \
+    export PYTHONPATH=/opt/build PYTHONDONTWRITEBYTECODE=1 PYANNOTE_METRICS_ENABLED=false \
+ && if [ "$MODEL_SOURCE" = offline ]; then \
       /opt/venv/bin/python -m diarization.offline /opt/diarization/model --variant production \
       && /opt/venv/bin/python -m diarization.bake /opt/diarization/model --verify-only; \
     else \

@@ -41,10 +41,10 @@ $(MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
 	$(PY) -m diarization.offline $(MODEL_DIR) --variant production
 
 demo: setup tools model  ## the main job locally: local S3 (moto), upload, Lambda runtime emulator, JSON result
-	$(PY) infra/local_demo.py $(MODEL_DIR)
+	@$(PY) infra/local_demo.py $(MODEL_DIR)
 
 diarize: setup model  ## the command line on pyannote's 30 s sample recording
-	$(PY) -m diarization "$(SAMPLE)" --model-dir $(MODEL_DIR)
+	@$(PY) -m diarization "$(SAMPLE)" --model-dir $(MODEL_DIR)
 
 test: setup tools  ## run the test suite (all but the image build)
 	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m "not image"

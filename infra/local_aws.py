@@ -7,6 +7,7 @@ same wire protocol, real S3 -> SQS notifications and real EventBridge rules.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ FAKE_CREDENTIALS = {
 
 def start_local_aws() -> tuple[ThreadedMotoServer, str]:
     """Start moto server on a free loopback port and point this process's boto3 (and children) at it."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "infra"), str(ROOT / "tests")]
 
 from local_aws import create_deployment, start_local_aws  # noqa: E402
-
 from runtime_emulator import Emulator  # noqa: E402
 
 

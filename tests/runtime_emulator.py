@@ -39,6 +39,7 @@ class Emulator:
 
     def __init__(self, env: dict[str, str], command: list[str] | None = None, cwd: Path = ROOT / "function") -> None:
         self.port = free_port()
+        self.runtime_api_port = free_port()  # not the default 9001: emulators must not collide
         self.env = env
         self.command = command or [sys.executable, "-m", "awslambdaric", "diarization.handler.lambda_handler"]
         self.cwd = cwd
@@ -51,7 +52,14 @@ class Emulator:
     def start(self, log_path: Path) -> None:
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [str(find_emulator()), "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}", *self.command],
+            [
+                str(find_emulator()),
+                "--runtime-interface-emulator-address",
+                f"127.0.0.1:{self.port}",
+                "--runtime-api-address",
+                f"127.0.0.1:{self.runtime_api_port}",
+                *self.command,
+            ],
             cwd=self.cwd,
             env=self.env,
             stdout=log_path.open("wb"),

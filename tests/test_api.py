@@ -11,10 +11,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from local_aws import Deployment, LambdaContext, create_deployment
 
 from diarization.aws.app import FunctionApp
 from diarization.result import load_schema
+from local_aws import Deployment, LambdaContext, create_deployment
 from media import encode_as, speech_like
 
 

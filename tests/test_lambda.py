@@ -16,10 +16,10 @@ from typing import Any
 import boto3
 import jsonschema
 import pytest
-from local_aws import Deployment, LambdaContext, create_deployment
 
 from diarization.aws.app import FunctionApp
 from diarization.result import load_schema
+from local_aws import Deployment, LambdaContext, create_deployment
 from media import speech_like, write_float_wav
 
 SCHEMA = load_schema()

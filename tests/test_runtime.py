@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from local_aws import Deployment, create_deployment
 
+from local_aws import Deployment, create_deployment
 from runtime_emulator import ROOT, Emulator
 
 

@@ -40,10 +40,14 @@ done
 ca=/etc/ssl/certs/ca-certificates.crt
 [ -f "$ca" ] && volumes+=(--volume "$ca:/etc/ssl/host-ca.crt:ro") && indexes+=(--cert /etc/ssl/host-ca.crt)
 
-"${buildah[@]}" bud --quiet --isolation chroot --network host --layers \
+# No --layers: with vfs storage every committed layer is a full copy of the file system.
+export TMPDIR=$PWD/.build/tmp
+mkdir -p "$TMPDIR"
+"${buildah[@]}" bud --quiet --isolation chroot --network host \
   "${volumes[@]}" \
   --build-arg BASE_IMAGE="$base" \
   --build-arg MODEL_SOURCE=offline \
   --build-arg PIP_EXTRA_ARGS="${indexes[*]}" \
   --tag "$tag" .
+"${buildah[@]}" rmi --prune >/dev/null 2>&1 || true  # intermediate stages
 "${buildah[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$tag"
