@@ -64,6 +64,15 @@ class Deployment:
         )
         return list(response.get("Messages", []))
 
+    def notifications(self, expected: int = 1) -> list[dict[str, Any]]:
+        """Receive from the work queue until `expected` S3 notifications (besides s3:TestEvent) arrived."""
+        messages: list[dict[str, Any]] = []
+        for _ in range(20):
+            messages += self.receive(wait=1)
+            if sum('"Records"' in message["Body"] for message in messages) >= expected:
+                return messages
+        raise TimeoutError(f"{len(messages)} messages arrived, {expected} notification(s) expected")
+
     def sqs_event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The event Lambda's SQS poller builds from received messages."""
         arn = f"arn:aws:sqs:{REGION}:123456789012:{self.queue_url.rsplit('/', 1)[-1]}"

@@ -49,11 +49,7 @@ def main() -> int:
         note(f"local AWS at {endpoint}: bucket {deployment.bucket}, queue and tables created")
         key = f"audio/{audio.name}"
         deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=audio.read_bytes())
-        messages = []
-        for _ in range(20):
-            messages += deployment.receive(wait=1)
-            if any('"Records"' in m["Body"] for m in messages):
-                break
+        messages = deployment.notifications()
         note(f"uploaded s3://{deployment.bucket}/{key}; {len(messages)} notification(s) on the queue")
 
         env = {

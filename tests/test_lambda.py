@@ -59,21 +59,10 @@ def upload(deployment: Deployment, key: str, data: bytes) -> None:
     deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=data)
 
 
-def notifications(deployment: Deployment, expected: int) -> list[dict[str, Any]]:
-    """Receive until `expected` real S3 notifications (not counting s3:TestEvent) have arrived."""
-    messages: list[dict[str, Any]] = []
-    for _ in range(10):
-        messages += deployment.receive(wait=1)
-        real = [m for m in messages if "s3:TestEvent" not in m["Body"]]
-        if len(real) >= expected:
-            return messages
-    raise AssertionError(f"only {len(messages)} messages arrived")
-
-
 def test_upload_to_result_through_sqs(app: FunctionApp, deployment: Deployment, encoded_samples, scratch: Path) -> None:
     key = "audio/team a/réunion 1+2.m4a"
     upload(deployment, key, encoded_samples["m4a"].read_bytes())
-    messages = notifications(deployment, 1)
+    messages = deployment.notifications(1)
     assert any("s3:TestEvent" in m["Body"] for m in messages)  # moto, like S3, sends one on set-up
 
     response = app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
@@ -94,7 +83,7 @@ def test_upload_to_result_through_sqs(app: FunctionApp, deployment: Deployment, 
 
 def test_s3_notification_invokes_directly(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
     upload(deployment, "audio/a.flac", encoded_samples["flac"].read_bytes())
-    notification = json.loads(next(m for m in notifications(deployment, 1) if "Records" in m["Body"])["Body"])
+    notification = json.loads(next(m for m in deployment.notifications(1) if "Records" in m["Body"])["Body"])
     response = app.lambda_handler(notification, LambdaContext())
     (outcome,) = response["outcomes"]
     assert outcome["status"] == "succeeded" and outcome["output"]["json"].endswith("results/a.flac.json")
@@ -172,7 +161,7 @@ def test_bad_file_and_poison_message_do_not_fail_their_neighbours(
 ) -> None:
     upload(deployment, "audio/good.mp3", encoded_samples["mp3"].read_bytes())
     upload(deployment, "audio/garbage.wav", os.urandom(5000))
-    messages = notifications(deployment, 2)
+    messages = deployment.notifications(2)
     event = deployment.sqs_event(messages)
     poison = dict(event["Records"][0], messageId="poison-1", body="{not json")
     event["Records"].insert(1, poison)
@@ -214,7 +203,7 @@ def test_core_bad_inputs_through_sqs(app: FunctionApp, deployment: Deployment, e
     }
     for name, (data, _) in cases.items():
         upload(deployment, f"audio/{name}", data)
-    response = app.lambda_handler(deployment.sqs_event(notifications(deployment, len(cases))), LambdaContext())
+    response = app.lambda_handler(deployment.sqs_event(deployment.notifications(len(cases))), LambdaContext())
     assert response == {"batchItemFailures": []}
     for name, (_, code) in cases.items():
         assert error_object(deployment, name)["error"]["code"] == code
@@ -231,7 +220,7 @@ def test_invalid_hints_in_a_direct_invocation(app: FunctionApp, deployment: Depl
 
 def test_object_deleted_before_processing(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
     upload(deployment, "audio/gone.wav", encoded_samples["wav"].read_bytes())
-    messages = notifications(deployment, 1)
+    messages = deployment.notifications(1)
     deployment.s3.delete_object(Bucket=deployment.bucket, Key="audio/gone.wav")
     assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
     assert error_object(deployment, "gone.wav")["error"]["code"] == "INPUT_NOT_FOUND"
@@ -250,7 +239,7 @@ def test_oversize_is_rejected_from_head_object_before_download(
 
 def test_duplicate_delivery_runs_the_pipeline_once(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
     upload(deployment, "audio/dup.opus", encoded_samples["opus"].read_bytes())
-    event = deployment.sqs_event(notifications(deployment, 1))
+    event = deployment.sqs_event(deployment.notifications(1))
     assert app.idempotency_config is not None
     app.idempotency_config.register_lambda_context(LambdaContext())
     first = app.processor.process(*_items(event), LambdaContext())
@@ -296,7 +285,7 @@ def test_version_in_the_event_is_the_version_processed(
 
 def test_overwritten_since_the_event_is_reported(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
     upload(deployment, "audio/etag.wav", encoded_samples["wav"].read_bytes())
-    messages = notifications(deployment, 1)
+    messages = deployment.notifications(1)
     upload(deployment, "audio/etag.wav", encoded_samples["flac"].read_bytes())
     app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
     assert error_object(deployment, "etag.wav")["error"]["code"] == "INPUT_CHANGED"
@@ -395,6 +384,7 @@ def test_access_denied_is_an_error_object(iam_enforcing_s3, tiny_model_dir: Path
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     for name, value in credentials.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it resolved first
     app = FunctionApp({**os.environ, "MODEL_DIR": str(tiny_model_dir), "INPUT_BUCKET": "locked-audio"})
     app.processor.workdir = scratch
     outcome = app.lambda_handler({"bucket": "locked-audio", "key": "audio/secret.wav"}, LambdaContext())

@@ -44,11 +44,7 @@ def test_upload_notification_through_the_runtime_and_a_warm_second_call(
     deployment.s3.put_object(
         Bucket=deployment.bucket, Key="audio/rie/first call.mp3", Body=encoded_samples["mp3"].read_bytes()
     )
-    messages = []
-    for _ in range(10):
-        messages += deployment.receive(wait=1)
-        if any("first+call.mp3" in m["Body"] for m in messages):
-            break
+    messages = deployment.notifications()
 
     status, response = emulator.invoke(deployment.sqs_event(messages))
     assert status == 200, emulator.logs()[-3000:]
