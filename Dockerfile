@@ -57,5 +57,8 @@ COPY function/ /var/task/
 RUN python -m compileall -q /var/task
 # Lambda runs images as a non-root user anyway; say so, so that other runtimes do too.
 USER 1000:1000
-ENTRYPOINT ["/opt/venv/bin/python", "-m", "awslambdaric"]
+# One image, two hosts: Lambda runs the CMD (a handler, through awslambdaric); SageMaker runs `IMAGE serve`
+# (the inference server on port 8080). For GPUs, build with --build-arg PIP_EXTRA_ARGS= (PyPI's CUDA wheels).
+EXPOSE 8080
+ENTRYPOINT ["/opt/venv/bin/python", "-m", "diarization.entrypoint"]
 CMD ["diarization.handler.lambda_handler"]

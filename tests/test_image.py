@@ -40,7 +40,7 @@ def inspect(image: str) -> dict:
 
 def test_configuration_of_the_image(image: str) -> None:
     config = inspect(image)["OCIv1"]["config"]
-    assert config["Entrypoint"] == ["/opt/venv/bin/python", "-m", "awslambdaric"]
+    assert config["Entrypoint"] == ["/opt/venv/bin/python", "-m", "diarization.entrypoint"]
     assert config["Cmd"] == ["diarization.handler.lambda_handler"]
     assert config["User"] == "1000:1000"
     env = dict(item.split("=", 1) for item in config["Env"])

@@ -19,7 +19,8 @@ while IFS='=' read -r name _; do
   esac
 done < <(env)
 
-entrypoint=$("${buildah[@]}" inspect --format '{{json .OCIv1.Config.Entrypoint}}' "$image")
-command=$("${buildah[@]}" inspect --format '{{json .OCIv1.Config.Cmd}}' "$image")
-mapfile -t argv < <(printf '%s\n%s\n' "$entrypoint" "$command" | python3 -c 'import json,sys; [print(a) for line in sys.stdin for a in json.loads(line)]')
+mapfile -t argv < <("${buildah[@]}" inspect --type image "$image" | python3 -c '
+import json, sys
+config = json.load(sys.stdin)["OCIv1"]["config"]
+print("\n".join((config.get("Entrypoint") or []) + (config.get("Cmd") or [])))')
 "${buildah[@]}" run --isolation chroot --network host "${forward[@]}" "$container" -- "${argv[@]}"

@@ -85,26 +85,31 @@ class Locations:
 
     def parse_input_uri(self, uri: str) -> ObjectRef:
         """An ``s3://`` URI a user sent: must be a file under the configured input bucket and prefix."""
-        if not isinstance(uri, str) or not uri.startswith("s3://"):
-            raise InvalidParameterError(f"s3_uri must look like s3://bucket/key, not {uri!r}.", parameter="s3_uri")
-        parts = urlsplit(uri)
-        bucket, key = parts.netloc, parts.path.lstrip("/")
-        if parts.query or parts.fragment or not bucket or not key:
-            raise InvalidParameterError(f"s3_uri must look like s3://bucket/key, not {uri!r}.", parameter="s3_uri")
-        if self.settings.input_bucket is None or bucket != self.settings.input_bucket:
+        ref = parse_s3_uri(uri)
+        if self.settings.input_bucket is None or ref.bucket != self.settings.input_bucket:
             raise InvalidParameterError(
-                f"s3_uri must be in the input bucket {self.settings.input_bucket!r}, not {bucket!r}.",
+                f"s3_uri must be in the input bucket {self.settings.input_bucket!r}, not {ref.bucket!r}.",
                 parameter="s3_uri",
             )
-        check_safe_name(key, "s3_uri")
-        ref = ObjectRef(bucket, key)
         reason = self.skip_reason(ref)
         if reason:
             raise InvalidParameterError(
-                f"s3_uri {uri!r} is {reason}; put audio under s3://{bucket}/{self.settings.input_prefix}.",
+                f"s3_uri {uri!r} is {reason}; put audio under s3://{ref.bucket}/{self.settings.input_prefix}.",
                 parameter="s3_uri",
             )
         return ref
+
+
+def parse_s3_uri(uri: object) -> ObjectRef:
+    """``s3://bucket/key`` with a safe key; anything else is an INVALID_PARAMETER."""
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise InvalidParameterError(f"s3_uri must look like s3://bucket/key, not {uri!r}.", parameter="s3_uri")
+    parts = urlsplit(uri)
+    bucket, key = parts.netloc, parts.path.lstrip("/")
+    if parts.query or parts.fragment or not bucket or not key:
+        raise InvalidParameterError(f"s3_uri must look like s3://bucket/key, not {uri!r}.", parameter="s3_uri")
+    check_safe_name(key, "s3_uri")
+    return ObjectRef(bucket, key)
 
 
 def check_safe_name(name: str, parameter: str) -> str:

@@ -1,0 +1,274 @@
+"""The SageMaker inference server: `serve` starts it on port 8080 (GET /ping, POST /invocations).
+
+The same core as the Lambda function, in a long-running process: the pipeline loads in the background
+(/ping answers 503 until it is ready), requests run at most MAX_CONCURRENT_INVOCATIONS at a time so GPU
+memory is never oversubscribed, and SIGTERM stops accepting, finishes what is in flight, then exits.
+Asynchronous endpoints post the input object's bytes; hints (and the input's URI, for the result) come
+in the X-Amzn-SageMaker-Custom-Attributes header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from diarization.config import Settings
+from diarization.engine import Diarizer, decode_within_limits
+from diarization.errors import (
+    AudioTooLargeError,
+    DiarizationError,
+    InvalidParameterError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from diarization.hints import HINT_NAMES, SpeakerHints
+
+logger = logging.getLogger("diarization.server")
+
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
+ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+AUDIO_TYPES = ("audio/", "video/webm", "video/mp4", "video/ogg", "application/octet-stream")
+
+
+class UnsupportedMediaTypeError(DiarizationError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415
+
+
+class NotReadyError(DiarizationError):
+    code = "NOT_READY"
+    http_status = 503
+
+
+def parse_attributes(header: str | None) -> dict[str, str]:
+    """`num_speakers=2,input_uri=s3://b/k`: comma- or semicolon-separated key=value pairs."""
+    attributes: dict[str, str] = {}
+    for part in (header or "").replace(";", ",").split(","):
+        if part.strip():
+            key, separator, value = part.partition("=")
+            if not separator:
+                raise InvalidParameterError(f"Custom attribute {part.strip()!r} is not key=value.")
+            attributes[key.strip()] = value.strip()
+    return attributes
+
+
+def hints_from_attributes(attributes: dict[str, str]) -> dict[str, int]:
+    hints = {}
+    for name in HINT_NAMES:
+        if name in attributes:
+            try:
+                hints[name] = int(attributes[name])
+            except ValueError:
+                raise InvalidParameterError(
+                    f"{name}={attributes[name]!r} in {ATTRIBUTES_HEADER} is not a whole number.", parameter=name
+                ) from None
+    return hints
+
+
+class InferenceService:
+    """State shared by request threads: the pipeline (once loaded) and the concurrency slots."""
+
+    def __init__(self, settings: Settings, max_concurrent: int) -> None:
+        self.settings = settings
+        self.slots = threading.BoundedSemaphore(max_concurrent)
+        self.max_concurrent = max_concurrent
+        self.diarizer: Diarizer | None = None
+        self.load_error: DiarizationError | None = None
+        self.loaded = threading.Event()
+        self.active = 0
+        self._count = threading.Lock()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """At most `max_concurrent` decodes+diarizations at once; the rest wait their turn."""
+        with self.slots:
+            with self._count:
+                self.active += 1
+            try:
+                yield
+            finally:
+                with self._count:
+                    self.active -= 1
+
+    def load(self) -> None:
+        try:
+            self.diarizer = Diarizer.from_settings(self.settings)
+            logger.info("ready: %s", json.dumps(self.health()))
+        except DiarizationError as error:
+            self.load_error = error
+            logger.error("the model failed to load: %s", error)
+        finally:
+            self.loaded.set()
+
+    def health(self) -> dict[str, Any]:
+        if self.diarizer is None:
+            status = "failed" if self.load_error else "loading"
+            return {"status": status, "error": self.load_error.to_dict() if self.load_error else None}
+        loaded = self.diarizer.loaded
+        return {
+            "status": "ready",
+            "model": loaded.manifest.to_dict(),
+            "device": loaded.device.to_dict(),
+            "pyannote_version": loaded.pyannote_version,
+            "load_seconds": round(loaded.load_seconds, 3),
+            "max_concurrent_invocations": self.max_concurrent,
+            "active_invocations": self.active,
+        }
+
+    def invoke(self, content_type: str, body: bytes, attributes: dict[str, str]) -> dict[str, Any]:
+        if self.diarizer is None:
+            raise self.load_error or NotReadyError("The model is still loading; retry when /ping answers 200.")
+        media = content_type.split(";")[0].strip().lower()
+        hints_in = hints_from_attributes(attributes)
+        input_uri = attributes.get("input_uri") or "upload"
+        if media == "application/json":
+            request = _json_object(body)
+            unknown = sorted(set(request) - {"s3_uri", *HINT_NAMES})
+            if unknown or "s3_uri" not in request:
+                raise InvalidRequestError(f'JSON bodies take "s3_uri" and hints only (unknown: {unknown}).')
+            hints = SpeakerHints.from_mapping({**hints_in, **{k: v for k, v in request.items() if k in HINT_NAMES}})
+            return self._from_s3(self.diarizer, request["s3_uri"], hints)
+        if not media.startswith(AUDIO_TYPES):
+            raise UnsupportedMediaTypeError(
+                f"Content-Type {content_type!r} is not supported: send audio bytes (audio/*, "
+                'application/octet-stream) or application/json {"s3_uri": ...}.'
+            )
+        hints = SpeakerHints.from_mapping(hints_in)
+        with self.slot():
+            audio, decode_seconds = decode_within_limits(self.settings, body)
+            return self.diarizer.diarize_decoded(audio, hints, input_uri, decode_seconds).to_dict()
+
+    def _from_s3(self, diarizer: Diarizer, uri: Any, hints: SpeakerHints) -> dict[str, Any]:
+        from diarization.aws.locations import parse_s3_uri
+        from diarization.aws.storage import S3Store
+
+        ref = parse_s3_uri(uri)
+        store = S3Store()
+        size, exact = store.head(ref)
+        if size > self.settings.max_audio_bytes:
+            raise AudioTooLargeError(f"{ref.uri} is {size} bytes; the limit is {self.settings.max_audio_bytes}.")
+        with self.slot(), tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch) / "input"
+            store.download(exact, local)
+            audio, decode_seconds = decode_within_limits(self.settings, local)
+            return diarizer.diarize_decoded(audio, hints, ref.uri, decode_seconds).to_dict()
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body or b"")
+    except ValueError as error:
+        raise InvalidRequestError(f"The body is not valid JSON: {error}.") from error
+    if not isinstance(value, dict):
+        raise InvalidRequestError("The JSON body must be an object.")
+    return value
+
+
+class Handler(BaseHTTPRequestHandler):
+    service: InferenceService
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] != "/ping":
+            return self._error(NotFoundError(f"No route GET {self.path}: use GET /ping or POST /invocations."))
+        health = self.service.health()
+        self._send(200 if health["status"] == "ready" else 503, health)
+
+    def do_POST(self) -> None:
+        if self.path.split("?")[0] != "/invocations":
+            return self._error(NotFoundError(f"No route POST {self.path}: use POST /invocations."))
+        try:
+            body = self._read_body()
+            attributes = parse_attributes(self.headers.get(ATTRIBUTES_HEADER))
+            result = self.service.invoke(self.headers.get("Content-Type", ""), body, attributes)
+        except DiarizationError as error:
+            return self._error(error)
+        except Exception as error:  # the server must survive anything a request does
+            logger.exception("unexpected failure")
+            return self._error(DiarizationError(f"{type(error).__name__}: {error}"))
+        self._send(200, result)
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise InvalidRequestError("Content-Length is required.")
+        size = int(length)
+        limit = self.service.settings.max_audio_bytes
+        if size > limit:
+            # Drain it without keeping it: a client still sending would otherwise see a broken pipe, not the 413.
+            remaining = size
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+            raise AudioTooLargeError(f"The body is {size} bytes; the limit is {limit} bytes (MAX_AUDIO_BYTES).")
+        return self.rfile.read(size)
+
+    def _error(self, error: DiarizationError) -> None:
+        self._send(error.http_status, {"error": error.to_dict()})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, default=str).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.info("%s %s", self.address_string(), format % args)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False  # SIGTERM waits for requests in flight
+    block_on_close = True
+
+
+def model_dir(settings: Settings) -> Path:
+    """SageMaker mounts a model under /opt/ml/model when the Model resource names one; else the baked one."""
+    if (SAGEMAKER_MODEL_DIR / "config.yaml").is_file():
+        return SAGEMAKER_MODEL_DIR
+    return settings.model_dir
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_env()
+    settings = Settings(**{**settings.__dict__, "model_dir": model_dir(settings)})
+    port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+    max_concurrent = int(os.environ.get("MAX_CONCURRENT_INVOCATIONS", "1"))
+    service = InferenceService(settings, max_concurrent)
+    handler = type("BoundHandler", (Handler,), {"service": service})
+    server = Server(("0.0.0.0", port), handler)  # noqa: S104 - SageMaker reaches the container from outside
+    threading.Thread(target=service.load, name="model-load", daemon=True).start()
+
+    def stop(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: finishing requests in flight, then exiting", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logger.info("listening on port %d (max %d concurrent invocations)", port, max_concurrent)
+    server.serve_forever()
+    server.server_close()  # joins the request threads
+    logger.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

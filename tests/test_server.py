@@ -1,0 +1,255 @@
+"""The SageMaker inference server, started the way SageMaker starts it (`serve`), over real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from diarization.result import load_schema
+from media import encode_as, speech_like
+from runtime_emulator import ROOT, free_port
+
+
+class Container:
+    """`python -m diarization.entrypoint serve`: the image's entrypoint with SageMaker's argument."""
+
+    def __init__(self, model_dir: Path, log: Path, **env: str) -> None:
+        self.port = free_port()
+        self.log = log
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "function"),
+            "MODEL_DIR": str(model_dir),
+            "NUM_THREADS": "2",
+            "SAGEMAKER_BIND_TO_PORT": str(self.port),
+            **env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "diarization.entrypoint", "serve"],
+            env=full_env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_for_port()
+
+    def _wait_for_port(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", "/ping")
+                return
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+        raise RuntimeError(self.log.read_text())
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> tuple[int, Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read() or b"null")
+        finally:
+            connection.close()
+
+    def wait_ready(self, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = self.request("GET", "/ping")
+            if status == 200:
+                return dict(body)
+            time.sleep(0.2)
+        raise TimeoutError(self.log.read_text())
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def container(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    server = Container(tiny_model_dir, tmp_path_factory.mktemp("server") / "server.log", MAX_AUDIO_BYTES="6000000")
+    server.wait_ready()
+    yield server
+    assert server.stop() == 0
+
+
+def test_ping_answers_503_until_the_model_is_loaded(tiny_model_dir: Path, tmp_path: Path) -> None:
+    server = Container(tiny_model_dir, tmp_path / "server.log")
+    try:
+        status, body = server.request("GET", "/ping")  # torch and pyannote take seconds to import
+        assert (status, body["status"]) == (503, "loading")
+        health = server.wait_ready()
+    finally:
+        assert server.stop() == 0
+    assert health["device"]["device"] == "cpu" and health["device"]["torch_version"].startswith("2.14.1")
+    assert health["pyannote_version"] == "4.0.7" and health["model"]["trained"] is False
+
+
+@pytest.mark.parametrize(
+    ("extension", "content_type"),
+    [
+        ("wav", "audio/wav"),
+        ("mp3", "application/octet-stream"),
+        ("ogg", "audio/ogg; codecs=opus"),
+        ("webm", "video/webm"),
+    ],
+)
+def test_audio_bodies(container: Container, encoded_samples, extension: str, content_type: str) -> None:
+    status, result = container.request(
+        "POST", "/invocations", encoded_samples[extension].read_bytes(), {"Content-Type": content_type}
+    )
+    assert status == 200, result
+    jsonschema.validate(result, load_schema())
+    assert result["audio"]["duration_seconds"] == pytest.approx(30.0, abs=0.06)
+
+
+def test_hints_and_input_uri_from_custom_attributes(container: Container, encoded_samples) -> None:
+    headers = {
+        "Content-Type": "audio/flac",
+        "X-Amzn-SageMaker-Custom-Attributes": "num_speakers=2, input_uri=s3://bucket/audio/x.flac",
+    }
+    status, result = container.request("POST", "/invocations", encoded_samples["flac"].read_bytes(), headers)
+    assert status == 200 and result["speaker_count"] == 2 and result["parameters"]["num_speakers"] == 2
+    assert result["input"]["uri"] == "s3://bucket/audio/x.flac"
+
+
+def test_json_body_with_an_s3_uri(
+    container: Container, moto_endpoint: str, encoded_samples, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="server-input")
+    boto3.client("s3").put_object(Bucket="server-input", Key="a/b.m4a", Body=encoded_samples["m4a"].read_bytes())
+    # this container must see moto: start one with the session's AWS environment
+    server = Container(tiny_model_dir, tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        body = json.dumps({"s3_uri": "s3://server-input/a/b.m4a", "max_speakers": 1}).encode()
+        status, result = server.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        assert status == 200 and result["input"]["uri"] == "s3://server-input/a/b.m4a" and result["speaker_count"] <= 1
+        status, error = server.request(
+            "POST",
+            "/invocations",
+            json.dumps({"s3_uri": "s3://server-input/none"}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert status == 404 and error["error"]["code"] == "INPUT_NOT_FOUND"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"hello", {"Content-Type": "text/plain"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (b"\x00garbage" * 500, {"Content-Type": "audio/wav"}, 422, "INVALID_AUDIO"),
+        (b"", {"Content-Type": "audio/wav"}, 422, "EMPTY_AUDIO"),
+        (b"{not json", {"Content-Type": "application/json"}, 400, "INVALID_REQUEST"),
+        (b'{"s3_uri": "s3://b/k", "extra": 1}', {"Content-Type": "application/json"}, 400, "INVALID_REQUEST"),
+        (b'{"s3_uri": "https://x/y"}', {"Content-Type": "application/json"}, 400, "INVALID_PARAMETER"),
+        (
+            b"x",
+            {"Content-Type": "audio/wav", "X-Amzn-SageMaker-Custom-Attributes": "num_speakers=two"},
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            b"x",
+            {"Content-Type": "audio/wav", "X-Amzn-SageMaker-Custom-Attributes": "num_speakers=0"},
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            b"x",
+            {"Content-Type": "audio/wav", "X-Amzn-SageMaker-Custom-Attributes": "garbage"},
+            400,
+            "INVALID_PARAMETER",
+        ),
+    ],
+)
+def test_bad_requests_are_4xx_and_the_server_lives_on(
+    container: Container, body: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
+    got_status, got = container.request("POST", "/invocations", body, headers)
+    assert (got_status, got["error"]["code"]) == (status, code), got
+    assert container.request("GET", "/ping")[0] == 200
+
+
+def test_oversize_body_is_refused(container: Container) -> None:
+    status, body = container.request("POST", "/invocations", b"\x00" * 6_000_001, {"Content-Type": "audio/wav"})
+    assert status == 413 and body["error"]["code"] == "AUDIO_TOO_LARGE"
+
+
+def test_unknown_routes(container: Container) -> None:
+    assert container.request("GET", "/health")[0] == 404
+    assert container.request("POST", "/ping")[0] == 404
+
+
+def test_concurrent_requests_are_bounded(container: Container, tmp_path: Path) -> None:
+    audio = encode_as(speech_like(60.0), 16_000, tmp_path, "flac").read_bytes()
+    results: list[int] = []
+    peak = 0
+
+    def send() -> None:
+        results.append(container.request("POST", "/invocations", audio, {"Content-Type": "audio/flac"})[0])
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        peak = max(peak, container.request("GET", "/ping")[1]["active_invocations"])
+        time.sleep(0.01)
+    assert results == [200] * 4
+    assert peak == 1  # MAX_CONCURRENT_INVOCATIONS defaults to 1: never two pipelines at once
+
+
+def test_sigterm_finishes_the_request_in_flight(tiny_model_dir: Path, tmp_path: Path) -> None:
+    server = Container(tiny_model_dir, tmp_path / "server.log")
+    server.wait_ready()
+    audio = encode_as(speech_like(240.0), 16_000, tmp_path, "flac").read_bytes()
+    outcome: dict[str, Any] = {}
+
+    def send() -> None:
+        outcome["response"] = server.request("POST", "/invocations", audio, {"Content-Type": "audio/flac"})
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    while server.request("GET", "/ping")[1]["active_invocations"] == 0:
+        time.sleep(0.01)
+    server.process.send_signal(signal.SIGTERM)
+    thread.join(timeout=120)
+    assert server.process.wait(timeout=60) == 0
+    status, result = outcome["response"]
+    assert status == 200 and result["audio"]["duration_seconds"] == pytest.approx(240.0, abs=0.1)
+    with pytest.raises(ConnectionRefusedError):
+        server.request("GET", "/ping")
+
+
+def test_train_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "diarization.entrypoint", "train"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "function")},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "does not train" in done.stderr
