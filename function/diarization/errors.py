@@ -105,6 +105,13 @@ class AudioTooLongForLambdaError(DiarizationError):
     permanent = False
 
 
+class GpuInferenceFailedError(DiarizationError):
+    """The GPU endpoint failed without one of our error bodies (container crash, timeout, capacity)."""
+
+    code = "GPU_INFERENCE_FAILED"
+    http_status = 502
+
+
 class EmptyAudioError(DiarizationError):
     """The input has no bytes, or decodes to zero samples."""
 
@@ -196,6 +203,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         NotFoundError,
         TooLongForSyncError,
         AudioTooLongForLambdaError,
+        GpuInferenceFailedError,
         EmptyAudioError,
         NoAudioStreamError,
         InvalidAudioError,

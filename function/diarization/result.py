@@ -126,12 +126,15 @@ class DiarizationResult:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False) + "\n"
 
     def to_rttm(self) -> str:
-        """NIST RTTM, one SPEAKER line per segment; the file id is the input's base name."""
-        file_id = rttm_file_id(self.input_uri)
-        return "".join(
-            f"SPEAKER {file_id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
-            for s in self.segments
-        )
+        return rttm_from_segments(self.input_uri, self.segments)
+
+
+def rttm_from_segments(input_uri: str, segments: list[Segment]) -> str:
+    """NIST RTTM, one SPEAKER line per segment; the file id is the input's base name."""
+    file_id = rttm_file_id(input_uri)
+    return "".join(
+        f"SPEAKER {file_id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n" for s in segments
+    )
 
 
 def rttm_file_id(uri: str) -> str:

@@ -24,9 +24,11 @@ from aws_lambda_powertools.utilities.idempotency import (
 
 from diarization.aws import events
 from diarization.aws.api import Api
+from diarization.aws.completion import Completion, sagemaker_notifications
 from diarization.aws.jobs import JobStore
 from diarization.aws.notifications import Notifier
 from diarization.aws.processing import Processor
+from diarization.aws.routing import GpuRouter
 from diarization.aws.settings import AwsSettings
 from diarization.aws.storage import S3Store
 from diarization.config import Settings
@@ -71,8 +73,25 @@ class FunctionApp:
         else:
             self.logger.warning("IDEMPOTENCY_TABLE is not set: a redelivered event is processed again")
 
+        router = (
+            GpuRouter(self.aws.sagemaker_endpoint_name, self.aws.gpu_threshold_seconds)
+            if self.aws.sagemaker_endpoint_name
+            else None
+        )
         self.processor = Processor(
-            self.diarizer, self.aws, store, jobs, notifier, self.logger, self.metrics, self.tracer, idempotent
+            self.diarizer,
+            self.aws,
+            store,
+            jobs,
+            notifier,
+            self.logger,
+            self.metrics,
+            self.tracer,
+            idempotent,
+            router=router,
+        )
+        self.completion = Completion(
+            self.processor.locations, store, self.processor.publisher, jobs, self.logger, self.metrics
         )
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
         self.api = Api(self.processor, self.aws, store, jobs, queue, self.logger)
@@ -102,6 +121,9 @@ class FunctionApp:
                 event=event, record_handler=self._sqs_record, processor=self.batch, context=context
             )
             return response
+        if kind == "sns":
+            request_id = getattr(context, "aws_request_id", None)
+            return {"outcomes": [self.completion.handle(n, request_id) for n in sagemaker_notifications(event)]}
         if kind == "direct":
             (item,) = events.from_direct(event)
             return self.processor.process(item, context)

@@ -28,7 +28,7 @@ class WorkItem:
 
 
 def kind_of(event: Any) -> str:
-    """``api``, ``sqs``, ``s3``, ``eventbridge`` or ``direct``; raises for anything else."""
+    """``api``, ``sqs``, ``s3``, ``sns`` (GPU completions), ``eventbridge`` or ``direct``; raises otherwise."""
     if isinstance(event, dict):
         if event.get("version") == "2.0" and "requestContext" in event and "routeKey" in event:
             return "api"
@@ -39,6 +39,8 @@ def kind_of(event: Any) -> str:
                 return "sqs"
             if source == "aws:s3":
                 return "s3"
+            if records[0].get("EventSource") == "aws:sns":
+                return "sns"
         if event.get("source") == "aws.s3" and "detail" in event:
             return "eventbridge"
         if "bucket" in event and "key" in event:

@@ -8,7 +8,6 @@ them and eventually dead-letters them.
 
 from __future__ import annotations
 
-import datetime
 import shutil
 import tempfile
 import time
@@ -18,12 +17,14 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 from diarization.aws.events import WorkItem
 from diarization.aws.jobs import JobStore
 from diarization.aws.locations import Locations, ObjectRef, OutputLocations
 from diarization.aws.notifications import Notifier
+from diarization.aws.publishing import Publisher
+from diarization.aws.routing import GpuRouter, inference_id_for
 from diarization.aws.settings import AwsSettings
 from diarization.aws.storage import S3Store
 from diarization.engine import Diarizer, decode_within_limits
@@ -36,7 +37,6 @@ from diarization.errors import (
 )
 from diarization.hints import SpeakerHints
 
-ERROR_SCHEMA_VERSION = "1.0"
 FIXED_OVERHEAD_SECONDS = 2.0
 """Upload, events and bookkeeping after diarization."""
 
@@ -72,18 +72,20 @@ class Processor:
         tracer: Tracer,
         idempotent: Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]] | None = None,
         workdir: Path | None = None,
+        router: GpuRouter | None = None,
     ) -> None:
         self.diarizer = diarizer
         self.settings = settings
         self.locations = Locations(settings)
         self.store = store
         self.jobs = jobs
-        self.notifier = notifier
+        self.publisher = Publisher(store, notifier, logger, metrics)
         self.logger = logger
         self.metrics = metrics
         self.tracer = tracer
         self.workdir = workdir or Path(tempfile.gettempdir())
         self.speed = SpeedEstimate(settings.expected_real_time_factor)
+        self.router = router
         self._run_once = idempotent(self._run) if idempotent else self._run
         self._context: Any = None
 
@@ -111,14 +113,16 @@ class Processor:
                 "etag": exact.etag,
                 "size": size,
                 "hints": hints.to_dict(),
+                "job_id": job_id,
             }
             outcome = self._run_once(request=request)
         except DiarizationError as error:  # before the idempotent part, or not permanent
-            outcome = self._failed(ref, self.locations.outputs(ref), error, version_id=ref.version_id)
+            outcome = self._failed(ref, self.locations.outputs(ref), error)
         self.metrics.add_metric(name="ObjectsProcessed", unit=MetricUnit.Count, value=1)
         if job_id and self.jobs:
-            self.jobs.finish(job_id, {**outcome, "job_id": job_id})
             outcome = {**outcome, "job_id": job_id}
+            if outcome["status"] != "routed":  # a routed job finishes when the GPU reports back
+                self.jobs.finish(job_id, outcome)
         return outcome
 
     def _job_hints(self, job_id: str | None) -> dict[str, Any]:
@@ -152,19 +156,18 @@ class Processor:
                 audio, decode_seconds = decode_within_limits(self.diarizer.settings, local)
                 segment.put_annotation("audio_seconds", round(audio.duration_seconds, 3))  # type: ignore[arg-type]
             local.unlink()
+            route = self._route_reason(audio.duration_seconds)
+            if route and self.router:
+                return self._route(self.router, request, ref, hints, audio.duration_seconds, route)
             self._check_deadline(audio.duration_seconds)
             with self.tracer.provider.in_subsegment("## diarize") as segment:
                 result = self.diarizer.diarize_decoded(audio, hints, ref.uri, decode_seconds)
                 segment.put_annotation("speakers", len(result.speakers))  # type: ignore[arg-type]
             self.speed.observe(audio.duration_seconds, result.timings.diarize_seconds)
-            with self.tracer.provider.in_subsegment("## upload"):
-                self.store.put_json(outputs.bucket, outputs.json_key, result.to_dict())
-                self.store.put_text(outputs.bucket, outputs.rttm_key, result.to_rttm())
-                self.store.delete(outputs.bucket, outputs.error_key)
         except DiarizationError as error:
             if not error.permanent:
                 raise  # not remembered by idempotency: a later delivery with more time may succeed
-            return self._failed(ref, outputs, error, version_id=ref.version_id)
+            return self._failed(ref, outputs, error)
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -185,11 +188,11 @@ class Processor:
             "timings": {**result.to_dict()["timings"], "processing_seconds": round(elapsed, 3)},
             "model": {"name": result.model.name, "trained": result.model.trained, "device": result.model.device},
         }
+        with self.tracer.provider.in_subsegment("## upload"):
+            self.publisher.succeeded(outputs, result.to_dict(), result.to_rttm(), outcome)
         self.logger.info(
             "diarized", extra={"speakers": len(result.speakers), "audio_seconds": result.audio.duration_seconds}
         )
-        if self.notifier:
-            self.notifier.publish(outcome)
         return outcome
 
     def _check_size(self, ref: ObjectRef, size: int) -> None:
@@ -204,12 +207,44 @@ class Processor:
         if size == 0:
             raise EmptyAudioError(f"{ref.uri} is empty (0 bytes).", size_bytes=0)
 
-    def _check_deadline(self, audio_seconds: float) -> None:
+    def _available_seconds(self) -> float | None:
         if self._context is None or not hasattr(self._context, "get_remaining_time_in_millis"):
-            return
-        remaining = self._context.get_remaining_time_in_millis() / 1000
+            return None
+        return float(self._context.get_remaining_time_in_millis() / 1000 - self.settings.deadline_margin_seconds)
+
+    def _route_reason(self, audio_seconds: float) -> str | None:
+        if self.router is None:
+            return None
+        return self.router.reason(audio_seconds, self.speed.seconds_for(audio_seconds), self._available_seconds())
+
+    def _route(
+        self,
+        router: GpuRouter,
+        request: dict[str, Any],
+        ref: ObjectRef,
+        hints: SpeakerHints,
+        audio_seconds: float,
+        reason: str,
+    ) -> dict[str, Any]:
+        submitted = router.submit(ref, hints, inference_id_for(request))
+        self.metrics.add_metric(name="RoutedToGpu", unit=MetricUnit.Count, value=1)
+        self.logger.info("routed to the GPU endpoint: %s", reason, extra=submitted)
+        return {
+            "status": "routed",
+            "input": ref.uri,
+            "version_id": ref.version_id,
+            "etag": ref.etag,
+            "endpoint": router.endpoint_name,
+            "reason": reason,
+            "duration_seconds": round(audio_seconds, 3),
+            **submitted,
+        }
+
+    def _check_deadline(self, audio_seconds: float) -> None:
+        available = self._available_seconds()
         needed = self.speed.seconds_for(audio_seconds)
-        if needed > remaining - self.settings.deadline_margin_seconds:
+        if available is not None and needed > available:
+            remaining = available + self.settings.deadline_margin_seconds
             raise AudioTooLongForLambdaError(
                 f"{audio_seconds:.0f} s of audio needs about {needed:.0f} s, but this invocation has "
                 f"{remaining:.0f} s left (margin {self.settings.deadline_margin_seconds:.0f} s). "
@@ -220,31 +255,5 @@ class Processor:
                 real_time_factor=round(self.speed.real_time_factor, 4),
             )
 
-    def _failed(
-        self, ref: ObjectRef, outputs: OutputLocations, error: DiarizationError, version_id: str | None
-    ) -> dict[str, Any]:
-        request_id = getattr(self._context, "aws_request_id", None)
-        location = outputs.uri(outputs.error_key)
-        body = {
-            "schema_version": ERROR_SCHEMA_VERSION,
-            "status": "failed",
-            "error": error.to_dict(),
-            "input": {"uri": ref.uri, "version_id": version_id, "etag": ref.etag},
-            "request_id": request_id,
-            "failed_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
-        self.store.put_json(outputs.bucket, outputs.error_key, body)
-        for stale in (outputs.json_key, outputs.rttm_key):
-            self.store.delete(outputs.bucket, stale)
-        with single_metric(name="Failures", unit=MetricUnit.Count, value=1, namespace=self.metrics.namespace) as metric:
-            metric.add_dimension(name="ErrorCode", value=error.code)
-        self.logger.warning("failed: %s", error, extra={"error_code": error.code})
-        outcome = {
-            "status": "failed",
-            "input": ref.uri,
-            "version_id": version_id,
-            "error": {**error.to_dict(), "location": location},
-        }
-        if self.notifier:
-            self.notifier.publish(outcome)
-        return outcome
+    def _failed(self, ref: ObjectRef, outputs: OutputLocations, error: DiarizationError) -> dict[str, Any]:
+        return self.publisher.failed(ref, outputs, error, getattr(self._context, "aws_request_id", None))

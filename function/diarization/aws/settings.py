@@ -29,6 +29,9 @@ class AwsSettings:
     """POST /diarize answers synchronously only if the estimate fits (API Gateway stops at 30 s)."""
     url_expiry_seconds: int = 3600
     job_ttl_days: int = 30
+    sagemaker_endpoint_name: str | None = None
+    """Route long audio to this SageMaker asynchronous endpoint (None: Lambda handles everything it can)."""
+    gpu_threshold_seconds: float = 1800.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AwsSettings:
@@ -81,6 +84,8 @@ class AwsSettings:
             sync_budget_seconds=number("SYNC_BUDGET_SECONDS", 25.0, 1.0),
             url_expiry_seconds=int(number("URL_EXPIRY_SECONDS", 3600, 60)),
             job_ttl_days=int(number("JOB_TTL_DAYS", 30, 1)),
+            sagemaker_endpoint_name=text("SAGEMAKER_ENDPOINT_NAME"),
+            gpu_threshold_seconds=number("GPU_THRESHOLD_SECONDS", 1800.0, 0.0),
         )
         if problems:
             raise ConfigurationError(

@@ -45,6 +45,16 @@ class S3Store:
         except ClientError as error:
             raise self._map(error, ref) from error
 
+    def get_json(self, bucket: str, key: str) -> dict[str, Any]:
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            raise self._map(error, ObjectRef(bucket, key)) from error
+        value = json.loads(body)
+        if not isinstance(value, dict):
+            raise ValueError(f"s3://{bucket}/{key} does not hold a JSON object")
+        return value
+
     def put_json(self, bucket: str, key: str, body: dict[str, Any]) -> None:
         self.put_text(bucket, key, json.dumps(body, indent=2, ensure_ascii=False) + "\n", "application/json")
 

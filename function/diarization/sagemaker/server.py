@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from diarization.config import Settings
 from diarization.engine import Diarizer, decode_within_limits
@@ -130,7 +131,7 @@ class InferenceService:
             raise self.load_error or NotReadyError("The model is still loading; retry when /ping answers 200.")
         media = content_type.split(";")[0].strip().lower()
         hints_in = hints_from_attributes(attributes)
-        input_uri = attributes.get("input_uri") or "upload"
+        input_uri = unquote(attributes.get("input_uri", "")) or "upload"
         if media == "application/json":
             request = _json_object(body)
             unknown = sorted(set(request) - {"s3_uri", *HINT_NAMES})
