@@ -60,9 +60,9 @@ lint: setup tools  ## ruff, formatting, mypy; sam validate, cfn-lint, hadolint, 
 	$(PY) -m ruff format --check function tests infra
 	$(PY) -m mypy
 	SAM_CLI_TELEMETRY=0 $(TOOLS_VENV)/bin/sam validate --lint --region us-east-1
-	$(TOOLS_VENV)/bin/cfn-lint template.yaml
+	$(TOOLS_VENV)/bin/cfn-lint template.yaml infra/sagemaker/endpoint.yaml
 	$(TOOLS_VENV)/bin/hadolint Dockerfile
-	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -f template.yaml -f Dockerfile --framework cloudformation dockerfile
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -f template.yaml -f infra/sagemaker/endpoint.yaml -f Dockerfile --framework cloudformation dockerfile
 
 lock:  ## re-resolve requirements/*.txt from the direct dependencies in fresh environments
 	bash infra/lock.sh
