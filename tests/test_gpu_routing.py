@@ -150,6 +150,7 @@ def test_a_gpu_failure_becomes_the_error_object(gpu: GpuStack, tmp_path: Path) -
     (outcome,) = gpu.deliver_notifications(1)
     assert outcome["status"] == "failed" and outcome["error"]["code"] == "INVALID_AUDIO"
     body = deployment.get_json("results/race.ogg.error.json")
+    jsonschema.validate(body, load_schema("error-v1.json"))
     assert body["error"]["code"] == "INVALID_AUDIO"
     assert body["input"]["uri"] == f"s3://{deployment.bucket}/audio/race.ogg"
     assert "results/race.ogg.json" not in deployment.object_keys("results/")

@@ -15,7 +15,7 @@ from typing import Any
 from diarization.audio import AudioFacts
 
 SCHEMA_VERSION = "1.0"
-SCHEMA_PATH = Path(__file__).parent / "schema" / "result-v1.json"
+SCHEMA_DIR = Path(__file__).parent / "schema"
 
 UNTRAINED_WARNING = (
     "UNTRAINED MODEL: produced with random weights (an offline test pipeline); "
@@ -144,6 +144,7 @@ def rttm_file_id(uri: str) -> str:
     return re.sub(r"\s+", "_", stem) or "audio"
 
 
-def load_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+def load_schema(name: str = "result-v1.json") -> dict[str, Any]:
+    """A committed JSON schema: ``result-v1.json`` (results) or ``error-v1.json`` (error objects)."""
+    schema: dict[str, Any] = json.loads((SCHEMA_DIR / name).read_text())
     return schema

@@ -1,5 +1,6 @@
-"""Writing outcomes where users look: the result (JSON + RTTM) or the error object, the completion
-event, the failure metric. One place, used by the Lambda path and the GPU completion path alike."""
+"""Writing outcomes where users look: the result (JSON + RTTM) or the error object (schema
+`schema/error-v1.json`), the completion event, the failure metric. One place, used by the Lambda path
+and the GPU completion path alike."""
 
 from __future__ import annotations
 
