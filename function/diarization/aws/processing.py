@@ -90,7 +90,7 @@ class Processor:
         self._context: Any = None
 
     def process(self, item: WorkItem, context: Any) -> dict[str, Any]:
-        """Outcome summary: ``status`` is ``succeeded``, ``failed`` or ``skipped``."""
+        """Outcome summary: ``status`` is ``succeeded``, ``failed``, ``skipped`` or ``routed`` (to the GPU)."""
         ref = item.ref
         self.logger.append_keys(s3_bucket=ref.bucket, s3_key=ref.key)
         reason = self.locations.skip_reason(ref)
