@@ -173,6 +173,7 @@ class Processor:
                 shutil.rmtree(scratch, ignore_errors=True)
 
         elapsed = time.perf_counter() - started
+        result_json = result.to_dict()
         self.metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=result.audio.duration_seconds)
         self.metrics.add_metric(name="ProcessingSeconds", unit=MetricUnit.Seconds, value=round(elapsed, 3))
         self.metrics.add_metric(name="RealTimeFactor", unit=MetricUnit.NoUnit, value=result.timings.real_time_factor)
@@ -185,11 +186,11 @@ class Processor:
             "output": {"json": outputs.uri(outputs.json_key), "rttm": outputs.uri(outputs.rttm_key)},
             "speaker_count": len(result.speakers),
             "duration_seconds": result.audio.duration_seconds,
-            "timings": {**result.to_dict()["timings"], "processing_seconds": round(elapsed, 3)},
+            "timings": {**result_json["timings"], "processing_seconds": round(elapsed, 3)},
             "model": {"name": result.model.name, "trained": result.model.trained, "device": result.model.device},
         }
         with self.tracer.provider.in_subsegment("## upload"):
-            self.publisher.succeeded(outputs, result.to_dict(), result.to_rttm(), outcome)
+            self.publisher.succeeded(outputs, result_json, result.to_rttm(), outcome)
         self.logger.info(
             "diarized", extra={"speakers": len(result.speakers), "audio_seconds": result.audio.duration_seconds}
         )
