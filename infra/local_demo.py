@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "infra"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "infra"))
 
 from local_aws import create_deployment, start_local_aws  # noqa: E402
 from runtime_emulator import Emulator  # noqa: E402
