@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from diarization.aws.jobs import JobStore, new_job_id
-from diarization.aws.locations import Locations, ObjectRef, check_safe_name
+from diarization.aws.locations import Locations, ObjectRef, check_safe_name, parse_s3_uri
 from diarization.aws.processing import Processor
 from diarization.aws.settings import AwsSettings
 from diarization.aws.storage import S3Store
@@ -176,12 +176,11 @@ class Api:
         }
         outcome = job.get("outcome") or {}
         if job["status"] == "succeeded":
-            bucket, key = outcome["output"]["json"][5:].split("/", 1)
-            rttm_key = outcome["output"]["rttm"][5:].split("/", 1)[1]
+            result, rttm = parse_s3_uri(outcome["output"]["json"]), parse_s3_uri(outcome["output"]["rttm"])
             expiry = self.settings.url_expiry_seconds
             body["download"] = {
-                "json": self.store.presign_get(bucket, key, expiry),
-                "rttm": self.store.presign_get(bucket, rttm_key, expiry),
+                "json": self.store.presign_get(result.bucket, result.key, expiry),
+                "rttm": self.store.presign_get(rttm.bucket, rttm.key, expiry),
                 "expires_in": expiry,
             }
             body["speaker_count"] = outcome.get("speaker_count")

@@ -66,15 +66,6 @@ class S3Store:
     def delete(self, bucket: str, key: str) -> None:
         self.client.delete_object(Bucket=bucket, Key=key)
 
-    def exists(self, bucket: str, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if _code(error) in NOT_FOUND:
-                return False
-            raise
-        return True
-
     def presign_put(self, bucket: str, key: str, expires: int) -> str:
         return str(
             self.client.generate_presigned_url(
