@@ -9,7 +9,7 @@ MODELS ?= .models
 MODEL_DIR ?= $(MODELS)/offline-production
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup tools model demo diarize test image image-test lint lock clean
+.PHONY: help setup tools model demo diarize test bench image image-test lint lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ diarize: setup model  ## the command line on pyannote's 30 s sample recording
 test: setup tools  ## run the test suite (all but the image build)
 	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m "not image"
 
+bench: setup model  ## upstream pyannote vs the fast path, side by side -> docs/BENCHMARKS.md (hours; BENCH_ARGS narrows it)
+	$(PY) bench/run.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
+
 image:  ## build the function image with buildah (no Docker engine needed)
 	bash infra/image/build-local.sh
 
@@ -56,8 +59,8 @@ image-test: setup tools  ## build the image and invoke its entrypoint through th
 	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m image
 
 lint: setup tools  ## ruff, formatting, mypy; sam validate, cfn-lint, hadolint, checkov
-	$(PY) -m ruff check function tests infra
-	$(PY) -m ruff format --check function tests infra
+	$(PY) -m ruff check function tests infra bench
+	$(PY) -m ruff format --check function tests infra bench
 	$(PY) -m mypy
 	SAM_CLI_TELEMETRY=0 $(TOOLS_VENV)/bin/sam validate --lint --region us-east-1
 	$(TOOLS_VENV)/bin/cfn-lint template.yaml infra/sagemaker/endpoint.yaml
@@ -68,4 +71,4 @@ lock:  ## re-resolve requirements/*.txt from the direct dependencies in fresh en
 	bash infra/lock.sh
 
 clean:  ## remove generated models, caches and image storage (keeps the venvs)
-	rm -rf $(MODELS) .build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(MODELS) .bench .build .pytest_cache .mypy_cache .ruff_cache

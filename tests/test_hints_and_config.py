@@ -42,6 +42,7 @@ def test_defaults() -> None:
     assert settings.device == "auto" and settings.num_threads == 0
     assert settings.effective_threads == available_cpus() >= 1
     assert settings.max_audio_seconds == 4 * 3600 and settings.max_audio_bytes == 1024**3
+    assert settings.fast_embeddings is True
 
 
 def test_environment_values_and_overrides() -> None:
@@ -53,12 +54,15 @@ def test_environment_values_and_overrides() -> None:
         "MAX_AUDIO_BYTES": "1000",
         "EMBEDDING_BATCH_SIZE": "8",
         "SEGMENTATION_BATCH_SIZE": " ",
+        "FAST_EMBEDDINGS": "Off",
     }
     settings = Settings.from_env(env, num_threads=1)
     assert settings.model_dir == Path("/models/x") and settings.device == "cpu"
     assert settings.num_threads == 1 and settings.effective_threads == 1
     assert settings.max_audio_seconds == 90.5 and settings.max_audio_bytes == 1000
     assert settings.embedding_batch_size == 8 and settings.segmentation_batch_size is None
+    assert settings.fast_embeddings is False
+    assert Settings.from_env({"FAST_EMBEDDINGS": "1"}).fast_embeddings is True
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -68,11 +72,12 @@ def test_every_problem_is_reported_at_once() -> None:
         "MAX_AUDIO_SECONDS": "-5",
         "MAX_AUDIO_BYTES": "0",
         "EMBEDDING_BATCH_SIZE": "1.5",
+        "FAST_EMBEDDINGS": "maybe",
     }
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_env(env)
     problems = caught.value.details["problems"]
-    assert len(problems) == 5
+    assert len(problems) == 6
     message = caught.value.message
     for fragment in (
         "DEVICE='tpu'",
@@ -80,6 +85,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "MAX_AUDIO_SECONDS=-5",
         "MAX_AUDIO_BYTES=0",
         "EMBEDDING_BATCH_SIZE='1.5'",
+        "FAST_EMBEDDINGS='maybe' is not true or false",
         "README.md",
     ):
         assert fragment in message

@@ -19,6 +19,8 @@ Device = Literal["auto", "cpu", "cuda"]
 DEFAULT_MODEL_DIR = "/opt/diarization/model"
 DEFAULT_MAX_AUDIO_SECONDS = 4 * 3600.0
 DEFAULT_MAX_AUDIO_BYTES = 1024**3
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Settings:
     embedding_batch_size: int | None = None
     """None keeps the value in the model's config.yaml."""
     segmentation_batch_size: int | None = None
+    fast_embeddings: bool = True
+    """Use :mod:`diarization.fastpath` (same embeddings, a fraction of the work); False keeps pyannote's code."""
 
     @property
     def effective_threads(self) -> int:
@@ -79,6 +83,15 @@ class Settings:
                 problems.append(f"{name}={number} must be at least {minimum}.")
             else:
                 values[attr] = number
+
+        fast = text("FAST_EMBEDDINGS")
+        if fast is not None:
+            if fast.lower() in TRUE_WORDS:
+                values["fast_embeddings"] = True
+            elif fast.lower() in FALSE_WORDS:
+                values["fast_embeddings"] = False
+            else:
+                problems.append(f"FAST_EMBEDDINGS={fast!r} is not true or false.")
 
         raw_seconds = text("MAX_AUDIO_SECONDS")
         if raw_seconds is not None:

@@ -32,6 +32,8 @@ class LoadedPipeline:
     device: DeviceInfo
     pyannote_version: str
     load_seconds: float
+    fast_embeddings: bool = False
+    """Whether :mod:`diarization.fastpath` computes the embeddings."""
 
 
 _cache: dict[tuple[Any, ...], LoadedPipeline] = {}
@@ -46,6 +48,7 @@ def load_pipeline(settings: Settings) -> LoadedPipeline:
         settings.effective_threads,
         settings.embedding_batch_size,
         settings.segmentation_batch_size,
+        settings.fast_embeddings,
     )
     with _lock:
         if key not in _cache:
@@ -83,6 +86,17 @@ def _load(settings: Settings) -> LoadedPipeline:
     if settings.segmentation_batch_size is not None:
         pipeline.segmentation_batch_size = settings.segmentation_batch_size
     pipeline.to(torch.device(device.device))
+    fast_embeddings = False
+    if settings.fast_embeddings:
+        from diarization.fastpath import accelerate
+
+        fast_embeddings = accelerate(pipeline)
+        if fast_embeddings and device.device == "cpu" and settings.embedding_batch_size is None:
+            # Measured (docs/BENCHMARKS.md): more chunks per pass are no faster on CPU,
+            # and each one adds ~40 MB of trunk activations.
+            pipeline.embedding_batch_size = 1
+        if not fast_embeddings:
+            logger.warning("fast embedding path not applicable to %s; using pyannote's own", type(pipeline).__name__)
 
     loaded = LoadedPipeline(
         pipeline=pipeline,
@@ -91,13 +105,15 @@ def _load(settings: Settings) -> LoadedPipeline:
         device=device,
         pyannote_version=pyannote_version,
         load_seconds=time.perf_counter() - started,
+        fast_embeddings=fast_embeddings,
     )
     logger.info(
-        "loaded pipeline %s (revision %s, %s) from %s in %.2f s",
+        "loaded pipeline %s (revision %s, %s) from %s in %.2f s, %s embedding path",
         manifest.name,
         manifest.revision,
         "trained" if manifest.trained else "UNTRAINED",
         model_dir,
         loaded.load_seconds,
+        "fast" if fast_embeddings else "upstream",
     )
     return loaded

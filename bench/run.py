@@ -1,0 +1,226 @@
+"""``make bench``: upstream pyannote.audio vs this project's path, side by side, into docs/BENCHMARKS.md.
+
+Every row runs in its own process (``bench/measure.py``) so cold start and peak RSS are that
+row's alone; rows alternate upstream/fast for each (audio, threads) so both see the same
+machine load. Audio: pyannote's 30 s sample, and 10- and 60-minute files made by repeating it
+(real speech everywhere: the embedding step's worst case). Weights: the production-architecture
+offline pipeline (same compute as the pretrained models). The page is rewritten after every row,
+so an interrupted run still leaves what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"30s": 0, "10min": 600, "60min": 3600}
+"""Audio lengths; 0 means the sample itself."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=ROOT / ".models" / "offline-production")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / ".bench", help="generated audio and row artifacts")
+    parser.add_argument("--sizes", default="30s,10min,60min", help="comma-separated: " + ", ".join(SIZES))
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--paths", default="upstream,fast", help="upstream, fast or both")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATH:SIZE:THREADS",
+        help="run just these rows, in this order (e.g. fast:60min:2); repeatable; overrides the matrix",
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    args = parser.parse_args()
+
+    rows = _planned_rows(args)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.datetime.now(datetime.UTC)
+    results: list[dict[str, Any]] = []
+    for path, size, threads in rows:
+        audio = _audio(args.work_dir, size)
+        artifacts = args.work_dir / f"{path}-{size}-{threads}t"
+        print(f"bench: {path} {size} {threads} thread(s) ...", file=sys.stderr, flush=True)
+        row = _measure(path, audio, args.model_dir, threads, artifacts)
+        row["size"] = size
+        row["artifacts"] = str(artifacts)
+        results.append(row)
+        print(
+            f"bench: {path} {size} {threads}t: diarize {row['diarize_seconds']:.1f} s, "
+            f"RTF {row['real_time_factor']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(render(results, started, args.model_dir))
+        (args.work_dir / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def _planned_rows(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    if args.only:
+        rows = []
+        for spec in args.only:
+            path, size, threads = spec.split(":")
+            rows.append((_check(path, ("upstream", "fast")), _check(size, tuple(SIZES)), int(threads)))
+        return rows
+    paths = [_check(p, ("upstream", "fast")) for p in args.paths.split(",")]
+    sizes = [_check(s, tuple(SIZES)) for s in args.sizes.split(",")]
+    return [(path, size, int(t)) for size in sizes for t in args.threads.split(",") for path in paths]
+
+
+def _check(value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SystemExit(f"bench: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _audio(work_dir: Path, size: str) -> Path:
+    """The sample, or the sample repeated to ``size`` as 16 kHz 16-bit WAV (made once)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from media import read_wav, sample_wav
+
+    seconds = SIZES[size]
+    if seconds == 0:
+        return sample_wav()
+    path = work_dir / f"speech-{size}.wav"
+    if not path.exists():
+        samples, rate = read_wav(sample_wav())
+        repeats = -(-seconds * rate // len(samples))
+        tiled = np.tile(samples, repeats)[: seconds * rate]
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes((np.clip(tiled, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def _measure(path: str, audio: Path, model_dir: Path, threads: int, artifacts: Path) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "measure.py"),
+        "--path",
+        path,
+        "--audio",
+        str(audio),
+        "--model-dir",
+        str(model_dir),
+        "--threads",
+        str(threads),
+        "--artifacts",
+        str(artifacts),
+    ]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
+    if finished.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(command)} failed:\n{finished.stderr[-4000:]}")
+    row: dict[str, Any] = json.loads(finished.stdout.strip().splitlines()[-1])
+    return row
+
+
+def _pairs(results: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    upstream = {(r["size"], r["threads"]): r for r in results if r["path"] == "upstream"}
+    return [
+        (upstream[(r["size"], r["threads"])], r)
+        for r in results
+        if r["path"] == "fast" and (r["size"], r["threads"]) in upstream
+    ]
+
+
+def _equivalence(up: dict[str, Any], fast: dict[str, Any]) -> tuple[float, bool]:
+    a, b = np.load(up["artifacts"] + ".npy"), np.load(fast["artifacts"] + ".npy")
+    rttm_equal = Path(up["artifacts"] + ".rttm").read_text() == Path(fast["artifacts"] + ".rttm").read_text()
+    return float(np.nanmax(np.abs(a - b))), rttm_equal
+
+
+def render(results: list[dict[str, Any]], started: datetime.datetime, model_dir: Path) -> str:
+    """The Markdown page: per-row table, side-by-side ratios, machine facts."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`bench/run.py`); do not edit by hand. "
+        "Every row is a fresh process; upstream and fast rows alternate on the same audio and weights.",
+        "",
+        "## Rows",
+        "",
+        "| path | audio | threads | import torch s | import pyannote s | load s | cold start s | decode s "
+        "| segmentation s | embedding s | clustering s | diarize s | RTF | peak RSS MB | user+sys CPU s | speakers |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['path']} | {r['size']} | {r['threads']} | {r['import_torch_seconds']:.2f} "
+            f"| {r['import_pyannote_seconds']:.2f} | {r['load_seconds']:.2f} | {r['cold_start_seconds']:.2f} "
+            f"| {r['decode_seconds']:.2f} | {r['segmentation_seconds']:.1f} | {r['embedding_seconds']:.1f} "
+            f"| {r['clustering_seconds']:.1f} | {r['diarize_seconds']:.1f} | {r['real_time_factor']:.3f} "
+            f"| {r['peak_rss_bytes'] / 2**20:.0f} | {r['cpu_user_seconds']:.0f}+{r['cpu_system_seconds']:.0f} "
+            f"| {r['speakers']} |"
+        )
+    lines += [
+        "",
+        "## Fast path vs upstream, same run",
+        "",
+        "Ratios are upstream ÷ fast (higher is better for the fast path), except RSS (fast ÷ upstream).",
+        "",
+        "| audio | threads | diarize × | embedding × | cold start (fast ÷ upstream) | peak RSS (fast ÷ upstream) "
+        "| max abs embedding difference | RTTM identical |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for up, fast in _pairs(results):
+        difference, rttm_equal = _equivalence(up, fast)
+        lines.append(
+            f"| {fast['size']} | {fast['threads']} | {up['diarize_seconds'] / fast['diarize_seconds']:.2f} "
+            f"| {up['embedding_seconds'] / fast['embedding_seconds']:.2f} "
+            f"| {fast['cold_start_seconds'] / up['cold_start_seconds']:.0%} "
+            f"| {fast['peak_rss_bytes'] / up['peak_rss_bytes']:.0%} | {difference:.1e} "
+            f"| {'yes' if rttm_equal else 'NO'} |"
+        )
+    lines += ["", "## Machine and software", ""] + [f"- {fact}" for fact in _machine_facts(started, model_dir)] + [""]
+    return "\n".join(lines)
+
+
+def _machine_facts(started: datetime.datetime, model_dir: Path) -> list[str]:
+    import torch
+
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    from importlib.metadata import version
+
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout  # noqa: S603 - fixed argv
+    manifest = model_dir / "config.yaml"
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:12] if manifest.exists() else "?"
+    return [
+        f"run started {started:%Y-%m-%d %H:%M} UTC at commit {commit.strip() or '?'}",
+        f"CPU: {cpu}, {len(os.sched_getaffinity(0))} usable cores, {memory:.0f} GiB memory; {platform.platform()}",
+        f"Python {platform.python_version()}, torch {torch.__version__}, pyannote.audio {version('pyannote.audio')}, "
+        f"allocator: {os.environ.get('LD_PRELOAD') or 'glibc malloc'}",
+        f"weights: production-architecture offline pipeline {model_dir.name} (config.yaml sha256 {digest}), "
+        "random weights with the pretrained models' compute",
+        "audio: pyannote's 30 s sample; 10min and 60min repeat it (speech throughout)",
+        "RTF = (decode + diarize) / audio duration; cold start = process start to loaded pipeline "
+        "(import torch + import pyannote.audio + load)",
+        "this machine is shared and noisy: compare rows of the same run, not across runs",
+    ]
+
+
+if __name__ == "__main__":
+    main()
