@@ -2,7 +2,10 @@
 
 Run by ``bench/run.py``, one process per row, so import time and peak RSS belong to that row
 alone. ``--path upstream`` is pyannote.audio as installed (``Pipeline.from_pretrained``, its own
-``get_embeddings``); ``--path fast`` is this project's loader with :mod:`diarization.fastpath`.
+``get_embeddings``), with the model directory's ``config.yaml`` (embedding batch size 1 for the
+offline pipeline, pyannote's own default); ``--path upstream-batch32`` is the same with 32 (choose
+it to see what a 32 in ``config.yaml`` costs on CPU); ``--path fast`` is this project's loader with
+:mod:`diarization.fastpath`.
 Both get the same in-memory waveform (decoded by this project's PyAV decoder: upstream's own
 decoder, torchcodec, needs system FFmpeg libraries that the image does not ship).
 
@@ -24,7 +27,7 @@ from typing import Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--path", choices=("upstream", "fast"), required=True)
+    parser.add_argument("--path", choices=("upstream", "upstream-batch32", "fast"), required=True)
     parser.add_argument("--audio", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--threads", type=int, required=True)
@@ -38,12 +41,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch_imported = time.perf_counter()
-    if args.path == "upstream":
+    if args.path.startswith("upstream"):
         from pyannote.audio import Pipeline
 
         pyannote_imported = time.perf_counter()
         pipeline = Pipeline.from_pretrained(args.model_dir)
         loaded = time.perf_counter()
+        if args.path == "upstream-batch32":
+            pipeline.embedding_batch_size = 32
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "function"))
         import pyannote.audio  # noqa: F401  (timed apart from the load, like upstream's row)

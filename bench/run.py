@@ -27,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"30s": 0, "10min": 600, "60min": 3600}
 """Audio lengths; 0 means the sample itself."""
+PATHS = ("upstream", "upstream-batch32", "fast")
+"""See bench/measure.py; ``upstream`` (the model's own config.yaml) is the baseline of the targets."""
 
 
 def main() -> None:
@@ -35,7 +37,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".bench", help="generated audio and row artifacts")
     parser.add_argument("--sizes", default="30s,10min,60min", help="comma-separated: " + ", ".join(SIZES))
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    parser.add_argument("--paths", default="upstream,fast", help="upstream, fast or both")
+    parser.add_argument("--paths", default="upstream,fast", help="comma-separated: " + ", ".join(PATHS))
     parser.add_argument(
         "--only",
         action="append",
@@ -44,12 +46,23 @@ def main() -> None:
         help="run just these rows, in this order (e.g. fast:60min:2); repeatable; overrides the matrix",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--render", action="store_true", help="only rewrite the page from the last run's results.json")
     args = parser.parse_args()
 
+    results_file = args.work_dir / "results.json"
+    if args.render:
+        run = json.loads(results_file.read_text())
+        args.output.write_text(render(run))
+        return
     rows = _planned_rows(args)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    started = datetime.datetime.now(datetime.UTC)
     results: list[dict[str, Any]] = []
+    run = {
+        "started": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        "commit": _commit(),
+        "model_dir": str(args.model_dir),
+        "rows": results,
+    }
     for path, size, threads in rows:
         audio = _audio(args.work_dir, size)
         artifacts = args.work_dir / f"{path}-{size}-{threads}t"
@@ -65,8 +78,8 @@ def main() -> None:
             flush=True,
         )
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(render(results, started, args.model_dir))
-        (args.work_dir / "results.json").write_text(json.dumps(results, indent=1))
+        args.output.write_text(render(run))
+        results_file.write_text(json.dumps(run, indent=1))
 
 
 def _planned_rows(args: argparse.Namespace) -> list[tuple[str, str, int]]:
@@ -74,9 +87,9 @@ def _planned_rows(args: argparse.Namespace) -> list[tuple[str, str, int]]:
         rows = []
         for spec in args.only:
             path, size, threads = spec.split(":")
-            rows.append((_check(path, ("upstream", "fast")), _check(size, tuple(SIZES)), int(threads)))
+            rows.append((_check(path, PATHS), _check(size, tuple(SIZES)), int(threads)))
         return rows
-    paths = [_check(p, ("upstream", "fast")) for p in args.paths.split(",")]
+    paths = [_check(p, PATHS) for p in args.paths.split(",")]
     sizes = [_check(s, tuple(SIZES)) for s in args.sizes.split(",")]
     return [(path, size, int(t)) for size in sizes for t in args.threads.split(",") for path in paths]
 
@@ -131,8 +144,8 @@ def _measure(path: str, audio: Path, model_dir: Path, threads: int, artifacts: P
     return row
 
 
-def _pairs(results: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    upstream = {(r["size"], r["threads"]): r for r in results if r["path"] == "upstream"}
+def _pairs(results: list[dict[str, Any]], baseline: str = "upstream") -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    upstream = {(r["size"], r["threads"]): r for r in results if r["path"] == baseline}
     return [
         (upstream[(r["size"], r["threads"])], r)
         for r in results
@@ -146,8 +159,9 @@ def _equivalence(up: dict[str, Any], fast: dict[str, Any]) -> tuple[float, bool]
     return float(np.nanmax(np.abs(a - b))), rttm_equal
 
 
-def render(results: list[dict[str, Any]], started: datetime.datetime, model_dir: Path) -> str:
-    """The Markdown page: per-row table, side-by-side ratios, machine facts."""
+def render(run: dict[str, Any]) -> str:
+    """The Markdown page: per-row table, side-by-side ratios, the issue's targets, machine facts."""
+    results: list[dict[str, Any]] = run["rows"]
     lines = [
         "# Benchmarks",
         "",
@@ -169,17 +183,29 @@ def render(results: list[dict[str, Any]], started: datetime.datetime, model_dir:
             f"| {r['peak_rss_bytes'] / 2**20:.0f} | {r['cpu_user_seconds']:.0f}+{r['cpu_system_seconds']:.0f} "
             f"| {r['speakers']} |"
         )
-    lines += [
+    for baseline in PATHS[:-1]:
+        pairs = _pairs(results, baseline)
+        if pairs:
+            lines += _ratio_table(baseline, pairs)
+    lines += ["", "## Targets", ""] + [f"- {verdict}" for verdict in _targets(results)]
+    lines += ["", "Why the unmet ones are where they are: [PERFORMANCE.md](PERFORMANCE.md)."]
+    lines += ["", "## Machine and software", ""] + [f"- {fact}" for fact in _machine_facts(run)] + [""]
+    return "\n".join(lines)
+
+
+def _ratio_table(baseline: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    lines = [
         "",
-        "## Fast path vs upstream, same run",
+        f"## Fast path vs {baseline}, same run",
         "",
-        "Ratios are upstream ÷ fast (higher is better for the fast path), except RSS (fast ÷ upstream).",
+        f"Ratios are {baseline} ÷ fast (higher is better for the fast path), except cold start and RSS "
+        f"(fast ÷ {baseline}).",
         "",
-        "| audio | threads | diarize × | embedding × | cold start (fast ÷ upstream) | peak RSS (fast ÷ upstream) "
+        "| audio | threads | diarize × | embedding × | cold start | peak RSS "
         "| max abs embedding difference | RTTM identical |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for up, fast in _pairs(results):
+    for up, fast in pairs:
         difference, rttm_equal = _equivalence(up, fast)
         lines.append(
             f"| {fast['size']} | {fast['threads']} | {up['diarize_seconds'] / fast['diarize_seconds']:.2f} "
@@ -188,11 +214,54 @@ def render(results: list[dict[str, Any]], started: datetime.datetime, model_dir:
             f"| {fast['peak_rss_bytes'] / up['peak_rss_bytes']:.0%} | {difference:.1e} "
             f"| {'yes' if rttm_equal else 'NO'} |"
         )
-    lines += ["", "## Machine and software", ""] + [f"- {fact}" for fact in _machine_facts(started, model_dir)] + [""]
-    return "\n".join(lines)
+    return lines
 
 
-def _machine_facts(started: datetime.datetime, model_dir: Path) -> list[str]:
+def _targets(results: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, judged on this run's rows only."""
+    pairs = _pairs(results)
+    verdicts = []
+    for size in ("10min", "60min"):
+        pair = next(((u, f) for u, f in pairs if f["size"] == size and f["threads"] == 2), None)
+        if pair is None:
+            verdicts.append(f"diarization ≥ 4× faster than upstream, {size}, 2 threads: not measured in this run")
+            continue
+        ratio = pair[0]["diarize_seconds"] / pair[1]["diarize_seconds"]
+        verdict = f"diarization ≥ 4× faster than upstream, {size}, 2 threads: {ratio:.2f}× — {_verdict(ratio >= 4)}"
+        batch32 = next((u for u, f in _pairs(results, "upstream-batch32") if f is pair[1]), None)
+        if batch32 is not None:
+            ratio32 = batch32["diarize_seconds"] / pair[1]["diarize_seconds"]
+            verdict += f" (against upstream with embedding batch 32: {ratio32:.2f}×)"
+        verdicts.append(verdict)
+    if pairs:
+        worst = max(_equivalence(u, f)[0] for u, f in pairs)
+        identical = all(_equivalence(u, f)[1] for u, f in pairs)
+        verdicts.append(
+            f"embeddings within 1e-4 of upstream: largest difference {worst:.1e} — {_verdict(worst <= 1e-4)}"
+        )
+        verdicts.append(f"identical RTTM in every pair: {_verdict(identical)}")
+        cold = max(f["cold_start_seconds"] / u["cold_start_seconds"] for u, f in pairs)
+        verdicts.append(f"cold start ≤ 50 % of upstream's: worst pair {cold:.0%} — {_verdict(cold <= 0.5)}")
+    long_rows = [r for r in results if r["path"] == "fast" and r["size"] == "60min"]
+    if long_rows:
+        peak = max(r["peak_rss_bytes"] for r in long_rows) / 2**30
+        verdicts.append(f"peak RSS ≤ 1.5 GB for 60 minutes: {peak:.2f} GiB — {_verdict(peak * 2**30 <= 1.5e9)}")
+    else:
+        verdicts.append("peak RSS ≤ 1.5 GB for 60 minutes: not measured in this run")
+    return verdicts
+
+
+def _verdict(met: bool) -> str:
+    return "**met**" if met else "**not met**"
+
+
+def _commit() -> str:
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout  # noqa: S603 - fixed argv
+    return commit.strip() or "?"
+
+
+def _machine_facts(run: dict[str, Any]) -> list[str]:
     import torch
 
     cpu = "unknown"
@@ -204,12 +273,11 @@ def _machine_facts(started: datetime.datetime, model_dir: Path) -> list[str]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     from importlib.metadata import version
 
-    git = ["git", "rev-parse", "--short", "HEAD"]
-    commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout  # noqa: S603 - fixed argv
+    model_dir = Path(run["model_dir"])
     manifest = model_dir / "config.yaml"
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:12] if manifest.exists() else "?"
     return [
-        f"run started {started:%Y-%m-%d %H:%M} UTC at commit {commit.strip() or '?'}",
+        f"run started {run['started']} at commit {run['commit']}",
         f"CPU: {cpu}, {len(os.sched_getaffinity(0))} usable cores, {memory:.0f} GiB memory; {platform.platform()}",
         f"Python {platform.python_version()}, torch {torch.__version__}, pyannote.audio {version('pyannote.audio')}, "
         f"allocator: {os.environ.get('LD_PRELOAD') or 'glibc malloc'}",

@@ -66,7 +66,8 @@ def test_fast_path_is_the_default_and_leaves_upstream_untouched(fast: Any, upstr
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast._embedding.model_.resnet.modules())
     # Folding happened on the fast pipeline's own model, not on a shared one.
     assert any(isinstance(m, nn.BatchNorm2d) for m in upstream._embedding.model_.resnet.modules())
-    assert fast.embedding_batch_size == 1
+    assert fast.embedding_batch_size == 1 and fast.segmentation_batch_size == 4
+    assert upstream.segmentation_batch_size == 32
 
 
 def test_switched_off_keeps_pyannotes_own_class(production_model_dir: Path) -> None:

@@ -22,7 +22,7 @@ class AwsSettings:
     event_bus_name: str | None = None
     work_queue_url: str | None = None
     """Where POST /jobs with an `s3_uri` enqueues work (the queue the bucket notifies)."""
-    expected_real_time_factor: float = 1.0
+    expected_real_time_factor: float = 0.6
     """Seconds of processing per second of audio assumed before this container has measured its own."""
     deadline_margin_seconds: float = 20.0
     sync_budget_seconds: float = 25.0
@@ -79,7 +79,7 @@ class AwsSettings:
             jobs_table=text("JOBS_TABLE"),
             event_bus_name=text("EVENT_BUS_NAME"),
             work_queue_url=text("WORK_QUEUE_URL"),
-            expected_real_time_factor=number("EXPECTED_REAL_TIME_FACTOR", 1.0, 0.001),
+            expected_real_time_factor=number("EXPECTED_REAL_TIME_FACTOR", 0.6, 0.001),
             deadline_margin_seconds=number("DEADLINE_MARGIN_SECONDS", 20.0, 0.0),
             sync_budget_seconds=number("SYNC_BUDGET_SECONDS", 25.0, 1.0),
             url_expiry_seconds=int(number("URL_EXPIRY_SECONDS", 3600, 60)),
