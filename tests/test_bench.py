@@ -1,0 +1,66 @@
+"""The benchmark page: ratios, equivalence columns and target verdicts come from the rows it is given.
+
+The rows here are written by hand (measuring them takes hours; that is `make bench`); what is tested
+is that the page reports them faithfully, including a deviation and targets it could not measure.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from run import render
+
+
+def row(tmp_path: Path, path: str, size: str, diarize: float, embeddings: np.ndarray, rttm: str, **extra: Any) -> dict:
+    artifacts = tmp_path / f"{path}-{size}"
+    np.save(f"{artifacts}.npy", embeddings)
+    Path(f"{artifacts}.rttm").write_text(rttm)
+    values = {
+        "path": path,
+        "size": size,
+        "threads": 2,
+        "import_torch_seconds": 2.0,
+        "import_pyannote_seconds": 5.0,
+        "load_seconds": 1.0,
+        "cold_start_seconds": 8.0,
+        "decode_seconds": 0.5,
+        "segmentation_seconds": 0.1 * diarize,
+        "embedding_seconds": 0.9 * diarize,
+        "clustering_seconds": 0.5,
+        "diarize_seconds": diarize,
+        "real_time_factor": diarize / 600,
+        "peak_rss_bytes": 1.2e9,
+        "cpu_user_seconds": 2 * diarize,
+        "cpu_system_seconds": 1.0,
+        "speakers": 2,
+        "artifacts": str(artifacts),
+    }
+    values.update(extra)
+    return values
+
+
+def test_page_reports_ratios_equivalence_and_targets(tmp_path: Path) -> None:
+    embeddings = np.random.default_rng(0).normal(size=(10, 3, 256)).astype(np.float32)
+    rows = [
+        row(tmp_path, "upstream", "10min", 800.0, embeddings, "SPEAKER a\n"),
+        row(tmp_path, "fast", "10min", 200.0, embeddings + 2e-7, "SPEAKER a\n", cold_start_seconds=7.2),
+        row(tmp_path, "upstream", "30s", 30.0, embeddings, "SPEAKER a\n"),
+        row(tmp_path, "fast", "30s", 10.0, embeddings + 1e-3, "SPEAKER b\n"),
+        row(tmp_path, "fast", "60min", 1300.0, embeddings, "", peak_rss_bytes=1.6e9),
+    ]
+    page = render({"started": "2026-11-25 12:00 UTC", "commit": "abc1234", "model_dir": str(tmp_path), "rows": rows})
+
+    assert "| 10min | 2 | 4.00 | 4.00 | 90% | 100% | 2.4e-07 | yes |" in page
+    assert "| 30s | 2 | 3.00 | 3.00 | 100% | 100% | 1.0e-03 | NO |" in page
+    assert "10min, 2 threads: 4.00× — **met**" in page
+    assert "60min, 2 threads: not measured in this run" in page
+    assert "largest difference 1.0e-03 — **not met**" in page
+    assert "identical RTTM in every pair: **not met**" in page
+    assert "cold start ≤ 50 % of upstream's: worst pair 100% — **not met**" in page
+    assert "peak RSS ≤ 1.5 GB for 60 minutes: 1.60 GB — **not met**" in page
+    assert "at commit abc1234" in page
