@@ -234,8 +234,9 @@ def _targets(results: list[dict[str, Any]]) -> list[str]:
             verdict += f" (against upstream with embedding batch 32: {ratio32:.2f}×)"
         verdicts.append(verdict)
     if pairs:
-        worst = max(_equivalence(u, f)[0] for u, f in pairs)
-        identical = all(_equivalence(u, f)[1] for u, f in pairs)
+        checks = [_equivalence(u, f) for u, f in pairs]
+        worst = max(difference for difference, _ in checks)
+        identical = all(rttm_equal for _, rttm_equal in checks)
         verdicts.append(
             f"embeddings within 1e-4 of upstream: largest difference {worst:.1e} — {_verdict(worst <= 1e-4)}"
         )
