@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -18,13 +19,27 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def find_emulator() -> Path:
-    """$LAMBDA_RIE, else the binary inside .venv-tools' aws-sam-cli (installed by `make tools`)."""
+ARM_MACHINES = ("aarch64", "arm64")
+"""What `platform.machine()` says on ARM: Linux reports aarch64, macOS arm64."""
+
+
+def emulator_name(machine: str | None = None) -> str:
+    """The emulator binary for a machine (default: this one); aws-sam-cli ships one per Lambda architecture."""
+    machine = (machine if machine is not None else platform.machine()).lower()
+    return "aws-lambda-rie-arm64" if machine in ARM_MACHINES else "aws-lambda-rie-x86_64"
+
+
+def find_emulator(machine: str | None = None) -> Path:
+    """$LAMBDA_RIE, else the binary for `machine` (default: this host) inside .venv-tools' aws-sam-cli
+    (installed by `make tools`)."""
     if os.environ.get("LAMBDA_RIE"):
         return Path(os.environ["LAMBDA_RIE"])
-    matches = sorted((ROOT / ".venv-tools").glob("lib/python*/site-packages/samcli/local/rapid/aws-lambda-rie-x86_64"))
+    name = emulator_name(machine)
+    matches = sorted((ROOT / ".venv-tools").glob(f"lib/python*/site-packages/samcli/local/rapid/{name}"))
     if not matches:
-        raise FileNotFoundError("Lambda Runtime Interface Emulator not found: run `make tools` (or set LAMBDA_RIE).")
+        raise FileNotFoundError(
+            f"Lambda Runtime Interface Emulator {name} not found: run `make tools` (or set LAMBDA_RIE)."
+        )
     return matches[0]
 
 

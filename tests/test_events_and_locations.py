@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from diarization.aws import events
 from diarization.aws.locations import Locations, ObjectRef
 from diarization.aws.settings import AwsSettings
-from diarization.errors import ConfigurationError, InvalidParameterError, InvalidRequestError, UnsupportedEventError
+from diarization.errors import (
+    ConfigurationError,
+    DiarizationError,
+    InvalidParameterError,
+    InvalidRequestError,
+    UnsupportedEventError,
+)
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 
@@ -40,6 +47,140 @@ def test_committed_sample_events_parse() -> None:
     assert events.from_direct(direct)[0].hints == {"num_speakers": 2}
 
     assert events.kind_of(load("api-create-job.json")) == "api"
+
+
+def work_of(event: dict[str, Any]) -> tuple[list[events.WorkItem], list[dict[str, Any]]]:
+    """What the function would do with an event: the objects to process and the GPU completions."""
+    kind = events.kind_of(event)
+    if kind == "sqs":
+        return [item for record in event["Records"] for item in events.from_sqs_body(record["body"])], []
+    if kind == "sns":
+        work = [events.from_sns_record(record) for record in event["Records"]]
+        return [item for w in work for item in w.items], [w.completion for w in work if w.completion is not None]
+    parse = {"s3": events.from_s3_notification, "eventbridge": events.from_eventbridge, "direct": events.from_direct}
+    return parse[kind](event), []
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in EVENTS.glob("*.json")))
+def test_every_sample_event_is_understood(name: str) -> None:
+    event = load(name)
+    if name.startswith("api-"):
+        assert events.kind_of(event) == "api"
+        return
+    items, completions = work_of(event)
+    if name == "sagemaker-completion.json":
+        assert items == []
+        (completion,) = completions
+        assert completion["invocationStatus"] == "Completed" and completion["inferenceId"] == "example-inference"
+        assert completion["requestParameters"]["inputLocation"] == "s3://example-audio-bucket/audio/interview.mp3"
+        assert completion["responseParameters"]["outputLocation"].startswith("s3://example-audio-bucket/async-output/")
+    else:
+        assert completions == []
+        assert [item.ref.bucket for item in items] == ["example-audio-bucket"]
+
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:uploads"
+
+
+def s3_notification(key: str = "audio/a+b.wav", etag: str | None = "abc") -> dict[str, Any]:
+    obj = {"key": key, "size": 10, **({"eTag": etag} if etag else {})}
+    record = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": obj}}
+    return {"Records": [record]}
+
+
+SAGEMAKER = {
+    "invocationStatus": "Completed",
+    "requestParameters": {"inputLocation": "s3://b/audio/long.wav"},
+    "responseParameters": {"outputLocation": "s3://b/async-output/x.out"},
+    "inferenceId": "i-1",
+    "eventSource": "aws:sagemaker",
+}
+
+
+def sns_record(message: object, kind: str = "Notification") -> dict[str, Any]:
+    text = message if isinstance(message, str) else json.dumps(message)
+    return {"EventSource": "aws:sns", "Sns": {"Type": kind, "TopicArn": TOPIC, "Message": text}}
+
+
+def sns_envelope(message: object, kind: str = "Notification") -> str:
+    """An SQS body from an SNS subscription without raw message delivery."""
+    text = message if isinstance(message, str) else json.dumps(message)
+    return json.dumps({"Type": kind, "MessageId": "m-1", "TopicArn": TOPIC, "Message": text, "Timestamp": "t"})
+
+
+def test_s3_notifications_through_sns_to_lambda() -> None:
+    work = events.from_sns_record(sns_record(s3_notification()))
+    assert work.completion is None
+    assert [item.ref for item in work.items] == [ObjectRef("b", "audio/a b.wav", None, "abc")]
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}
+    assert events.from_sns_record(sns_record(test_event)) == events.SnsWork()
+
+
+def test_sagemaker_completions_are_told_apart_by_their_message() -> None:
+    event = {"Records": [sns_record(SAGEMAKER), sns_record(s3_notification())]}
+    assert events.kind_of(event) == "sns"
+    first, second = (events.from_sns_record(record) for record in event["Records"])
+    assert first == events.SnsWork(completion=SAGEMAKER)
+    assert second.completion is None and second.items[0].ref.key == "audio/a b.wav"
+    # without eventSource, SageMaker's own fields are enough
+    bare = {k: v for k, v in SAGEMAKER.items() if k != "eventSource"}
+    assert events.from_sns_record(sns_record(bare)).completion == bare
+
+
+def test_s3_notifications_through_sns_to_sqs() -> None:
+    (item,) = events.from_sqs_body(sns_envelope(s3_notification(etag=None)))
+    assert item.ref == ObjectRef("b", "audio/a b.wav")
+    assert events.from_sqs_body(sns_envelope({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"})) == []
+    # raw message delivery: the body is the notification itself
+    assert events.from_sqs_body(json.dumps(s3_notification()))[0].ref.key == "audio/a b.wav"
+
+
+def test_a_sagemaker_completion_through_sqs_is_refused() -> None:
+    with pytest.raises(UnsupportedEventError, match="protocol lambda") as raised:
+        events.from_sqs_body(sns_envelope(SAGEMAKER))
+    assert raised.value.code == "UNSUPPORTED_EVENT" and raised.value.details["topic_arn"] == TOPIC
+
+
+@pytest.mark.parametrize("kind", ["SubscriptionConfirmation", "UnsubscribeConfirmation"])
+def test_subscription_confirmations_are_not_work(kind: str) -> None:
+    text = "You have chosen to subscribe to the topic. To confirm the subscription, visit the SubscribeURL."
+    with pytest.raises(UnsupportedEventError, match=f"SNS {kind} for {TOPIC}.*confirm-subscription"):
+        events.from_sqs_body(sns_envelope(text, kind))
+    with pytest.raises(UnsupportedEventError, match=f"SNS {kind}"):
+        events.from_sns_record(sns_record(text, kind))
+
+
+@pytest.mark.parametrize(
+    ("message", "error", "fragment"),
+    [
+        ("{not json", InvalidRequestError, "is not JSON"),
+        ("[1, 2]", InvalidRequestError, "not a JSON object"),
+        (None, InvalidRequestError, "no 'Message' string"),
+        ({"hello": 1}, UnsupportedEventError, "neither an S3 event notification nor"),
+    ],
+)
+def test_malformed_sns_messages(message: object, error: type[DiarizationError], fragment: str) -> None:
+    record = sns_record("" if message is None else message)
+    if message is None:
+        del record["Sns"]["Message"]
+    with pytest.raises(error, match=fragment) as raised:
+        events.from_sns_record(record)
+    assert raised.value.code == error.code
+    assert raised.value.details == {"topic_arn": TOPIC}
+
+
+@pytest.mark.parametrize(
+    ("message", "code"), [("{not json", "INVALID_REQUEST"), ("[1]", "INVALID_REQUEST"), ({"a": 1}, "UNSUPPORTED_EVENT")]
+)
+def test_malformed_sns_envelopes_in_sqs(message: object, code: str) -> None:
+    with pytest.raises((InvalidRequestError, UnsupportedEventError)) as raised:
+        events.from_sqs_body(sns_envelope(message))
+    assert raised.value.code == code and TOPIC in raised.value.message
+
+
+def test_an_sns_record_without_its_sns_object() -> None:
+    with pytest.raises(InvalidRequestError, match="without an 'Sns' object"):
+        events.from_sns_record({"EventSource": "aws:sns"})
 
 
 def test_s3_keys_are_url_decoded() -> None:

@@ -22,13 +22,19 @@ import boto3
 import jsonschema
 import pytest
 
+from diarization.aws import events
 from diarization.aws.app import FunctionApp
+from diarization.aws.locations import ObjectRef
+from diarization.aws.storage import S3Store
+from diarization.errors import InputChangedError
 from diarization.result import load_schema
 from local_aws import Deployment, LambdaContext, create_deployment
+from local_sagemaker import sns_event, topic_with_queue
 from media import speech_like, write_float_wav
 from runtime_emulator import free_port
 
 SCHEMA = load_schema()
+EVENTS = Path(__file__).resolve().parents[1] / "events"
 
 
 @pytest.fixture()
@@ -286,12 +292,202 @@ def test_version_in_the_event_is_the_version_processed(
     assert outcome["status"] == "succeeded" and outcome["version_id"] == first["VersionId"]
 
 
-def test_overwritten_since_the_event_is_reported(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+def test_a_late_event_processes_the_current_version_once(
+    app: FunctionApp, deployment: Deployment, encoded_samples, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first upload's event arrives after an overwrite: its ETag is stale, so the current version is
+    processed, and the overwrite's own event finds that run already done (same idempotency key)."""
     upload(deployment, "audio/etag.wav", encoded_samples["wav"].read_bytes())
-    messages = deployment.notifications(1)
+    late = deployment.notifications(1)
     upload(deployment, "audio/etag.wav", encoded_samples["flac"].read_bytes())
-    app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
-    assert error_object(deployment, "etag.wav")["error"]["code"] == "INPUT_CHANGED"
+    own = deployment.notifications(1)
+    current = deployment.s3.head_object(Bucket=deployment.bucket, Key="audio/etag.wav")["ETag"].strip('"')
+    stale = events.from_sqs_body(next(m["Body"] for m in late if '"Records"' in m["Body"]))[0].ref.etag
+    assert stale and stale != current
+
+    assert app.lambda_handler(deployment.sqs_event(late), LambdaContext()) == {"batchItemFailures": []}
+    assert deployment.get_json("results/etag.wav.json")["audio"]["original"]["codec"] == "flac"
+    assert stale_etag_warnings(caplog) == [(stale, current)]
+    (event,) = deployment.captured_events()
+    assert event["detail-type"] == "Diarization Succeeded" and event["detail"]["etag"] == current
+
+    assert app.lambda_handler(deployment.sqs_event(own), LambdaContext()) == {"batchItemFailures": []}
+    assert deployment.captured_events() == []  # the stored outcome: no second run
+    assert boto3.client("dynamodb").scan(TableName=deployment.idempotency_table)["Count"] == 1
+
+
+def stale_etag_warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """(event ETag, current ETag) of each "stale ETag" warning the function logged."""
+    return [
+        (record.event_etag, record.current_etag)
+        for record in caplog.records
+        if record.getMessage() == "the event's ETag is stale; processing the current version"
+    ]
+
+
+def test_a_placeholder_etag_is_not_a_reason_to_fail(
+    app: FunctionApp, deployment: Deployment, encoded_samples, caplog: pytest.LogCaptureFixture
+) -> None:
+    """events/s3-put.json (what `sam local generate-event s3 put` makes) carries a made-up eTag."""
+    event = json.loads((EVENTS / "s3-put.json").read_text())
+    s3 = event["Records"][0]["s3"]
+    placeholder = s3["object"]["eTag"]
+    s3["bucket"]["name"] = deployment.bucket
+    upload(deployment, "audio/meetings/weekly sync.m4a", encoded_samples["m4a"].read_bytes())
+    current = deployment.s3.head_object(Bucket=deployment.bucket, Key="audio/meetings/weekly sync.m4a")["ETag"]
+
+    (outcome,) = app.lambda_handler(event, LambdaContext())["outcomes"]
+
+    assert outcome["status"] == "succeeded", outcome
+    assert outcome["etag"] == current.strip('"') != placeholder
+    assert "results/meetings/weekly sync.m4a.rttm" in deployment.object_keys("results/")
+    assert stale_etag_warnings(caplog) == [(placeholder, current.strip('"'))]
+
+
+class OverwritingStore(S3Store):
+    """Overwrites the object right before reading it: a change between HeadObject and GetObject."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+
+    def download(self, ref: ObjectRef, path: Path) -> None:
+        self.client.put_object(Bucket=ref.bucket, Key=ref.key, Body=self.data)
+        super().download(ref, path)
+
+
+def test_a_change_between_head_and_download_names_both_etags(
+    app: FunctionApp, deployment: Deployment, encoded_samples
+) -> None:
+    upload(deployment, "audio/race.wav", encoded_samples["wav"].read_bytes())
+    read = deployment.s3.head_object(Bucket=deployment.bucket, Key="audio/race.wav")["ETag"].strip('"')
+    app.processor.store = OverwritingStore(encoded_samples["flac"].read_bytes())
+
+    outcome = app.lambda_handler({"bucket": deployment.bucket, "key": "audio/race.wav"}, LambdaContext())
+
+    now = deployment.s3.head_object(Bucket=deployment.bucket, Key="audio/race.wav")["ETag"].strip('"')
+    assert read != now and outcome["error"]["code"] == "INPUT_CHANGED"
+    error = error_object(deployment, "race.wav")["error"]
+    assert read in error["message"] and now in error["message"]
+    assert error["details"] == {
+        "uri": f"s3://{deployment.bucket}/audio/race.wav",
+        "expected_etag": read,
+        "current_etag": now,
+    }
+
+
+def test_download_of_a_changed_object_directly(deployment: Deployment, tmp_path: Path) -> None:
+    """The store alone, against moto's real If-Match: S3's 412 carries no ETag, so a fresh HEAD names it."""
+    store = S3Store()
+    upload(deployment, "audio/direct.wav", b"first version")
+    _, exact = store.head(ObjectRef(deployment.bucket, "audio/direct.wav"))
+    upload(deployment, "audio/direct.wav", b"second version")
+    with pytest.raises(InputChangedError) as raised:
+        store.download(exact, tmp_path / "x")
+    now = deployment.s3.head_object(Bucket=deployment.bucket, Key="audio/direct.wav")["ETag"].strip('"')
+    assert raised.value.details["expected_etag"] == exact.etag and raised.value.details["current_etag"] == now
+    assert f"ETag {exact.etag} was expected, S3 now has {now}" in raised.value.message
+
+
+def test_a_stale_etag_in_a_versioned_bucket_pins_the_version(
+    moto_endpoint: str, tiny_model_dir: Path, scratch: Path, encoded_samples
+) -> None:
+    """No version id in the event: the current version is chosen and read by its id, so a later
+    overwrite does not disturb the run."""
+    deployment = create_deployment(versioned=True)
+    app = make_app(deployment, tiny_model_dir, scratch)
+    put = deployment.s3.put_object(
+        Bucket=deployment.bucket, Key="audio/pinned.wav", Body=encoded_samples["wav"].read_bytes()
+    )
+    app.processor.store = OverwritingStore(b"overwritten with garbage")
+    event = {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": deployment.bucket},
+                    "object": {"key": "audio/pinned.wav", "eTag": "0123456789abcdef0123456789abcdef"},
+                },
+            }
+        ]
+    }
+    (outcome,) = app.lambda_handler(event, LambdaContext())["outcomes"]
+    assert outcome["status"] == "succeeded", outcome
+    assert outcome["version_id"] == put["VersionId"] and outcome["etag"] == put["ETag"].strip('"')
+
+
+def s3_through_sns(deployment: Deployment) -> str:
+    """Re-wire the bucket as users do with fan-out: S3 -> SNS topic -> (SQS queue | Lambda). The queue's URL."""
+    topic, inbox = topic_with_queue(f"{deployment.bucket}-uploads")
+    deployment.s3.put_bucket_notification_configuration(
+        Bucket=deployment.bucket,
+        NotificationConfiguration={
+            "TopicConfigurations": [
+                {
+                    "TopicArn": topic,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "audio/"}]}},
+                }
+            ]
+        },
+    )
+    return inbox
+
+
+def sns_deliveries(deployment: Deployment, inbox: str, expected: int = 1) -> list[dict[str, Any]]:
+    """SQS messages holding SNS envelopes, until `expected` S3 notifications (besides s3:TestEvent) arrived."""
+    messages: list[dict[str, Any]] = []
+    for _ in range(20):
+        messages += deployment.receive(inbox, wait=1)
+        if sum("Records" in json.loads(json.loads(m["Body"])["Message"]) for m in messages) >= expected:
+            return messages
+    raise TimeoutError(f"{len(messages)} messages arrived, {expected} notification(s) expected")
+
+
+def test_s3_to_sns_to_sqs(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
+    inbox = s3_through_sns(deployment)
+    upload(deployment, "audio/fan out.mp3", encoded_samples["mp3"].read_bytes())
+    messages = sns_deliveries(deployment, inbox)
+    envelopes = [json.loads(m["Body"]) for m in messages]
+    assert {e["Type"] for e in envelopes} == {"Notification"}
+    assert any("s3:TestEvent" in e["Message"] for e in envelopes)  # S3 sends one through SNS too
+
+    response = app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
+
+    assert response == {"batchItemFailures": []}
+    result = deployment.get_json("results/fan out.mp3.json")
+    jsonschema.validate(result, SCHEMA)
+    assert result["input"]["uri"] == f"s3://{deployment.bucket}/audio/fan out.mp3"
+    rttm = deployment.s3.get_object(Bucket=deployment.bucket, Key="results/fan out.mp3.rttm")["Body"].read().decode()
+    assert len(rttm.splitlines()) == len(result["segments"]) > 0
+
+
+def test_s3_to_sns_to_lambda_next_to_a_gpu_completion(
+    app: FunctionApp, deployment: Deployment, encoded_samples
+) -> None:
+    """The SNS event Lambda builds from what moto's topic published, plus a SageMaker failure notification:
+    each record is handled by its own message."""
+    inbox = s3_through_sns(deployment)
+    upload(deployment, "audio/sns.ogg", encoded_samples["ogg"].read_bytes())
+    event = sns_event(sns_deliveries(deployment, inbox))
+    sagemaker = {
+        "invocationStatus": "Failed",
+        "failureReason": "ModelError: the container was stopped",
+        "requestParameters": {"inputLocation": f"s3://{deployment.bucket}/audio/lost.wav"},
+        "inferenceId": "abc",
+        "eventSource": "aws:sagemaker",
+    }
+    event["Records"].append(
+        {**event["Records"][-1], "Sns": {**event["Records"][-1]["Sns"], "Message": json.dumps(sagemaker)}}
+    )
+
+    succeeded, failed = app.lambda_handler(event, LambdaContext())["outcomes"]  # s3:TestEvent: no outcome
+
+    assert succeeded["status"] == "succeeded" and succeeded["input"] == f"s3://{deployment.bucket}/audio/sns.ogg"
+    jsonschema.validate(deployment.get_json("results/sns.ogg.json"), SCHEMA)
+    assert "results/sns.ogg.rttm" in deployment.object_keys("results/")
+    assert failed["error"]["code"] == "GPU_INFERENCE_FAILED" and failed["input"].endswith("audio/lost.wav")
 
 
 def test_deadline_too_short(deployment: Deployment, tiny_model_dir: Path, scratch: Path, encoded_samples) -> None:

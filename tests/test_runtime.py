@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from local_aws import Deployment, create_deployment
-from runtime_emulator import ROOT, Emulator
+from runtime_emulator import ROOT, Emulator, emulator_name, find_emulator
 
 
 def function_env(deployment: Deployment, model_dir: Path) -> dict[str, str]:
@@ -77,3 +77,26 @@ def test_a_missing_model_is_an_init_error(deployment: Deployment, tmp_path: Path
     assert status == 502 and body["errorType"] == "ModelNotFoundError", body
     assert body["errorMessage"].startswith(f"MODEL_NOT_FOUND: Model directory '{tmp_path / 'no-model'}' does not exist")
     assert "python -m diarization.offline" in body["errorMessage"]
+
+
+@pytest.mark.parametrize(
+    ("machine", "binary"),
+    [
+        ("x86_64", "aws-lambda-rie-x86_64"),
+        ("AMD64", "aws-lambda-rie-x86_64"),  # what Windows reports
+        ("aarch64", "aws-lambda-rie-arm64"),  # Linux on ARM (Graviton, Raspberry Pi)
+        ("arm64", "aws-lambda-rie-arm64"),  # macOS on Apple silicon
+        ("ARM64", "aws-lambda-rie-arm64"),
+    ],
+)
+def test_the_emulator_matches_the_machine(machine: str, binary: str) -> None:
+    assert emulator_name(machine) == binary
+
+
+def test_both_emulators_ship_with_the_tools_and_can_be_overridden(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("LAMBDA_RIE", raising=False)
+    for machine, name in (("aarch64", "aws-lambda-rie-arm64"), ("x86_64", "aws-lambda-rie-x86_64")):
+        found = find_emulator(machine)
+        assert found.name == name and found.parent.match("samcli/local/rapid") and os.access(found, os.X_OK)
+    monkeypatch.setenv("LAMBDA_RIE", str(tmp_path / "my-rie"))
+    assert find_emulator("aarch64") == tmp_path / "my-rie"  # an explicit binary wins over everything

@@ -70,7 +70,8 @@ class AccessDeniedError(DiarizationError):
 
 
 class InputChangedError(DiarizationError):
-    """The object was overwritten after the event was sent; the newer version has its own event."""
+    """The object changed between HeadObject and the download (the version was pinned by its ETag);
+    the newer version has its own event. ``details``: ``expected_etag``, ``current_etag`` (None if unknown)."""
 
     code = "INPUT_CHANGED"
     http_status = 409

@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 
 from diarization.aws import events
 from diarization.aws.api import Api
-from diarization.aws.completion import Completion, sagemaker_notifications
+from diarization.aws.completion import Completion
 from diarization.aws.jobs import JobStore
 from diarization.aws.notifications import Notifier
 from diarization.aws.processing import Processor
@@ -122,13 +122,20 @@ class FunctionApp:
             )
             return response
         if kind == "sns":
-            request_id = getattr(context, "aws_request_id", None)
-            return {"outcomes": [self.completion.handle(n, request_id) for n in sagemaker_notifications(event)]}
+            outcomes = [outcome for record in event["Records"] for outcome in self._sns_record(record, context)]
+            return {"outcomes": outcomes}
         if kind == "direct":
             (item,) = events.from_direct(event)
             return self.processor.process(item, context)
         items = events.from_s3_notification(event) if kind == "s3" else events.from_eventbridge(event)
         return {"outcomes": [self.processor.process(item, context) for item in items]}
+
+    def _sns_record(self, record: dict[str, Any], context: Any) -> list[dict[str, Any]]:
+        """S3 -> SNS -> Lambda or a SageMaker completion: each record by its own message."""
+        work = events.from_sns_record(record)
+        if work.completion is not None:
+            return [self.completion.handle(work.completion, getattr(context, "aws_request_id", None))]
+        return [self.processor.process(item, context) for item in work.items]
 
     def _sqs_record(self, record: SQSRecord) -> list[dict[str, Any]]:
         """Raising marks only this message as failed: SQS redelivers it and, in the end, dead-letters it."""

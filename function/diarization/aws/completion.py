@@ -10,7 +10,6 @@ SageMaker's notification (the SNS message): `invocationStatus` (`Completed` or `
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -97,14 +96,3 @@ class Completion:
 def _split(uri: str) -> tuple[str, str]:
     ref = parse_s3_uri(uri)
     return ref.bucket, ref.key
-
-
-def sagemaker_notifications(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """The SageMaker notifications inside an SNS event."""
-    notifications = []
-    for record in event.get("Records") or []:
-        message = json.loads((record.get("Sns") or {}).get("Message") or "null")
-        if not isinstance(message, dict) or message.get("eventSource") != "aws:sagemaker":
-            raise InvalidRequestError("SNS message is not a SageMaker async inference notification.")
-        notifications.append(message)
-    return notifications

@@ -1,8 +1,21 @@
 """Turn every trigger's event into work items: which object, which hints, which job.
 
-Shapes handled: S3 notifications (direct, or inside SQS bodies), EventBridge "Object Created"
-(direct or via SQS), job messages that POST /jobs puts on the queue, and direct invocations
-``{"bucket", "key", hints...}`` (what `sam local invoke` and Step Functions send).
+Shapes handled: S3 notifications (direct, inside SQS bodies, or wrapped in SNS: S3 -> SNS -> Lambda and
+S3 -> SNS -> SQS), EventBridge "Object Created" (direct or via SQS), job messages that POST /jobs puts on
+the queue, direct invocations ``{"bucket", "key", hints...}`` (what `sam local invoke` and Step Functions
+send), and SageMaker async completions (SNS -> Lambda).
+
+SNS records are told apart by their message, one record at a time: an S3 notification (``Records`` from
+``aws:s3``, or ``s3:TestEvent``) becomes work items; a SageMaker async notification (``invocationStatus``,
+``requestParameters.inputLocation``) becomes a completion. Inside SQS only S3 notifications are accepted
+in an SNS envelope (raw message delivery off; with it on the body *is* the S3 notification): SageMaker
+completions go to the function through the topic's own Lambda subscription.
+
+SNS ``SubscriptionConfirmation`` and ``UnsubscribeConfirmation`` messages (an SQS queue in another account
+than the topic gets one) are rejected with UNSUPPORTED_EVENT rather than ignored: the function never
+confirms a subscription itself (that would let any topic that may write to the queue subscribe it), and a
+failed message is retried and then dead-lettered, so the token stays in the DLQ for the owner to confirm
+by hand instead of being acknowledged and lost.
 """
 
 from __future__ import annotations
@@ -17,6 +30,9 @@ from diarization.aws.locations import ObjectRef
 from diarization.errors import InvalidRequestError, UnsupportedEventError
 from diarization.hints import HINT_NAMES
 
+SNS_CONFIRMATIONS = ("SubscriptionConfirmation", "UnsubscribeConfirmation")
+SNS_TYPES = ("Notification", *SNS_CONFIRMATIONS)
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -27,8 +43,19 @@ class WorkItem:
     """EventBridge documents raw keys, but URL-encoded ones have been seen: try both."""
 
 
+@dataclass(frozen=True)
+class SnsWork:
+    """What one SNS record asks for: objects to process (S3 -> SNS), or a GPU job to complete (SageMaker)."""
+
+    items: tuple[WorkItem, ...] = ()
+    completion: dict[str, Any] | None = None
+
+
 def kind_of(event: Any) -> str:
-    """``api``, ``sqs``, ``s3``, ``sns`` (GPU completions), ``eventbridge`` or ``direct``; raises otherwise."""
+    """``api``, ``sqs``, ``s3``, ``sns``, ``eventbridge`` or ``direct``; raises otherwise.
+
+    ``sns`` covers S3 notifications and SageMaker completions alike: :func:`from_sns_record` tells them apart.
+    """
     if isinstance(event, dict):
         if event.get("version") == "2.0" and "requestContext" in event and "routeKey" in event:
             return "api"
@@ -47,7 +74,7 @@ def kind_of(event: Any) -> str:
             return "direct"
     keys = sorted(event)[:8] if isinstance(event, dict) else type(event).__name__
     raise UnsupportedEventError(
-        f"Unsupported event (keys: {keys}). Send an S3, SQS, EventBridge or API Gateway v2 event, "
+        f"Unsupported event (keys: {keys}). Send an S3, SNS, SQS, EventBridge or API Gateway v2 event, "
         'or {"bucket": ..., "key": ...}.'
     )
 
@@ -102,6 +129,24 @@ def from_direct(event: Mapping[str, Any]) -> list[WorkItem]:
     return [WorkItem(ObjectRef(bucket, key, version if isinstance(version, str) else None), hints, job_id)]
 
 
+def from_sns_record(record: Mapping[str, Any]) -> SnsWork:
+    """One record of an SNS -> Lambda event, by its own message (a batch may mix S3 and SageMaker)."""
+    sns = record.get("Sns")
+    if not isinstance(sns, dict):
+        raise InvalidRequestError("SNS record without an 'Sns' object.")
+    topic = str(sns.get("TopicArn") or "an unknown topic")
+    message = _sns_message(sns.get("Type"), sns.get("Message"), topic)
+    if is_sagemaker_notification(message):
+        return SnsWork(completion=message)
+    if is_s3_notification(message):
+        return SnsWork(items=tuple(from_s3_notification(message)))
+    raise UnsupportedEventError(
+        f"The SNS message from {topic} is neither an S3 event notification nor a SageMaker async inference "
+        f"notification (keys: {sorted(message)[:8]}).",
+        topic_arn=topic,
+    )
+
+
 def from_sqs_body(body: str) -> list[WorkItem]:
     try:
         message = json.loads(body)
@@ -109,6 +154,8 @@ def from_sqs_body(body: str) -> list[WorkItem]:
         raise InvalidRequestError(f"SQS message body is not JSON: {error}.") from error
     if not isinstance(message, dict):
         raise InvalidRequestError("SQS message body is not a JSON object.")
+    if message.get("Type") in SNS_TYPES and "TopicArn" in message:
+        return _from_sns_envelope(message)
     if message.get("Event") == "s3:TestEvent" or "Records" in message:
         return from_s3_notification(message)
     if message.get("source") == "aws.s3":
@@ -116,3 +163,60 @@ def from_sqs_body(body: str) -> list[WorkItem]:
     if "bucket" in message and "key" in message:
         return from_direct(message)
     raise UnsupportedEventError(f"Unsupported SQS message (keys: {sorted(message)[:8]}).")
+
+
+def is_s3_notification(message: Mapping[str, Any]) -> bool:
+    if message.get("Event") == "s3:TestEvent":
+        return True
+    records = message.get("Records")
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(isinstance(record, dict) and record.get("eventSource") == "aws:s3" for record in records)
+    )
+
+
+def is_sagemaker_notification(message: Mapping[str, Any]) -> bool:
+    request = message.get("requestParameters")
+    return (
+        message.get("eventSource") == "aws:sagemaker"
+        or "invocationStatus" in message
+        or (isinstance(request, dict) and "inputLocation" in request)
+    )
+
+
+def _from_sns_envelope(envelope: Mapping[str, Any]) -> list[WorkItem]:
+    """S3 -> SNS -> SQS without raw message delivery: the body is SNS's envelope around the S3 notification."""
+    topic = str(envelope["TopicArn"])
+    message = _sns_message(envelope.get("Type"), envelope.get("Message"), topic)
+    if is_s3_notification(message):
+        return from_s3_notification(message)
+    if is_sagemaker_notification(message):
+        raise UnsupportedEventError(
+            f"A SageMaker async notification from {topic} arrived through SQS. Subscribe the function to the "
+            "topic directly (protocol lambda) so completions reach it as SNS events.",
+            topic_arn=topic,
+        )
+    raise UnsupportedEventError(
+        f"The SNS message from {topic} in this SQS body is not an S3 event notification (keys: {sorted(message)[:8]}).",
+        topic_arn=topic,
+    )
+
+
+def _sns_message(kind: object, text: object, topic: str) -> dict[str, Any]:
+    """The JSON object an SNS notification carries; confirmations are refused (see the module docstring)."""
+    if kind in SNS_CONFIRMATIONS:
+        raise UnsupportedEventError(
+            f"SNS {kind} for {topic}: not work for this function, which never confirms subscriptions itself. "
+            "To confirm, open the message's SubscribeURL or pass its Token to `aws sns confirm-subscription`.",
+            topic_arn=topic,
+        )
+    if not isinstance(text, str):
+        raise InvalidRequestError(f"The SNS notification from {topic} has no 'Message' string.", topic_arn=topic)
+    try:
+        message = json.loads(text)
+    except ValueError as error:
+        raise InvalidRequestError(f"The SNS message from {topic} is not JSON: {error}.", topic_arn=topic) from error
+    if not isinstance(message, dict):
+        raise InvalidRequestError(f"The SNS message from {topic} is not a JSON object.", topic_arn=topic)
+    return message

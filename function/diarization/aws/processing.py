@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -33,6 +34,7 @@ from diarization.errors import (
     AudioTooLongForLambdaError,
     DiarizationError,
     EmptyAudioError,
+    InputChangedError,
     InputNotFoundError,
 )
 from diarization.hints import SpeakerHints
@@ -131,13 +133,31 @@ class Processor:
 
     def _head(self, item: WorkItem) -> tuple[int, ObjectRef]:
         try:
-            return self.store.head(item.ref)
+            return self._head_exact(item.ref)
         except InputNotFoundError:
             decoded = unquote_plus(item.ref.key)
             if not item.key_may_be_encoded or decoded == item.ref.key:
                 raise
-            ref = ObjectRef(item.ref.bucket, decoded, item.ref.version_id, item.ref.etag)
+            return self._head_exact(replace(item.ref, key=decoded))
+
+    def _head_exact(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
+        """The version to process, pinned for the download by the ref returned.
+
+        An event's ETag without a version id is a hint, not a condition: sample events (`sam local
+        generate-event`) carry a placeholder, and a late event for an overwritten object names a version
+        that is gone. The current version is processed instead; the ETag HEAD returns then pins it, so a
+        change between here and the download is still INPUT_CHANGED, and the idempotency key (built from
+        this ref) makes the late event and the newer version's own event one run.
+        """
+        try:
             return self.store.head(ref)
+        except InputChangedError:
+            size, exact = self.store.head(replace(ref, etag=None))
+            self.logger.warning(
+                "the event's ETag is stale; processing the current version",
+                extra={"event_etag": ref.etag, "current_etag": exact.etag, "version_id": exact.version_id},
+            )
+            return size, exact
 
     def _run(self, request: dict[str, Any]) -> dict[str, Any]:
         ref = ObjectRef(request["bucket"], request["key"], request["version_id"], request["etag"])

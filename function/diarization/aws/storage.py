@@ -23,7 +23,11 @@ class S3Store:
         self.client = client or boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
 
     def head(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
-        """Size in bytes and the exact version to read (the event's version/ETag, else the current one)."""
+        """Size in bytes and the exact version to read (the event's version/ETag, else the current one).
+
+        The ref returned pins that version for :meth:`download`: its version id where the bucket has
+        versioning, else the ETag HEAD returned (sent as ``If-Match``).
+        """
         try:
             response = self.client.head_object(**self._target(ref))
         except ClientError as error:
@@ -89,8 +93,7 @@ class S3Store:
             target["IfMatch"] = f'"{ref.etag}"'
         return target
 
-    @staticmethod
-    def _map(error: Exception, ref: ObjectRef) -> Exception:
+    def _map(self, error: Exception, ref: ObjectRef) -> Exception:
         code = _code(error)
         if code in NOT_FOUND:
             return InputNotFoundError(f"{ref.uri} does not exist (deleted before it was processed?).", uri=ref.uri)
@@ -101,12 +104,26 @@ class S3Store:
                 uri=ref.uri,
             )
         if code in CHANGED:
+            current = self._current_etag(error, ref)
             return InputChangedError(
-                f"{ref.uri} was overwritten after this event was sent; the newer version has its own event.",
+                f"{ref.uri} changed while it was being read: ETag {ref.etag} was expected, S3 now has "
+                f"{current or 'an unknown one'}. The newer version has its own event.",
                 uri=ref.uri,
-                etag=ref.etag,
+                expected_etag=ref.etag,
+                current_etag=current,
             )
         return error  # anything else is unexpected: the caller re-raises it for a retry
+
+    def _current_etag(self, error: Exception, ref: ObjectRef) -> str | None:
+        """For the message only: the ETag S3 sent with its 412, else a fresh unconditional HEAD's (best effort)."""
+        headers = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        etag = headers.get("etag")
+        if not etag:
+            try:
+                etag = self.client.head_object(Bucket=ref.bucket, Key=ref.key).get("ETag")
+            except ClientError:
+                return None  # deleted meanwhile, or not ours to read: the expected ETag still explains it
+        return str(etag).strip('"') or None
 
 
 def _code(error: Any) -> str:
