@@ -1,7 +1,11 @@
-# syntax=docker/dockerfile:1.7
 # The Lambda function image: pyannote pipeline baked in, awslambdaric as the entrypoint.
+# Built with Docker and BuildKit, normally through `sam build` (template.yaml's Metadata passes the arguments):
 #
-#   docker buildx build --platform linux/arm64 --secret id=hf_token,env=HF_TOKEN -t diarization .
+#   HF_TOKEN=hf_... sam build                      # samconfig.toml turns on --use-buildkit
+#   DOCKER_BUILDKIT=1 docker build --secret id=hf_token,env=HF_TOKEN -t diarization .   # the image alone
+#
+# No `# syntax=` line: it would make BuildKit fetch a frontend image from a registry; the built-in frontend
+# handles everything used here (RUN --mount=type=bind|secret).
 #
 # Build arguments
 #   BASE_IMAGE       python:3.11-slim-bookworm (default) or public.ecr.aws/lambda/python:3.11 (both work)
@@ -9,6 +13,8 @@
 #                    libraries (torch==2.14.1 resolves to 2.14.1+cpu there)
 #   MODEL_SOURCE     pretrained: bake HF_MODEL@HF_REVISION with the hf_token BuildKit secret (default)
 #                    offline:    an untrained production-architecture pipeline (tests, no token)
+# Targets: `function` (default, runs as an unprivileged user) and `local` (the same files as root: `sam local`
+# adds its emulator to the image in a RUN step that needs root; Lambda ignores the image's user anyway).
 # The token exists only inside the one RUN that mounts it: never in an ARG, ENV or layer.
 # Layers go from rarely to often changing: dependencies, model, code.
 
@@ -42,7 +48,7 @@ RUN --mount=type=bind,source=function/diarization,target=/opt/build/diarization 
         ${HF_REVISION:+--revision "$HF_REVISION"}; \
     fi
 
-FROM ${BASE_IMAGE} AS function
+FROM ${BASE_IMAGE} AS local
 ENV PATH=/opt/venv/bin:$PATH \
     MODEL_DIR=/opt/diarization/model \
     HF_HUB_OFFLINE=1 \
@@ -55,10 +61,12 @@ COPY --from=model /opt/diarization/model /opt/diarization/model
 WORKDIR /var/task
 COPY function/ /var/task/
 RUN python -m compileall -q /var/task
-# Lambda runs images as a non-root user anyway; say so, so that other runtimes do too.
-USER 1000:1000
 # One image, two hosts: Lambda runs the CMD (a handler, through awslambdaric); SageMaker runs `IMAGE serve`
 # (the inference server on port 8080). For GPUs, build with --build-arg PIP_EXTRA_ARGS= (PyPI's CUDA wheels).
 EXPOSE 8080
 ENTRYPOINT ["/opt/venv/bin/python", "-m", "diarization.entrypoint"]
 CMD ["diarization.handler.lambda_handler"]
+
+FROM local AS function
+# Lambda runs images as a non-root user anyway; say so, so that other runtimes (SageMaker, docker run) do too.
+USER 1000:1000

@@ -9,7 +9,8 @@ MODELS ?= .models
 MODEL_DIR ?= $(MODELS)/offline-production
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup tools model demo diarize test bench image image-test lint lock clean
+.PHONY: help setup tools model demo diarize test bench docker image build local-up local-down local-invoke local-api \
+	deploy image-test lint lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,17 +53,46 @@ test: setup tools  ## run the test suite (all but the image build)
 bench: setup model  ## upstream pyannote vs the fast path, side by side -> docs/BENCHMARKS.md (hours; BENCH_ARGS narrows it)
 	$(PY) bench/run.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
-image:  ## build the function image with buildah (no Docker engine needed)
-	bash infra/image/build-local.sh
+docker:  ## make sure a Docker engine runs here (installs Debian's docker.io and starts dockerd if needed)
+	bash infra/docker/ensure-docker.sh
 
-image-test: setup tools  ## build the image and invoke its entrypoint through the Lambda runtime emulator
+image: setup docker  ## the function image alone: docker build (BuildKit), local base, untrained model -> diarization:local
+	$(PY) infra/local_build.py image
+
+build: setup tools docker  ## sam build of the image, as for a deployment (local base image, untrained model)
+	$(PY) infra/local_build.py sam-build
+
+local-up: setup docker  ## start the local AWS for `sam local` (moto container on network diarization-local), seeded
+	$(PY) infra/local_sam.py up
+
+local-down:  ## stop the local AWS container and remove its network
+	$(PY) infra/local_sam.py down
+
+EVENT ?= events/s3-put.json
+local-invoke: build  ## sam local invoke of the built image with EVENT (default events/s3-put.json), against the local AWS
+	@$(PY) infra/local_sam.py invoke $(EVENT)
+
+local-api: build  ## sam local start-api on http://127.0.0.1:3000 (POST /jobs, GET /jobs/{id}, POST /diarize)
+	$(PY) infra/local_sam.py api
+
+deploy: tools  ## sam build + sam deploy --guided to your AWS account (HF_TOKEN=hf_... for the pretrained model)
+	PATH="$$(docker buildx version >/dev/null 2>&1 || echo "$(CURDIR)/infra/docker/bin:")$(CURDIR)/$(TOOLS_VENV)/bin:$$PATH" \
+	  sh -c 'sam build && sam deploy --guided'
+
+image-test: setup tools docker  ## Docker + SAM CLI: sam build, sam local invoke of every events/ file, sam local start-api
 	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m image
 
-lint: setup tools  ## ruff, formatting, mypy; sam validate, cfn-lint, hadolint, checkov
+lint: setup tools  ## ruff, formatting, mypy; SAM transform of both templates, sam validate --lint, cfn-lint, hadolint, checkov
 	$(PY) -m ruff check function tests infra bench
 	$(PY) -m ruff format --check function tests infra bench
 	$(PY) -m mypy
-	SAM_CLI_TELEMETRY=0 $(TOOLS_VENV)/bin/sam validate --lint --region us-east-1
+# The real SAM transform (`sam validate` without --lint). The empty config file keeps samconfig.toml out of it: a
+# `lint = true` there silently runs cfn-lint instead of the transform, and there is no --no-lint flag.
+	cfg=$$(mktemp --suffix=.toml) && trap 'rm -f "$$cfg"' EXIT && printf 'version = 0.1\n' > "$$cfg" && \
+	for template in template.yaml infra/sagemaker/endpoint.yaml; do \
+	  SAM_CLI_TELEMETRY=0 $(TOOLS_VENV)/bin/sam validate --region us-east-1 --config-file "$$cfg" -t $$template || exit 1; \
+	done
+	SAM_CLI_TELEMETRY=0 $(TOOLS_VENV)/bin/sam validate --lint --region us-east-1 -t template.yaml
 	$(TOOLS_VENV)/bin/cfn-lint template.yaml infra/sagemaker/endpoint.yaml
 	$(TOOLS_VENV)/bin/hadolint Dockerfile
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -f template.yaml -f infra/sagemaker/endpoint.yaml -f Dockerfile --framework cloudformation dockerfile
@@ -70,5 +100,5 @@ lint: setup tools  ## ruff, formatting, mypy; sam validate, cfn-lint, hadolint, 
 lock:  ## re-resolve requirements/*.txt from the direct dependencies in fresh environments
 	bash infra/lock.sh
 
-clean:  ## remove generated models, caches and image storage (keeps the venvs)
-	rm -rf $(MODELS) .bench .build .pytest_cache .mypy_cache .ruff_cache
+clean:  ## remove generated models, caches, the wheelhouse and SAM's build folder (keeps the venvs and images)
+	rm -rf $(MODELS) .bench .build .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,77 +1,212 @@
-"""The real image: built from the Dockerfile with buildah, its own entrypoint run behind the Lambda
-Runtime Interface Emulator, against moto server. Slow (the build installs torch): `make image-test`."""
+"""The SAM workflow a Lambda user runs, for real: `sam build` of the Dockerfile with Docker (BuildKit), then
+`sam local invoke` of every sample event in events/ and `sam local start-api`, against the local AWS (moto server in
+a container on a Docker network made for the test, which the function containers join). Slow: `make image-test`.
+
+What this cannot show without an AWS account: IAM evaluation, the real Lambda service (SAM's emulator runs the
+image), S3/SNS/SQS delivering events by themselves (the shipped events are handed over as files), API Gateway's IAM
+authorizer (`sam local start-api` does not enforce auth).
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import socket
 import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from local_aws import create_deployment
-from runtime_emulator import ROOT, Emulator
+from diarization.aws.locations import Locations, ObjectRef
+from diarization.aws.settings import AwsSettings
+from local_build import ROOT, build_image, sam_build, tool_env
+from local_sam import BUCKET, ENV_FILE, EXAMPLE_JOB_ID, FUNCTION, GPU_OUTPUT_FIXTURE, LocalAws, sam_env
 
 pytestmark = pytest.mark.image
 
-IMAGE = "localhost/diarization:test"
-BUILDAH = [
-    "buildah",
-    "--storage-driver",
-    "vfs",
-    "--root",
-    str(ROOT / ".build/containers/root"),
-    "--runroot",
-    str(ROOT / ".build/containers/run"),
-]
+LOCAL_IMAGE = "diarizationfunction:latest"
+"""What `sam build` tags (the function's logical id, lower-cased): the `local` target, as root."""
+DEPLOY_IMAGE = "diarization:local"
+"""The `function` target, what a deployment ships (unprivileged user)."""
+
+
+def docker(*args: str) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=True, env=tool_env())
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    subprocess.run(["bash", str(ROOT / "infra/image/build-local.sh"), IMAGE], cwd=ROOT, check=True, timeout=3600)
-    return IMAGE
+def built() -> None:
+    sam_build([])
+    build_image(DEPLOY_IMAGE)
 
 
-def inspect(image: str) -> dict:
-    done = subprocess.run([*BUILDAH, "inspect", "--type", "image", image], capture_output=True, text=True, check=True)
-    return dict(json.loads(done.stdout))
+@pytest.fixture(scope="module")
+def local_aws(built: None) -> Iterator[LocalAws]:
+    suffix = uuid.uuid4().hex[:8]
+    local = LocalAws(network=f"diarization-test-{suffix}", container=f"diarization-moto-{suffix}", port=free_port())
+    local.start()
+    local.seed()
+    yield local
+    local.stop()
 
 
-def test_configuration_of_the_image(image: str) -> None:
-    config = inspect(image)["OCIv1"]["config"]
-    assert config["Entrypoint"] == ["/opt/venv/bin/python", "-m", "diarization.entrypoint"]
-    assert config["Cmd"] == ["diarization.handler.lambda_handler"]
-    assert config["User"] == "1000:1000"
-    env = dict(item.split("=", 1) for item in config["Env"])
-    assert env["HF_HUB_OFFLINE"] == "1" and env["PYANNOTE_METRICS_ENABLED"] == "false"
-    assert env["MODEL_DIR"] == "/opt/diarization/model"
-    assert not any("TOKEN" in name or value.startswith("hf_") for name, value in env.items())
-    history = json.dumps(inspect(image)["History"])
-    assert "hf_" not in history.replace("hf_token", "")  # the secret's id appears, never a value
+def sam_invoke(local: LocalAws, event: Path) -> Any:
+    """`sam local invoke` as a user types it; the function's answer is the last line SAM prints on stdout."""
+    command = ["sam", "local", "invoke", FUNCTION, "--event", str(event), *local.sam_args()]
+    done = subprocess.run(command, cwd=ROOT, env=sam_env(), capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert lines, done.stderr[-4000:]
+    return json.loads(lines[-1])
 
 
-def test_the_image_entrypoint_diarizes_an_upload(
-    image: str, moto_endpoint: str, encoded_samples, tmp_path: Path
-) -> None:
-    deployment = create_deployment()
-    env = {**os.environ, **deployment.env, "AWS_LAMBDA_FUNCTION_TIMEOUT": "900", "NUM_THREADS": "2"}
-    emulator = Emulator(env, command=["bash", str(ROOT / "infra/image/run-in-image.sh"), image], cwd=ROOT)
-    deployment.s3.put_object(
-        Bucket=deployment.bucket, Key="audio/image test.ogg", Body=encoded_samples["ogg"].read_bytes()
-    )
-    messages = deployment.notifications()
-    emulator.start(tmp_path / "function.log")
+def get_json(local: LocalAws, key: str) -> dict[str, Any]:
+    return dict(json.loads(local.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()))
+
+
+def test_images_carry_no_secret_and_the_deployed_one_runs_unprivileged(built: None) -> None:
+    for image in (LOCAL_IMAGE, DEPLOY_IMAGE):
+        (config,) = json.loads(docker("image", "inspect", image))
+        assert config["Config"]["Entrypoint"] == ["/opt/venv/bin/python", "-m", "diarization.entrypoint"]
+        assert config["Config"]["Cmd"] == ["diarization.handler.lambda_handler"]
+        env = dict(item.split("=", 1) for item in config["Config"]["Env"])
+        assert env["HF_HUB_OFFLINE"] == "1" and env["PYANNOTE_METRICS_ENABLED"] == "false"
+        assert env["MODEL_DIR"] == "/opt/diarization/model"
+        assert not any("TOKEN" in name or value.startswith("hf_") for name, value in env.items())
+        history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image)
+        assert "hf_" not in history.replace("hf_token", "")  # the secret's id appears, never a value
+    assert json.loads(docker("image", "inspect", DEPLOY_IMAGE))[0]["Config"]["User"] == "1000:1000"
+    assert json.loads(docker("image", "inspect", LOCAL_IMAGE))[0]["Config"]["User"] in ("", "root")
+
+
+# Each shipped event: what the function answers with, and the object it is about.
+INTERVIEW, WEEKLY = "audio/interview.mp3", "audio/meetings/weekly sync.m4a"
+EVENTS: list[tuple[str, str, str | None]] = [
+    ("direct.json", "outcome", INTERVIEW),
+    ("s3-put.json", "outcomes", WEEKLY),
+    ("sqs-s3-notification.json", "batch", WEEKLY),
+    ("eventbridge-object-created.json", "outcomes", INTERVIEW),
+    ("sns-s3-notification.json", "outcomes", INTERVIEW),
+    ("sqs-sns-s3-notification.json", "batch", INTERVIEW),
+    ("api-create-job.json", "api-202", None),
+    ("api-get-job.json", "api-200", None),
+    ("api-diarize.json", "api-200", None),
+    ("sagemaker-completion.json", "outcomes", INTERVIEW),
+]
+
+
+def test_every_shipped_event_is_covered() -> None:
+    assert sorted(name for name, _, _ in EVENTS) == sorted(path.name for path in (ROOT / "events").glob("*.json"))
+
+
+def forget_earlier_runs(local: LocalAws) -> None:
+    """Empty the idempotency table and the results, so that each event is processed (not replayed) and writes anew."""
+    table = json.loads(ENV_FILE.read_text())[FUNCTION]["IDEMPOTENCY_TABLE"]
+    ddb, s3 = local.client("dynamodb"), local.client("s3")
+    for item in ddb.scan(TableName=table)["Items"]:
+        ddb.delete_item(TableName=table, Key={"id": item["id"]})
+    for listed in s3.list_objects_v2(Bucket=BUCKET, Prefix="results/").get("Contents", []):
+        s3.delete_object(Bucket=BUCKET, Key=listed["Key"])
+
+
+def check_api_answer(name: str, answer: dict[str, Any], status: int) -> None:
+    assert answer["statusCode"] == status, answer
+    body = json.loads(answer["body"])
+    if name == "api-create-job.json":
+        assert body["status"] == "queued" and body["upload"]["url"].startswith("http://moto:5000/"), body
+    elif name == "api-get-job.json":
+        assert body["job_id"] == EXAMPLE_JOB_ID and body["status"] == "queued", body
+    else:
+        assert body["input"]["uri"] == f"s3://{BUCKET}/{INTERVIEW}" and body["segments"], body
+
+
+@pytest.mark.parametrize(("name", "answers", "key"), EVENTS, ids=[name for name, _, _ in EVENTS])
+def test_sam_local_invoke_of_each_shipped_event(local_aws: LocalAws, name: str, answers: str, key: str | None) -> None:
+    forget_earlier_runs(local_aws)
+    answer = sam_invoke(local_aws, ROOT / "events" / name)
+    if key is None:
+        check_api_answer(name, answer, int(answers.removeprefix("api-")))
+        return
+    if answers == "batch":
+        assert answer == {"batchItemFailures": []}
+    else:
+        outcomes = [answer] if answers == "outcome" else answer["outcomes"]
+        assert [outcome["status"] for outcome in outcomes] == ["succeeded"], outcomes
+    ref = ObjectRef(BUCKET, key)
+    result = get_json(local_aws, Locations(AwsSettings()).outputs(ref).json_key)
+    assert result["input"]["uri"] == ref.uri
+    if name == "sagemaker-completion.json":
+        assert result["model"]["name"] == json.loads(GPU_OUTPUT_FIXTURE.read_text())["model"]["name"]
+    else:
+        assert result["model"]["name"] == "offline-production-untrained"  # baked in by `sam build`
+        assert result["speaker_count"] >= 1
+
+
+def request(url: str, method: str = "GET", body: Any = None, data: bytes | None = None) -> tuple[int, Any]:
+    payload = data if data is not None else (json.dumps(body).encode() if body is not None else None)
+    headers = {"Content-Type": "application/octet-stream" if data is not None else "application/json"}
+    call = urllib.request.Request(url, data=payload, method=method, headers=headers)
     try:
-        status, response = emulator.invoke(deployment.sqs_event(messages), timeout=900)
-        assert status == 200 and response == {"batchItemFailures": []}, emulator.logs()[-4000:]
-        status, outcome = emulator.invoke(
-            {"bucket": deployment.bucket, "key": "audio/image test.ogg", "num_speakers": 2}
-        )
-        assert status == 200 and outcome["status"] == "succeeded", outcome
-    finally:
-        emulator.stop()
-    result = deployment.get_json("results/image test.ogg.json")
-    assert result["model"]["name"] == "offline-production-untrained"  # baked into the image at build time
-    assert result["model"]["torch_version"].startswith("2.14.1")
-    assert result["audio"]["original"]["codec"] == "opus"
+        with urllib.request.urlopen(call, timeout=600) as response:  # loopback only
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def local_api(local_aws: LocalAws, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("api") / "start-api.log").open("wb")
+    command = ["sam", "local", "start-api", "--host", "127.0.0.1", "--port", str(port), "--warm-containers", "LAZY"]
+    process = subprocess.Popen(
+        [*command, *local_aws.sam_args()], cwd=ROOT, env=sam_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert process.poll() is None, Path(log.name).read_text()[-4000:]
+        time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=60)
+    # The warm function container outlives a killed CLI; remove whatever SAM left on this test's network.
+    for container in docker("ps", "-aq", "--filter", f"network={local_aws.network}").split():
+        if container != local_aws.container:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False, env=tool_env())
+
+
+def test_sam_local_start_api_serves_the_three_routes(local_api: str, local_aws: LocalAws) -> None:
+    status, job = request(f"{local_api}/jobs", "POST", {"upload": True, "filename": "team call.mp3", "num_speakers": 2})
+    assert status == 202, job
+    # The function signs URLs for the endpoint it was given (moto's name on the Docker network); from this host, moto
+    # is on loopback. moto checks no signature, so only the address changes.
+    upload = urllib.parse.urlsplit(job["upload"]["url"])._replace(netloc=f"127.0.0.1:{local_aws.port}").geturl()
+    audio = local_aws.client("s3").get_object(Bucket=BUCKET, Key="audio/interview.mp3")["Body"].read()
+    status, _ = request(upload, "PUT", data=audio)
+    assert status == 200
+
+    status, polled = request(f"{local_api}/jobs/{job['job_id']}")
+    assert status == 200 and polled["job_id"] == job["job_id"] and polled["status"] == "queued", polled
+
+    status, result = request(f"{local_api}/diarize", "POST", {"s3_uri": job["input"], "num_speakers": 2})
+    assert status == 200, result
+    assert result["input"]["uri"] == job["input"] and result["speaker_count"] == 2
+
+    status, error = request(f"{local_api}/jobs/{uuid.uuid4().hex}")
+    assert status == 404 and error["error"]["code"], error

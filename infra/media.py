@@ -1,4 +1,4 @@
-"""Real media files for tests, encoded with PyAV (FFmpeg) from real or generated samples."""
+"""Real media files for the tests and the local seeding, encoded with PyAV (FFmpeg) from real or generated samples."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ FORMATS: dict[str, tuple[str, str, str, int, int]] = {
 def sample_wav() -> Path:
     """pyannote's own 30 s two-speaker recording (found by path: importing its module decodes it)."""
     spec = importlib.util.find_spec("pyannote.audio")
-    assert spec is not None and spec.submodule_search_locations
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pyannote.audio is not installed: run `make setup`")
     return Path(next(iter(spec.submodule_search_locations))) / "sample" / "sample.wav"
 
 
