@@ -258,6 +258,39 @@ def test_an_existing_bucket_is_used_not_created(app_templates: dict[str, dict[st
     assert source == "arn:aws:s3:::my-audio"
 
 
+def lifecycle_rules(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    rules = resources["AudioBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    return {rule["Id"]: rule for rule in rules}
+
+
+def test_inputs_expire_and_results_are_kept_by_default(app_templates: dict[str, dict[str, Any]]) -> None:
+    rules = lifecycle_rules(app_templates["defaults"]["Resources"])
+    assert set(rules) == {"tidy", "expire-inputs"}
+    expiry = rules["expire-inputs"]
+    assert expiry["Prefix"] == {"Ref": "InputPrefix"} and expiry["ExpirationInDays"] == {"Ref": "InputExpirationDays"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"InputExpirationDays": "0", "ResultExpirationDays": "90"}, {"tidy", "expire-results"}),
+        ({"InputPrefix": ""}, {"tidy"}),  # a rule for the empty prefix would expire the results as well
+    ],
+)
+def test_expiry_follows_the_parameters(overrides: dict[str, str], expected: set[str]) -> None:
+    template = resolve_conditions(transformed(TEMPLATE, overrides), overrides)
+    assert set(lifecycle_rules(template["Resources"])) == expected
+
+
+def test_the_queue_leaves_room_in_the_reservation(app_templates: dict[str, dict[str, Any]]) -> None:
+    """Queue messages never wait on the API or GPU completions (and are not throttled into the DLQ)."""
+    template = app_templates["defaults"]
+    (mapping,) = (r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping")
+    assert mapping["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "QueueMaximumConcurrency"}}
+    parameters = template["Parameters"]
+    assert int(parameters["QueueMaximumConcurrency"]["Default"]) < int(parameters["ReservedConcurrency"]["Default"])
+
+
 @pytest.mark.parametrize("case", PARAMETER_SETS)
 def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]], case: str) -> None:
     template = app_templates[case]
@@ -450,7 +483,7 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
     dlq_arn = sqs.get_queue_attributes(QueueUrl=physical["DeadLetterQueue"], AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    assert json.loads(queue["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}
+    assert json.loads(queue["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
     assert queue["VisibilityTimeout"] == "5400"  # six times the function timeout (900 s)
 
     lambda_ = boto3.client("lambda")
