@@ -106,6 +106,19 @@ class AudioTooLongForLambdaError(DiarizationError):
     permanent = False
 
 
+class AudioTooLongForMemoryError(DiarizationError):
+    """The estimated peak memory (the loaded model plus pyannote's clustering, which grows with the square of
+    the audio length) exceeds the memory this process may use; checked before diarizing, so a long file gets
+    this error instead of an out-of-memory kill that leaves no error object (see docs/CAPACITY.md).
+    ``details``: ``audio_seconds``, ``estimated_bytes``, ``limit_bytes``, ``baseline_bytes``,
+    ``max_audio_seconds`` (the longest audio this limit admits). 413 like the other "too long" codes: the
+    input is valid but larger than this deployment takes. Permanent: the estimate depends only on the
+    duration and the deployment's memory, so a redelivery fails the same way."""
+
+    code = "AUDIO_TOO_LONG_FOR_MEMORY"
+    http_status = 413
+
+
 class GpuInferenceFailedError(DiarizationError):
     """The GPU endpoint failed without one of our error bodies (container crash, timeout, capacity)."""
 
@@ -204,6 +217,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         NotFoundError,
         TooLongForSyncError,
         AudioTooLongForLambdaError,
+        AudioTooLongForMemoryError,
         GpuInferenceFailedError,
         EmptyAudioError,
         NoAudioStreamError,

@@ -1,0 +1,411 @@
+"""Peak memory and time of pyannote's clustering step against audio length (issue #10, capacity guards).
+
+Each size runs in a FRESH subprocess, so its peak RSS belongs to that size alone. The worker builds what
+community-1's ``SpeakerDiarization.apply`` hands to its clustering, on synthetic data:
+
+* ``embeddings``: ``(num_chunks, 3, 256)`` float32, one row per (10 s chunk, local speaker). Active pairs
+  carry a speaker embedding (a few global speakers: unit centroids sharing a common component, plus noise
+  that drifts slowly from chunk to chunk, since consecutive chunks share 9 s of audio); some pairs are
+  valid but speak too little (pyannote filters them out); the rest are NaN (inactive speakers).
+* ``segmentations``: binarized ``(num_chunks, 589, 3)`` float32 (segmentation-3.0's frames per chunk):
+  each active speaker owns at least 20 % of the frames alone, so ``filter_embeddings`` keeps it.
+* pyannote's own ``VBxClustering`` with a PLDA written exactly as ``diarization.offline`` writes it, and
+  community-1's parameters (threshold 0.6, Fa 0.07, Fb 0.8), called as ``apply`` calls it
+  (``num_clusters=None, min_clusters=1, max_clusters=inf``).
+
+Chunks: community-1 slides a 10 s window by 10 % of it (1 s), so ``num_chunks ≈ audio seconds``. The
+measured embeddings ``n`` are the active (chunk, speaker) pairs; ``--active-per-chunk`` sets their mean
+(default 2.5: a busy meeting, ~36,000 for 4 h; at most 3).
+
+Peak RSS: the worker resets the kernel's high-water mark (``/proc/self/clear_refs``) right before the
+call and reads ``VmHWM`` after it; the increase is ``VmHWM - VmRSS before``. torch/BLAS threads are set
+before numpy is imported.
+
+Usage::
+
+    python bench/clustering_memory.py                      # 10min,30min,1h,2h at 1 thread (+4h if 2h < 60 s)
+    python bench/clustering_memory.py --sizes 10min,1h --two-threads 1h --json out.json --markdown out.md
+
+A size is skipped when its predicted peak (8 bytes × n², pdist plus linkage's copy) would not fit in 60 %
+of the memory available now, and a worker is killed after ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW_SECONDS = 10.0
+STEP_SECONDS = 1.0
+LOCAL_SPEAKERS = 3
+FRAMES_PER_CHUNK = 589
+DIMENSION = 256
+MIN_ACTIVE_RATIO = 0.2
+"""pyannote's ``filter_embeddings`` keeps a (chunk, speaker) pair with at least this share of clean frames."""
+PARAMETERS = {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8}
+"""community-1's clustering parameters (its config.yaml, and ``diarization.offline.pipeline_config``)."""
+DEFAULT_SIZES = "10min,30min,1h,2h"
+CONDITIONAL_SIZE = "4h"
+"""Measured after the default sizes only when 2 h took less than ``CONDITIONAL_LIMIT_SECONDS``."""
+CONDITIONAL_LIMIT_SECONDS = 60.0
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10min``, ``1.5h`` → seconds."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|min|m|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 600, 90s, 10min, 2h)")
+    value = float(match.group(1))
+    unit = match.group(2) or "s"
+    return value * {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}[unit]
+
+
+def label(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def num_chunks(audio_seconds: float) -> int:
+    """pyannote's sliding window: every full 10 s window at 1 s steps, plus a padded last one."""
+    if audio_seconds <= WINDOW_SECONDS:
+        return 1
+    return math.ceil((audio_seconds - WINDOW_SECONDS) / STEP_SECONDS) + 1
+
+
+# --------------------------------------------------------------------------------------------- worker
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux ≥ 4.0); False if the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def synthetic_inputs(chunks: int, active_per_chunk: float, speakers: int, seed: int) -> tuple[Any, Any, int]:
+    """Embeddings ``(chunks, 3, 256)`` and binarized segmentations ``(chunks, 589, 3)`` as pyannote has them."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    common = rng.standard_normal(DIMENSION)
+    centroids = 0.5 * common / np.linalg.norm(common) + rng.standard_normal((speakers, DIMENSION)) / math.sqrt(
+        DIMENSION
+    )
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    # Within-speaker noise of squared norm ~0.45 (cosine ≈ 0.69 between distant chunks of one speaker):
+    # 0.35 drifts (AR(1), rho = 0.9 per 1 s step), 0.10 is independent per chunk.
+    rho = 0.9
+    drift_scale = math.sqrt(0.35 / DIMENSION)
+    fresh_scale = math.sqrt(0.10 / DIMENSION)
+    drift = rng.standard_normal((speakers, DIMENSION)) * drift_scale
+
+    embeddings = np.full((chunks, LOCAL_SPEAKERS, DIMENSION), np.nan, dtype=np.float32)
+    segmentations = np.zeros((chunks, FRAMES_PER_CHUNK, LOCAL_SPEAKERS), dtype=np.float32)
+    low, high = math.floor(active_per_chunk), math.ceil(active_per_chunk)
+    p_high = active_per_chunk - low
+    clean = math.ceil(MIN_ACTIVE_RATIO * FRAMES_PER_CHUNK) + 5
+    current = list(rng.choice(speakers, size=LOCAL_SPEAKERS, replace=False))
+    active_total = 0
+    for c in range(chunks):
+        drift = rho * drift + math.sqrt(1 - rho**2) * rng.standard_normal((speakers, DIMENSION)) * drift_scale
+        if rng.random() < 0.1:  # a turn change: one local slot now holds another global speaker
+            slot = int(rng.integers(LOCAL_SPEAKERS))
+            others = [g for g in range(speakers) if g not in current]
+            current[slot] = int(rng.choice(others))
+        active = high if rng.random() < p_high else low
+        active = max(1, min(LOCAL_SPEAKERS, active))
+        slots = rng.permutation(LOCAL_SPEAKERS)
+        for rank, slot in enumerate(slots):
+            g = current[slot]
+            vector = centroids[g] + drift[g] + rng.standard_normal(DIMENSION) * fresh_scale
+            if rank < active:
+                # enough clean (single-speaker) frames: kept by filter_embeddings
+                start = rank * (FRAMES_PER_CHUNK // LOCAL_SPEAKERS)
+                segmentations[c, start : start + clean, slot] = 1.0
+                embeddings[c, slot] = vector
+                active_total += 1
+            elif rank == active and rng.random() < 0.5:
+                # speaks a little (valid embedding, too few clean frames): filtered out, still assigned
+                segmentations[c, -40:, slot] = 1.0
+                embeddings[c, slot] = vector
+            # else: inactive, NaN embedding and no frames
+    return embeddings, segmentations, active_total
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    threads = str(args.threads)
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = threads
+    os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    sys.path.insert(0, str(ROOT / "function"))
+    import gc
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from pyannote.audio.core.plda import PLDA
+    from pyannote.audio.pipelines import clustering as clustering_module
+    from pyannote.core import SlidingWindow, SlidingWindowFeature
+
+    from diarization.offline import _write_plda
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_plda(Path(tmp), dimension=DIMENSION, seed=0)
+        plda = PLDA(Path(tmp) / "xvec_transform.npz", Path(tmp) / "plda.npz")
+    clustering = clustering_module.VBxClustering(plda, metric="cosine")
+    clustering.instantiate(PARAMETERS)
+
+    embeddings, binarized, active = synthetic_inputs(args.chunks, args.active_per_chunk, args.speakers, args.seed)
+    segmentations = SlidingWindowFeature(
+        binarized, SlidingWindow(start=0.0, duration=WINDOW_SECONDS, step=STEP_SECONDS)
+    )
+
+    # Time the phases by wrapping the two functions VBxClustering looks up in its module (no copies made).
+    phases: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    original_linkage, original_vbx = clustering_module.linkage, clustering_module.cluster_vbx
+
+    def timed_linkage(*a: Any, **k: Any) -> Any:
+        seen["clustered"] = len(a[0])  # what filter_embeddings kept
+        started = time.perf_counter()
+        try:
+            return original_linkage(*a, **k)
+        finally:
+            phases["linkage_seconds"] = time.perf_counter() - started
+
+    def timed_vbx(ahc_init: Any, *a: Any, **k: Any) -> Any:
+        seen["ahc_clusters"] = int(ahc_init.max()) + 1
+        started = time.perf_counter()
+        try:
+            return original_vbx(ahc_init, *a, **k)
+        finally:
+            phases["vbx_seconds"] = time.perf_counter() - started
+
+    clustering_module.linkage = timed_linkage
+    clustering_module.cluster_vbx = timed_vbx
+
+    gc.collect()
+    rss_before = _status_kib("VmRSS") * 1024
+    reset = _reset_peak()
+    started = time.perf_counter()
+    hard_clusters, _, centroids = clustering(
+        embeddings=embeddings, segmentations=segmentations, num_clusters=None, min_clusters=1, max_clusters=np.inf
+    )
+    seconds = time.perf_counter() - started
+    if reset:
+        peak = _status_kib("VmHWM") * 1024
+    else:  # whole-process peak: an upper bound on the increase
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    import scipy
+    from pyannote.audio import __version__ as pyannote_version
+
+    return {
+        "versions": {"pyannote.audio": pyannote_version, "scipy": scipy.__version__, "numpy": np.__version__},
+        "chunks": args.chunks,
+        "pairs": args.chunks * LOCAL_SPEAKERS,
+        "embeddings": seen.pop("clustered", active),
+        "generated_active": active,
+        "active_per_chunk": active / args.chunks,
+        "speakers_simulated": args.speakers,
+        "threads": args.threads,
+        "rss_before_bytes": rss_before,
+        "peak_rss_bytes": peak,
+        "peak_increase_bytes": peak - rss_before,
+        "peak_reset": reset,
+        "seconds": seconds,
+        **phases,
+        **seen,
+        "clusters_found": int(centroids.shape[0]),
+        "assigned_pairs": int((hard_clusters >= 0).sum()),
+    }
+
+
+# ------------------------------------------------------------------------------------------ orchestrator
+
+
+def _available_bytes() -> int:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_size(audio_seconds: float, threads: int, args: argparse.Namespace) -> dict[str, Any]:
+    chunks = num_chunks(audio_seconds)
+    predicted = 8 * (chunks * args.active_per_chunk) ** 2
+    row: dict[str, Any] = {"audio_seconds": audio_seconds, "chunks": chunks, "threads": threads}
+    if predicted > 0.6 * _available_bytes():
+        return {**row, "skipped": f"predicted {predicted / 2**30:.1f} GiB > 60 % of available memory"}
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--chunks",
+        str(chunks),
+        "--threads",
+        str(threads),
+        "--active-per-chunk",
+        str(args.active_per_chunk),
+        "--speakers",
+        str(args.speakers),
+        "--seed",
+        str(args.seed),
+    ]
+    try:
+        finished = subprocess.run(  # noqa: S603 - fixed argv: this script and numbers
+            command, capture_output=True, text=True, timeout=args.timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {**row, "skipped": f"killed after {args.timeout} s"}
+    if finished.returncode != 0:
+        return {**row, "skipped": f"worker failed ({finished.returncode}): {finished.stderr.strip()[-500:]}"}
+    return {**row, **json.loads(finished.stdout.strip().splitlines()[-1])}
+
+
+BYTES_PER_N2 = 8.0
+"""pdist's condensed matrix (n(n-1)/2 float64) plus the copy scipy's ``fast_linkage`` works on."""
+
+
+def fit(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Two fits of the single-thread rows: peak bytes ≈ a·n² + b·n + c.
+
+    ``free``: least squares of all three. ``pinned``: a = 8 (the two condensed float64 matrices alive
+    at once in ``linkage(method="centroid")``), b = the largest (measured − 8·n²)/n, so that the
+    estimate is at or above every row. Time: seconds ≈ k·n^p, least squares in log-log over
+    rows with n ≥ 4,000 (below that, fixed costs dominate).
+    """
+    import numpy as np
+
+    measured = [r for r in rows if "seconds" in r and r["threads"] == 1]
+    if len(measured) < 3:
+        return None
+    n = np.array([r["embeddings"] for r in measured], dtype=float)
+    y = np.array([r["peak_increase_bytes"] for r in measured], dtype=float)
+    t = np.array([r["seconds"] for r in measured], dtype=float)
+    (a, b, c), *_ = np.linalg.lstsq(np.stack([n**2, n, np.ones_like(n)], axis=1), y, rcond=None)
+    result = {
+        "free_a": float(a),
+        "free_b": float(b),
+        "free_c": float(c),
+        "pinned_a": BYTES_PER_N2,
+        "pinned_b": float(np.max((y - BYTES_PER_N2 * n**2) / n)),
+    }
+    large = n >= 4000
+    if large.sum() >= 2:
+        p, log_k = np.polyfit(np.log(n[large]), np.log(t[large]), 1)
+        result.update(time_exponent=float(p), time_k=float(np.exp(log_k)))
+    return result
+
+
+def markdown(rows: list[dict[str, Any]], fitted: dict[str, float] | None, machine: str, command: str) -> str:
+    lines = [
+        f"Machine: {machine}. Command: `{command}`.",
+        "",
+        "| Audio | Chunks | Embeddings n | AHC clusters | Threads | Peak RSS increase (MiB) | 8·n² (MiB) | Seconds"
+        " | of which linkage | VBx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "seconds" not in r:
+            lines.append(
+                f"| {label(r['audio_seconds'])} | {r['chunks']:,} | | | {r['threads']} | {r['skipped']} | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {label(r['audio_seconds'])} | {r['chunks']:,} | {r['embeddings']:,} | {r.get('ahc_clusters', '')} "
+            f"| {r['threads']} | {r['peak_increase_bytes'] / 2**20:,.0f} | {8 * r['embeddings'] ** 2 / 2**20:,.0f} "
+            f"| {r['seconds']:.1f} | {r.get('linkage_seconds', 0):.1f} | {r.get('vbx_seconds', 0):.1f} |"
+        )
+    if fitted:
+        lines += [
+            "",
+            f"Free fit (1 thread): peak bytes ≈ {fitted['free_a']:.3f}·n² + {fitted['free_b']:,.0f}·n "
+            f"{fitted['free_c'] / 2**20:+,.1f} MiB. Pinned: {fitted['pinned_a']:g}·n² + {fitted['pinned_b']:,.0f}·n "
+            "(a = two float64 condensed matrices; b = envelope of the rows).",
+        ]
+        if "time_exponent" in fitted:
+            lines.append(f"Time: seconds ≈ {fitted['time_k']:.3g}·n^{fitted['time_exponent']:.2f}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=None, help=f"audio lengths (default {DEFAULT_SIZES}, then 4h if 2h < 60 s)")
+    parser.add_argument("--two-threads", default="1h", help="one size also measured at 2 threads ('' for none)")
+    parser.add_argument("--active-per-chunk", type=float, default=2.5, help="mean active speakers per chunk (1–3)")
+    parser.add_argument("--speakers", type=int, default=6, help="global speakers in the synthetic meeting")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=int, default=180, help="seconds before a worker is killed")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--chunks", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not 1.0 <= args.active_per_chunk <= LOCAL_SPEAKERS:
+        parser.error("--active-per-chunk must be within 1–3")
+    if args.speakers <= LOCAL_SPEAKERS:
+        parser.error("--speakers must exceed 3 (turn changes pick a speaker not already in the chunk)")
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    sizes = [parse_duration(s) for s in (args.sizes or DEFAULT_SIZES).split(",") if s.strip()]
+    rows: list[dict[str, Any]] = []
+    for seconds in sizes:
+        rows.append(run_size(seconds, 1, args))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    two_hours = [r for r in rows if r["audio_seconds"] == 7200 and "seconds" in r]
+    if args.sizes is None and two_hours and two_hours[0]["seconds"] < CONDITIONAL_LIMIT_SECONDS:
+        rows.append(run_size(parse_duration(CONDITIONAL_SIZE), 1, args))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    if args.two_threads:
+        rows.append(run_size(parse_duration(args.two_threads), 2, args))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+
+    fitted = fit(rows)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    command = "python bench/clustering_memory.py " + " ".join(sys.argv[1:])
+    table = markdown(rows, fitted, machine, command.strip())
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": machine, "command": command.strip(), "rows": rows, "fit": fitted}, indent=2) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Memory capacity guard: predict the peak memory of a diarization before running it.
+
+pyannote's clustering (community-1: ``VBxClustering``) starts with ``scipy.cluster.hierarchy.linkage(...,
+method="centroid")`` over every active (10 s chunk, local speaker) embedding. That computes the condensed
+distance matrix, ``n(n-1)/2`` float64, and ``fast_linkage`` works on a copy of it: about ``8·n²`` bytes alive
+at once. With a 1 s step, ``n`` is up to 3 per second of audio, so 4 hours can need more than the 10,240 MB a
+Lambda function gets, and an out-of-memory kill leaves no error object. :func:`check_memory` refuses such a
+file beforehand with :class:`~diarization.errors.AudioTooLongForMemoryError`.
+
+The constants below were measured with ``python bench/clustering_memory.py`` (pyannote 4.0.7, scipy 1.17.1,
+numpy 2.4.6; each size in a fresh process) and fitted as described in docs/CAPACITY.md. Estimates are
+deliberately high: every chunk is assumed to hold 3 active speakers (a busy meeting has about 2.5), the n²
+coefficient is the allocation's exact 8 bytes (a free least-squares fit gave 7.5 and would under-predict
+beyond the measured range), the linear coefficient is rounded up from the largest measured residual, and only
+:data:`USABLE_FRACTION` of the limit is considered usable.
+
+Core module: no AWS import, no torch import.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from diarization.errors import AudioTooLongForMemoryError
+
+CHUNK_SECONDS = 10.0
+"""community-1's segmentation window."""
+STEP_SECONDS = 1.0
+"""community-1's window step: 10 % of the window (``segmentation_step=0.1``)."""
+LOCAL_SPEAKERS = 3
+"""Local speakers per chunk (segmentation-3.0's powerset output): the most embeddings one chunk can add."""
+WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK = 3.0
+"""The estimate's default: every local speaker of every chunk counts as an embedding to cluster."""
+
+# Fitted from `python bench/clustering_memory.py` (docs/CAPACITY.md has the tables, the machine and the fit):
+# measured peak RSS increase of VBxClustering.__call__ for n = 1,482 / 4,488 / 9,002 / 17,981 embeddings:
+# 23 / 173 / 655 / 2,502 MiB (two runs agree within 40 MiB); (measured - 8·n²)/n ≤ 4,442 bytes in every row.
+CLUSTERING_BYTES_PER_EMBEDDING_SQUARED = 8.0
+"""pdist's condensed matrix plus ``fast_linkage``'s copy: 2 × n(n-1)/2 × 8 bytes (8·n² is 2,467 MiB at
+n = 17,981; measured 2,464 and 2,502 MiB). A free least-squares fit gave 7.5–7.7."""
+CLUSTERING_BYTES_PER_EMBEDDING = 6_000
+"""Linear part (float64 copies of the 256-dim embeddings, filter_embeddings' temporaries, VBx's
+responsibilities); the measured envelope was 4,442 bytes."""
+CLUSTERING_BYTES_CONSTANT = 16 * 2**20
+"""Fixed part (small arrays, allocator granularity); the free fits' constants were negative."""
+
+# Time, same runs: single-threaded (scipy's linkage is), on a shared 2-core AMD EPYC VM, so noisy:
+# 2.1 / 10.0 / 77.4 s (busier run) and 1.2 / 5.9 / 37.2 s at n = 4,488 / 9,002 / 17,981. The constants are
+# the busier run's fit, seconds ≈ K · n^P over n ≥ 4,000 (the other run: 1.03e-9 · n^2.48).
+CLUSTERING_SECONDS_K = 6.25e-10
+CLUSTERING_SECONDS_EXPONENT = 2.6
+
+PIPELINE_BYTES_PER_CHUNK = 16_384
+"""pyannote's per-chunk arrays alive while it clusters: segmentation (589 frames × 3 float32, 7,068 bytes),
+embeddings (3 × 256 float32, 3,072 bytes), plus rounding for their transient copies. Computed, not measured."""
+RETAINED_INFERENCE_BYTES = 256 * 2**20
+"""Memory the allocator still holds from segmentation and embedding inference when clustering starts:
+78 MiB measured, its 7.7 MB waveform included (production architecture, fast embedding path, 2 threads,
+2 min of audio), rounded up."""
+WAVEFORM_BYTES_PER_SECOND = 16_000 * 4
+"""The decoded waveform (16 kHz mono float32). Part of ``baseline_bytes`` when the check runs after decoding;
+add it yourself when checking before."""
+USABLE_FRACTION = 0.95
+"""Share of the limit the estimate may use: the rest is left to the runtime, extensions and page tables."""
+
+
+def num_chunks(audio_seconds: float) -> int:
+    """Chunks pyannote's sliding window makes: every full window at each step, plus a padded last one."""
+    if audio_seconds <= CHUNK_SECONDS:
+        return 1
+    return math.ceil((audio_seconds - CHUNK_SECONDS) / STEP_SECONDS) + 1
+
+
+def num_embeddings(
+    audio_seconds: float, active_speakers_per_chunk: float = WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK
+) -> int:
+    """Embeddings clustered: active (chunk, local speaker) pairs, at most 3 per chunk."""
+    if not 0.0 <= active_speakers_per_chunk <= LOCAL_SPEAKERS:
+        raise ValueError(
+            f"active_speakers_per_chunk must be within 0–{LOCAL_SPEAKERS}, not {active_speakers_per_chunk}"
+        )
+    return math.ceil(num_chunks(audio_seconds) * active_speakers_per_chunk)
+
+
+def clustering_bytes_for_embeddings(n: int) -> int:
+    """Peak RSS increase of pyannote's VBx clustering over ``n`` embeddings (the fitted curve)."""
+    if n < 2:  # pyannote does not cluster fewer than 2 embeddings
+        return CLUSTERING_BYTES_CONSTANT
+    return math.ceil(
+        CLUSTERING_BYTES_PER_EMBEDDING_SQUARED * n * n + CLUSTERING_BYTES_PER_EMBEDDING * n + CLUSTERING_BYTES_CONSTANT
+    )
+
+
+def estimate_clustering_bytes(
+    audio_seconds: float, active_speakers_per_chunk: float = WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK
+) -> int:
+    """Peak memory that clustering adds for ``audio_seconds`` of audio; by default at 3 speakers per chunk."""
+    return clustering_bytes_for_embeddings(num_embeddings(audio_seconds, active_speakers_per_chunk))
+
+
+def estimate_clustering_seconds(
+    audio_seconds: float, active_speakers_per_chunk: float = WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK
+) -> float:
+    """Indicative single-threaded clustering time on the measuring machine (see the caveats in CAPACITY.md).
+
+    It grows faster than the audio, so a deadline estimate proportional to the duration misses it on long files.
+    """
+    n = num_embeddings(audio_seconds, active_speakers_per_chunk)
+    return CLUSTERING_SECONDS_K * n**CLUSTERING_SECONDS_EXPONENT if n >= 2 else 0.0
+
+
+def estimate_peak_bytes(
+    audio_seconds: float,
+    baseline_bytes: int,
+    active_speakers_per_chunk: float = WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK,
+) -> int:
+    """The process's peak while pyannote clusters: ``baseline_bytes`` (the process's RSS now, the loaded
+    model and the decoded waveform included) plus what inference leaves behind plus clustering."""
+    return (
+        baseline_bytes
+        + RETAINED_INFERENCE_BYTES
+        + PIPELINE_BYTES_PER_CHUNK * num_chunks(audio_seconds)
+        + estimate_clustering_bytes(audio_seconds, active_speakers_per_chunk)
+    )
+
+
+def max_audio_seconds(
+    memory_limit_bytes: int,
+    baseline_bytes: int,
+    active_speakers_per_chunk: float = WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK,
+) -> float:
+    """The longest audio (whole seconds) whose estimate fits ``USABLE_FRACTION`` of the limit; 0 if none does."""
+    usable = memory_limit_bytes * USABLE_FRACTION
+
+    def fits(seconds: float) -> bool:
+        return estimate_peak_bytes(seconds, baseline_bytes, active_speakers_per_chunk) <= usable
+
+    if not fits(0.0):
+        return 0.0
+    low, high = 0, 3600
+    while fits(high):
+        low, high = high, high * 2
+        if high > 10**9:
+            return float(low)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return float(low)
+
+
+def clustered_embeddings(segmentations: Any) -> int:
+    """The embeddings pyannote will cluster, counted from its binarized segmentation
+    (``(num_chunks, num_frames, 3)``, a ``SlidingWindowFeature`` or an array) as ``filter_embeddings`` selects
+    them: a local speaker with at least 20 % of the chunk's frames to itself. For a second, exact check after
+    segmentation (e.g. from the pipeline's ``hook("segmentation", ...)``), before the embeddings are computed."""
+    import numpy as np
+
+    data = np.asarray(getattr(segmentations, "data", segmentations))
+    if data.ndim != 3:
+        raise ValueError(f"expected (chunks, frames, speakers) segmentations, got shape {data.shape}")
+    single = np.sum(data, axis=2, keepdims=True) == 1
+    clean_frames = np.sum(data * single, axis=1)
+    return int(np.count_nonzero(clean_frames >= 0.2 * data.shape[1]))
+
+
+def check_memory(
+    audio_seconds: float, memory_limit_bytes: int, baseline_bytes: int, *, embeddings: int | None = None
+) -> None:
+    """Raise :class:`AudioTooLongForMemoryError` when diarizing ``audio_seconds`` would not fit in memory.
+
+    ``memory_limit_bytes``: what the process may use (:func:`memory_limit_bytes` reads it). ``baseline_bytes``:
+    the process's RSS when this runs (:func:`current_rss_bytes`), best right after decoding. For a decision that
+    is the same on every container, pass a fixed figure instead (e.g. the RSS measured once after loading the
+    pipeline, plus :data:`WAVEFORM_BYTES_PER_SECOND` × ``audio_seconds``). ``embeddings``: the exact count
+    (:func:`clustered_embeddings`) once the segmentation is known; without it, the worst case of 3 per chunk.
+    """
+    if embeddings is None:
+        estimated = estimate_peak_bytes(audio_seconds, baseline_bytes)
+    else:
+        estimated = (
+            baseline_bytes
+            + RETAINED_INFERENCE_BYTES
+            + PIPELINE_BYTES_PER_CHUNK * num_chunks(audio_seconds)
+            + clustering_bytes_for_embeddings(embeddings)
+        )
+    if estimated <= memory_limit_bytes * USABLE_FRACTION:
+        return
+    longest = max_audio_seconds(memory_limit_bytes, baseline_bytes)
+    gib = 2**30
+    raise AudioTooLongForMemoryError(
+        f"{_duration(audio_seconds)} of audio would need about {estimated / gib:.1f} GiB of memory at its peak "
+        f"(pyannote's clustering grows with the square of the length), more than the {memory_limit_bytes / gib:.1f} "
+        f"GiB this function has. Send it to the GPU endpoint (more memory), split it into parts no longer than "
+        f"{_duration(longest)}, or give the function more memory (Lambda allows up to 10,240 MB).",
+        audio_seconds=round(audio_seconds, 3),
+        estimated_bytes=estimated,
+        limit_bytes=memory_limit_bytes,
+        baseline_bytes=baseline_bytes,
+        max_audio_seconds=longest,
+    )
+
+
+def memory_limit_bytes(
+    env: Mapping[str, str] | None = None,
+    cgroup_root: Path = Path("/sys/fs/cgroup"),
+    meminfo: Path = Path("/proc/meminfo"),
+) -> int | None:
+    """The memory this process may use: Lambda's ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` (MB, i.e. MiB), else the
+    cgroup limit (v2 ``memory.max``, v1 ``memory/memory.limit_in_bytes``), else the machine's ``MemTotal``
+    (e.g. a SageMaker instance); None when none of them is known."""
+    env = os.environ if env is None else env
+    size = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "").strip()
+    if size.isdigit() and int(size) > 0:
+        return int(size) * 2**20
+    for path in (cgroup_root / "memory.max", cgroup_root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < 2**60:  # v1 reports "no limit" as a huge number
+            return int(text)
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
+def current_rss_bytes() -> int | None:
+    """This process's resident memory now (Linux ``/proc/self/statm``); None where unavailable."""
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"

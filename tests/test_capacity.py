@@ -1,0 +1,133 @@
+"""The memory capacity guard (issue #10, item 5): the clustering estimate, the typed error, and one real check
+of the estimate against pyannote's own clustering in a fresh process (docs/CAPACITY.md has the full table)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import clustering_memory as bench
+
+from diarization import capacity
+from diarization.aws.publishing import ERROR_SCHEMA_VERSION
+from diarization.errors import ERROR_CODES, AudioTooLongForMemoryError
+from diarization.result import load_schema
+
+MIB = 2**20
+GIB = 2**30
+LAMBDA_MAX = 10_240 * MIB
+BASELINE = GIB
+
+
+def test_the_estimate_grows_with_the_square_of_the_length() -> None:
+    one_hour = capacity.estimate_clustering_bytes(3600)
+    two_hours = capacity.estimate_clustering_bytes(7200)
+    four_hours = capacity.estimate_clustering_bytes(14400)
+    assert 3.75 < two_hours / one_hour < four_hours / two_hours < 4.0  # → 4 as n² takes over
+    # worst case by default: 3 embeddings per chunk, 8 bytes per pair of them
+    assert capacity.num_embeddings(3600) == 3 * 3591
+    assert one_hour >= 8 * (3 * 3591) ** 2
+    assert capacity.estimate_clustering_bytes(3600, active_speakers_per_chunk=1.5) < one_hour / 3.5
+
+
+def test_chunks_follow_pyannotes_sliding_window() -> None:
+    # Inference.slide: (samples - window) // step + 1 full windows, plus a padded one for a remainder
+    assert [capacity.num_chunks(s) for s in (0.5, 10, 10.5, 11, 600, 600.5)] == [1, 1, 2, 2, 591, 592]
+    assert all(capacity.num_chunks(s) == bench.num_chunks(s) for s in (3, 10, 600, 3600.25, 7200))
+
+
+def test_a_short_file_passes() -> None:
+    capacity.check_memory(600, LAMBDA_MAX, BASELINE)
+    capacity.check_memory(3600, LAMBDA_MAX, BASELINE + 3600 * capacity.WAVEFORM_BYTES_PER_SECOND)
+
+
+def test_a_file_over_the_limit_raises_the_typed_error() -> None:
+    seconds = 4 * 3600.0
+    with pytest.raises(AudioTooLongForMemoryError) as caught:
+        capacity.check_memory(seconds, LAMBDA_MAX, BASELINE)
+    error = caught.value
+    assert error.code == "AUDIO_TOO_LONG_FOR_MEMORY" and ERROR_CODES[error.code] is AudioTooLongForMemoryError
+    assert error.http_status == 413 and error.permanent
+    details = error.details
+    assert details["audio_seconds"] == seconds and details["limit_bytes"] == LAMBDA_MAX
+    assert details["estimated_bytes"] == capacity.estimate_peak_bytes(seconds, BASELINE) > LAMBDA_MAX
+    assert details["baseline_bytes"] == BASELINE
+    assert 2 * 3600 < details["max_audio_seconds"] < seconds
+    for advice in ("GPU endpoint", "split it into parts no longer than", "more memory"):
+        assert advice in error.message
+    assert str(error).startswith("AUDIO_TOO_LONG_FOR_MEMORY: 4 h 00 min of audio would need about 15.")
+
+
+def test_the_error_object_validates_against_the_schema() -> None:
+    with pytest.raises(AudioTooLongForMemoryError) as caught:
+        capacity.check_memory(5 * 3600, LAMBDA_MAX, BASELINE)
+    body = {  # as diarization.aws.publishing.Publisher.failed writes it
+        "schema_version": ERROR_SCHEMA_VERSION,
+        "status": "failed",
+        "error": caught.value.to_dict(),
+        "input": {"uri": "s3://bucket/audio/long.wav", "version_id": None, "etag": '"abc"'},
+        "request_id": "req-1",
+        "failed_at": "2026-11-25T12:00:00+00:00",
+    }
+    jsonschema.validate(json.loads(json.dumps(body)), load_schema("error-v1.json"))
+
+
+def test_max_audio_seconds_is_the_boundary_of_check_memory() -> None:
+    longest = capacity.max_audio_seconds(LAMBDA_MAX, BASELINE)
+    capacity.check_memory(longest, LAMBDA_MAX, BASELINE)
+    with pytest.raises(AudioTooLongForMemoryError):
+        capacity.check_memory(longest + 1, LAMBDA_MAX, BASELINE)
+    assert capacity.max_audio_seconds(3008 * MIB, BASELINE) < longest
+    assert capacity.max_audio_seconds(BASELINE, BASELINE) == 0.0
+
+
+def test_an_exact_embedding_count_replaces_the_worst_case() -> None:
+    seconds = 3.25 * 3600
+    with pytest.raises(AudioTooLongForMemoryError):
+        capacity.check_memory(seconds, LAMBDA_MAX, BASELINE)
+    capacity.check_memory(seconds, LAMBDA_MAX, BASELINE, embeddings=int(2.0 * capacity.num_chunks(seconds)))
+
+
+def test_clustered_embeddings_counts_what_pyannote_keeps() -> None:
+    embeddings, segmentations, active = bench.synthetic_inputs(400, 2.5, speakers=6, seed=1)
+    assert capacity.clustered_embeddings(segmentations) == active
+    assert 0.9 * 2.5 * 400 < active < 1.1 * 2.5 * 400
+    valid = int((~np.isnan(embeddings).any(axis=2)).sum())  # kept ones plus a few that speak too little
+    assert active < valid < 3 * 400
+
+
+def test_memory_limit_from_lambda_the_cgroup_or_the_machine(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    lambda_env = {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "10240"}
+    assert capacity.memory_limit_bytes(lambda_env, tmp_path, meminfo) == LAMBDA_MAX
+    assert capacity.memory_limit_bytes({}, tmp_path, meminfo) is None
+    meminfo.write_text("MemTotal:       16146176 kB\nMemFree:  1 kB\n")
+    assert capacity.memory_limit_bytes({}, tmp_path, meminfo) == 16146176 * 1024
+    (tmp_path / "memory.max").write_text("max\n")
+    assert capacity.memory_limit_bytes({}, tmp_path, meminfo) == 16146176 * 1024
+    (tmp_path / "memory.max").write_text(f"{4 * GIB}\n")
+    assert capacity.memory_limit_bytes({}, tmp_path, meminfo) == 4 * GIB
+    rss = capacity.current_rss_bytes()
+    assert rss is None or rss > 10 * MIB
+
+
+def test_the_estimate_holds_for_pyannotes_real_clustering() -> None:
+    """~1,500 embeddings through pyannote's VBxClustering, peak RSS measured in a fresh process."""
+    command = [sys.executable, str(Path(bench.__file__)), "--worker", "--chunks", "600", "--active-per-chunk", "2.5"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    row = json.loads(finished.stdout.strip().splitlines()[-1])
+    if not row["peak_reset"]:
+        pytest.skip("the kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
+    assert row["embeddings"] == row["generated_active"], "pyannote kept other embeddings than the generator made"
+    assert 1400 < row["embeddings"] < 1600 and row["clusters_found"] >= 2
+    measured = row["peak_increase_bytes"]
+    estimated = capacity.clustering_bytes_for_embeddings(row["embeddings"])
+    assert measured <= estimated <= 4 * measured, (measured, estimated)
