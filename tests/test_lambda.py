@@ -24,10 +24,10 @@ import pytest
 
 from diarization.aws import events
 from diarization.aws.app import FunctionApp
-from diarization.aws.locations import ObjectRef
-from diarization.aws.storage import S3Store
+from diarization.aws_ports.s3 import S3Store
 from diarization.errors import InputChangedError
 from diarization.result import load_schema
+from diarization.service.locations import ObjectRef
 from local_aws import Deployment, LambdaContext, create_deployment
 from local_sagemaker import sns_event, topic_with_queue
 from media import speech_like, write_float_wav
@@ -52,7 +52,7 @@ def scratch(tmp_path: Path) -> Path:
 def make_app(deployment: Deployment, model_dir: Path, scratch: Path, **extra: str) -> FunctionApp:
     env = {**os.environ, **deployment.env, "MODEL_DIR": str(model_dir), "NUM_THREADS": "2", **extra}
     app = FunctionApp(env)
-    app.processor.workdir = scratch
+    app.diarize_object.workdir = app.api.diarize_sync.workdir = scratch
     return app
 
 
@@ -251,9 +251,9 @@ def test_duplicate_delivery_runs_the_pipeline_once(app: FunctionApp, deployment:
     event = deployment.sqs_event(deployment.notifications(1))
     assert app.idempotency_config is not None
     app.idempotency_config.register_lambda_context(LambdaContext())
-    first = app.processor.process(*_items(event), LambdaContext())
+    first = app.process(*_items(event), LambdaContext())
     before = deployment.s3.head_object(Bucket=deployment.bucket, Key="results/dup.opus.json")["LastModified"]
-    second = app.processor.process(*_items(event), LambdaContext())
+    second = app.process(*_items(event), LambdaContext())
     assert second == first  # same timings: the stored outcome, not a second run
     after = deployment.s3.head_object(Bucket=deployment.bucket, Key="results/dup.opus.json")["LastModified"]
     assert after == before
@@ -361,7 +361,7 @@ def test_a_change_between_head_and_download_names_both_etags(
 ) -> None:
     upload(deployment, "audio/race.wav", encoded_samples["wav"].read_bytes())
     read = deployment.s3.head_object(Bucket=deployment.bucket, Key="audio/race.wav")["ETag"].strip('"')
-    app.processor.store = OverwritingStore(encoded_samples["flac"].read_bytes())
+    app.diarize_object.store = OverwritingStore(encoded_samples["flac"].read_bytes())
 
     outcome = app.lambda_handler({"bucket": deployment.bucket, "key": "audio/race.wav"}, LambdaContext())
 
@@ -399,7 +399,7 @@ def test_a_stale_etag_in_a_versioned_bucket_pins_the_version(
     put = deployment.s3.put_object(
         Bucket=deployment.bucket, Key="audio/pinned.wav", Body=encoded_samples["wav"].read_bytes()
     )
-    app.processor.store = OverwritingStore(b"overwritten with garbage")
+    app.diarize_object.store = OverwritingStore(b"overwritten with garbage")
     event = {
         "Records": [
             {
@@ -585,7 +585,7 @@ def test_access_denied_is_an_error_object(iam_enforcing_s3, tiny_model_dir: Path
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it resolved first
     app = FunctionApp({**os.environ, "MODEL_DIR": str(tiny_model_dir), "INPUT_BUCKET": "locked-audio"})
-    app.processor.workdir = scratch
+    app.diarize_object.workdir = app.api.diarize_sync.workdir = scratch
     outcome = app.lambda_handler({"bucket": "locked-audio", "key": "audio/secret.wav"}, LambdaContext())
     assert outcome["status"] == "failed" and outcome["error"]["code"] == "ACCESS_DENIED"
     assert "s3:GetObject" in outcome["error"]["message"]

@@ -8,13 +8,29 @@ inputs, whatever the bucket notification says, so a misconfigured trigger cannot
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
-from diarization.aws.settings import AwsSettings
 from diarization.errors import InvalidParameterError
 
 UPLOADS_FOLDER = "uploads/"
 """Under the input prefix: ``uploads/{job_id}/{filename}`` for files sent through the API's upload URL."""
+
+
+class Layout(Protocol):
+    """Where inputs and outputs live (the Lambda host's `AwsSettings` is one)."""
+
+    @property
+    def input_bucket(self) -> str | None: ...
+
+    @property
+    def input_prefix(self) -> str: ...
+
+    @property
+    def output_bucket(self) -> str | None: ...
+
+    @property
+    def output_prefix(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +57,7 @@ class OutputLocations:
 
 
 class Locations:
-    def __init__(self, settings: AwsSettings) -> None:
+    def __init__(self, settings: Layout) -> None:
         self.settings = settings
 
     def output_bucket(self, input_bucket: str) -> str:

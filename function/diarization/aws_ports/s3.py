@@ -10,8 +10,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from diarization.aws.locations import ObjectRef
 from diarization.errors import AccessDeniedError, InputChangedError, InputNotFoundError
+from diarization.service.locations import ObjectRef
 
 NOT_FOUND = {"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"}
 DENIED = {"403", "AccessDenied", "AllAccessDisabled", "InvalidObjectState"}
