@@ -96,6 +96,7 @@ class MemoryJobs:
     """queued -> running -> one terminal state, once."""
 
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inferences: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def create(self, job_id: str, **fields: Any) -> None:
         self.jobs[job_id] = {"job_id": job_id, "status": "queued", **fields}
@@ -117,6 +118,16 @@ class MemoryJobs:
         job["status"] = "succeeded" if outcome.get("status") == "succeeded" else "failed"
         job["outcome"] = outcome
         return True
+
+    def wait_for_inference(self, job_id: str, inference_id: str) -> dict[str, Any] | None:
+        inference = self.inferences.setdefault(inference_id, {"waiting": set()})
+        inference["waiting"].add(job_id)
+        return inference.get("outcome")
+
+    def end_inference(self, inference_id: str, outcome: dict[str, Any]) -> list[str]:
+        inference = self.inferences.setdefault(inference_id, {"waiting": set()})
+        inference.setdefault("outcome", outcome)
+        return sorted(inference["waiting"])
 
 
 @dataclass

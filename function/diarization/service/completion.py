@@ -70,10 +70,9 @@ class CompleteInference:
         else:
             failure = self._error(notification, response)
             outcome = self.publisher.failed(ref, outputs, failure, invocation.request_id, inference_id)
-        job = self.jobs.get(inference_id) if self.jobs and inference_id else None
-        if job and self.jobs:
-            outcome = replace(outcome, job_id=inference_id)
-            self.jobs.finish(inference_id, outcome.to_dict())
+        if self.jobs and inference_id:
+            for job_id in self.jobs.end_inference(inference_id, outcome.to_dict()):
+                self.jobs.finish(job_id, replace(outcome, job_id=job_id).to_dict())
         return outcome
 
     def _error(self, notification: dict[str, Any], response: dict[str, Any]) -> DiarizationError:

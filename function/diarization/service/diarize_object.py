@@ -147,9 +147,20 @@ class DiarizeObject:
             outcome = self.publisher.failed(ref, self.locations.outputs(ref), error, invocation.request_id)
         self.telemetry.metric("ObjectsProcessed", "Count", 1)
         outcome = with_job(outcome, job_id)
-        if job_id and self.jobs and not isinstance(outcome, Routed):  # a routed job ends when the GPU reports
-            self.jobs.finish(job_id, outcome.to_dict())
+        if job_id and self.jobs:
+            self._end_job(self.jobs, job_id, outcome)
         return outcome
+
+    @staticmethod
+    def _end_job(jobs: JobStore, job_id: str, outcome: Outcome) -> None:
+        """Now, or when the GPU reports back for a routed one. A job may share an inference with others (the
+        idempotent run replays the first job's routing); one that arrives after the inference ended ends now."""
+        if not isinstance(outcome, Routed):
+            jobs.finish(job_id, outcome.to_dict())
+            return
+        ended = jobs.wait_for_inference(job_id, outcome.inference_id)
+        if ended is not None:
+            jobs.finish(job_id, {**ended, "job_id": job_id})
 
     def _job_hints(self, job_id: str | None) -> dict[str, Any]:
         job = self.jobs.get(job_id) if job_id and self.jobs else None

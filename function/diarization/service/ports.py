@@ -39,6 +39,12 @@ class JobStore(Protocol):
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
         """False when the job had already ended: a job ends once."""
 
+    def wait_for_inference(self, job_id: str, inference_id: str) -> dict[str, Any] | None:
+        """The job ends with that GPU inference; its outcome if it has already ended."""
+
+    def end_inference(self, inference_id: str, outcome: dict[str, Any]) -> list[str]:
+        """Record the inference's outcome (the first one stays); the jobs waiting for it."""
+
 
 class Notifier(Protocol):
     def publish(self, outcome: dict[str, Any]) -> bool: ...
