@@ -18,6 +18,7 @@ from typing import Any
 from diarization.errors import InputChangedError, InputNotFoundError
 from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
+from diarization.service.ordering import Order
 
 log = logging.getLogger("tests.fakes")
 
@@ -27,6 +28,7 @@ class Version:
     data: bytes
     etag: str
     version_id: str | None
+    last_modified: str
 
 
 @dataclass
@@ -37,10 +39,14 @@ class MemoryStore:
     versioned: bool = False
     objects: dict[tuple[str, str], list[Version]] = field(default_factory=dict)
     writes: list[tuple[str, str]] = field(default_factory=list)
+    clock: int = 0
+    """Last-Modified of the next put: one tick each, so versions never tie."""
 
     def put(self, bucket: str, key: str, data: bytes) -> Version:
         versions = self.objects.setdefault((bucket, key), [])
-        version = Version(data, hashlib.md5(data).hexdigest(), f"v{len(versions) + 1}" if self.versioned else None)  # noqa: S324
+        self.clock += 1
+        version_id = f"v{len(versions) + 1}" if self.versioned else None
+        version = Version(data, hashlib.md5(data).hexdigest(), version_id, f"{self.clock:012d}")  # noqa: S324
         if self.versioned:
             versions.append(version)
         else:
@@ -70,7 +76,10 @@ class MemoryStore:
 
     def head(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
         version = self._find(ref)
-        return len(version.data), ObjectRef(ref.bucket, ref.key, ref.version_id or version.version_id, version.etag)
+        exact = ObjectRef(
+            ref.bucket, ref.key, ref.version_id or version.version_id, version.etag, version.last_modified
+        )
+        return len(version.data), exact
 
     def download(self, ref: ObjectRef, path: Path) -> None:
         path.write_bytes(self._find(ref).data)
@@ -128,6 +137,28 @@ class MemoryJobs:
         inference = self.inferences.setdefault(inference_id, {"waiting": set()})
         inference.setdefault("outcome", outcome)
         return sorted(inference["waiting"])
+
+
+@dataclass
+class MemoryOrdering:
+    """The ordering record's contract (see DynamoOrdering.claim), in a dict."""
+
+    records: dict[tuple[str, str], tuple[Order, bool]] = field(default_factory=dict)
+
+    def claim(self, bucket: str, key: str, order: Order, succeeded: bool) -> bool:
+        record = self.records.get((bucket, key))
+        if record is not None:
+            held, held_ok = record
+            same = held.version == order.version
+            allowed = (
+                (same or held.position <= order.position)
+                if succeeded
+                else ((same and not held_ok) or (not same and held.position <= order.position))
+            )
+            if not allowed:
+                return False
+        self.records[(bucket, key)] = (order, succeeded)
+        return True
 
 
 @dataclass

@@ -131,3 +131,124 @@ def test_jobs_sharing_a_routed_inference_all_end_with_it(
     status = call(gpu_app, "GET", third["status_url"])[1]
     assert status["status"] == "succeeded" and status["speaker_count"] == done["speaker_count"]
     assert_invariant(deployment)
+
+
+def test_a_late_gpu_failure_after_success_changes_nothing(
+    gpu_app: FunctionApp, deployment: Deployment, encoded_samples: dict[str, Path]
+) -> None:
+    key = "audio/late.flac"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
+    job = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
+    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
+    gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
+    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], "late")
+    gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Completed", output), LambdaContext())
+    before = deployment.object_keys("results/")
+
+    gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Failed"), LambdaContext())
+
+    assert deployment.object_keys("results/") == before == ["results/late.flac.json", "results/late.flac.rttm"]
+    assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "succeeded"
+    assert_invariant(deployment)
+
+
+def as_s3_sends(messages: list[dict[str, Any]], **fields: str) -> list[dict[str, Any]]:
+    """moto's notifications lack `versionId` and `sequencer`; S3's carry both."""
+    sent = []
+    for message in messages:
+        body = json.loads(message["Body"])
+        if "Records" in body:
+            body["Records"][0]["s3"]["object"].update(fields)
+            sent.append({**message, "Body": json.dumps(body)})
+    return sent
+
+
+def test_reordered_versions_in_a_versioned_bucket(
+    moto_endpoint: str, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """v2's event is processed first, then v1's late one (it names v1 by version id): v1 writes nothing."""
+    deployment = create_deployment(versioned=True)
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/talk.wav"
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    v1 = as_s3_sends(deployment.notifications(1), versionId=put["VersionId"], sequencer="0065A1B2C3D4E5F601")
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
+    v2 = as_s3_sends(deployment.notifications(1), versionId=put["VersionId"], sequencer="0065A1B2C3D4E5F602")
+
+    assert app.lambda_handler(deployment.sqs_event(v2), LambdaContext()) == {"batchItemFailures": []}
+    assert app.lambda_handler(deployment.sqs_event(v1), LambdaContext()) == {"batchItemFailures": []}
+
+    assert deployment.get_json("results/talk.wav.json")["audio"]["original"]["codec"] == "flac"
+    assert [event["detail-type"] for event in deployment.captured_events()] == ["Diarization Succeeded"]
+    assert_invariant(deployment)
+
+
+class NewerVersionFirst:
+    """Between v1's HEAD and its download, v2 is uploaded and fully processed: v1 then reads INPUT_CHANGED."""
+
+    def __init__(self, app: FunctionApp, deployment: Deployment, key: str, data: bytes) -> None:
+        self.app, self.deployment, self.key, self.data = app, deployment, key, data
+        self.store = app.diarize_object.store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def download(self, ref: Any, path: Path) -> None:
+        if self.data:
+            data, self.data = self.data, b""
+            self.deployment.s3.put_object(Bucket=self.deployment.bucket, Key=self.key, Body=data)
+            outcome = self.app.lambda_handler({"bucket": self.deployment.bucket, "key": self.key}, LambdaContext())
+            assert outcome["status"] == "succeeded", outcome
+        self.store.download(ref, path)
+
+
+def test_input_changed_of_an_older_version_leaves_the_newer_result(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/race.wav"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    app.diarize_object.store = NewerVersionFirst(app, deployment, key, encoded_samples["flac"].read_bytes())
+
+    outcome = app.lambda_handler(deployment.sqs_event(deployment.notifications(1)), LambdaContext())
+
+    assert outcome == {"batchItemFailures": []}
+    assert deployment.object_keys("results/") == ["results/race.wav.json", "results/race.wav.rttm"]
+    assert deployment.get_json("results/race.wav.json")["audio"]["original"]["codec"] == "flac"
+    assert_invariant(deployment)
+
+
+def test_a_duplicate_delivery_keeps_one_result(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/dup.ogg", Body=encoded_samples["ogg"].read_bytes())
+    event = deployment.sqs_event(deployment.notifications(1))
+    for _ in range(2):
+        assert app.lambda_handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert deployment.object_keys("results/") == ["results/dup.ogg.json", "results/dup.ogg.rttm"]
+    assert len(deployment.captured_events()) == 1  # the second delivery replays the first run's outcome
+    assert_invariant(deployment)
+
+
+def test_the_ordering_record_takes_newer_versions_and_keeps_a_success(deployment: Deployment) -> None:
+    from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
+    from diarization.service.locations import ObjectRef
+    from diarization.service.ordering import order_of
+
+    record = DynamoOrdering(deployment.ordering_table)
+    second = "2026-11-25T20:00:00Z"
+
+    def version(name: str, sequencer: str | None) -> Any:
+        return order_of(ObjectRef("b", "k", None, name, second), sequencer)
+
+    # S3's rule: right-pad the shorter sequencer with zeros, then compare as strings: "0A1" (= "0A10") < "0A11" < "0B".
+    older, newer, newest = version("e1", "0A1"), version("e2", "0A11"), version("e3", "0B")
+    assert older.position < newer.position < newest.position
+    assert record.claim("b", "k", newer, succeeded=True)
+    assert not record.claim("b", "k", older, succeeded=True)
+    assert not record.claim("b", "k", older, succeeded=False)
+    assert not record.claim("b", "k", newer, succeeded=False)  # a failure never replaces this version's success
+    assert record.claim("b", "k", newer, succeeded=True)  # the same version again (other hints)
+    assert record.claim("b", "k", newest, succeeded=False)  # a newer version's failure does
+    assert record.claim("b", "k", newest, succeeded=True)

@@ -22,7 +22,7 @@ from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Routed, Skipped, Succeeded
 from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget, SyncRequest
-from fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryStore, RecordingTelemetry
+from fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
 
 BUCKET = "audio"
 log = logging.getLogger("tests.service")
@@ -48,7 +48,7 @@ def make_service(diarizer: Diarizer, workdir: Path, versioned: bool = False, gpu
     store, jobs, notifier = MemoryStore(versioned=versioned), MemoryJobs(), MemoryNotifier()
     telemetry, router = RecordingTelemetry(), FakeRouter(gpu_above)
     locations = Locations(AwsSettings(input_bucket=BUCKET))
-    publisher = Publisher(store, notifier, log, telemetry)
+    publisher = Publisher(store, notifier, log, telemetry, MemoryOrdering())
     diarize_object = DiarizeObject(
         diarizer,
         locations,
@@ -111,6 +111,21 @@ def test_a_bad_file_replaces_an_older_result_with_an_error_object(service: Servi
     error_object = service.store.get_json(BUCKET, "results/a.wav.error.json")
     assert error_object["request_id"] == "r-1" and error_object["error"]["code"] == outcome.error["code"]
     assert service.telemetry.failures == [outcome.error["code"]]
+
+
+def test_an_older_version_never_writes_over_a_newer_one(diarizer: Diarizer, tmp_path: Path, encoded_samples) -> None:
+    service = make_service(diarizer, tmp_path, versioned=True)
+    old = service.store.put(BUCKET, "audio/v.wav", encoded_samples["wav"].read_bytes())
+    new = service.store.put(BUCKET, "audio/v.wav", b"not audio at all" * 10)
+    newer = service.diarize_object(request("audio/v.wav", sequencer="02"), Invocation())
+    assert isinstance(newer, Failed) and newer.version_id == new.version_id
+
+    late = ObjectRequest(ObjectRef(BUCKET, "audio/v.wav", old.version_id), sequencer="01")
+    outcome = service.diarize_object(late, Invocation())
+
+    assert isinstance(outcome, Skipped) and outcome.reason.startswith("superseded")
+    assert service.store.keys(BUCKET, "results/") == ["results/v.wav.error.json"]
+    assert service.store.get_json(BUCKET, "results/v.wav.error.json")["input"]["version_id"] == new.version_id
 
 
 def test_outputs_are_never_inputs(service: Service) -> None:

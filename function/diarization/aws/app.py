@@ -31,6 +31,7 @@ from diarization.aws.api import MAX_SYNC_OBJECT_BYTES, Api
 from diarization.aws.settings import AwsSettings
 from diarization.aws.telemetry import PowertoolsTelemetry
 from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
 from diarization.aws_ports.eventbridge import Notifier
 from diarization.aws_ports.s3 import S3Store
 from diarization.aws_ports.sagemaker import GpuRouter
@@ -89,7 +90,8 @@ class FunctionApp:
         )
         telemetry = PowertoolsTelemetry(self.metrics, self.tracer)
         locations = Locations(self.aws)
-        publisher = Publisher(store, notifier, self.logger, telemetry)
+        ordering = DynamoOrdering(self.aws.ordering_table) if self.aws.ordering_table else None
+        publisher = Publisher(store, notifier, self.logger, telemetry, ordering)
         speed = SpeedEstimate(self.aws.expected_real_time_factor)
         workdir = Path(tempfile.gettempdir())
         self.diarize_object = DiarizeObject(

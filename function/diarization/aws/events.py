@@ -84,9 +84,8 @@ def from_s3_notification(notification: Mapping[str, Any]) -> list[ObjectRequest]
         bucket, key = (s3.get("bucket") or {}).get("name"), obj.get("key")
         if not bucket or not key:
             raise InvalidRequestError("S3 notification record without bucket name or object key.")
-        items.append(
-            ObjectRequest(ObjectRef(bucket, unquote_plus(key), obj.get("versionId") or None, obj.get("eTag") or None))
-        )
+        ref = ObjectRef(bucket, unquote_plus(key), obj.get("versionId") or None, obj.get("eTag") or None)
+        items.append(ObjectRequest(ref, sequencer=obj.get("sequencer") or None))
     return items
 
 
@@ -99,7 +98,7 @@ def from_eventbridge(event: Mapping[str, Any]) -> list[ObjectRequest]:
     if not bucket or not obj.get("key"):
         raise InvalidRequestError("EventBridge 'Object Created' event without bucket name or object key.")
     ref = ObjectRef(bucket, obj["key"], obj.get("version-id") or None, obj.get("etag") or None)
-    return [ObjectRequest(ref, key_may_be_encoded=True)]
+    return [ObjectRequest(ref, key_may_be_encoded=True, sequencer=obj.get("sequencer") or None)]
 
 
 DIRECT_FIELDS = {"bucket", "key", "version_id", "job_id", *HINT_NAMES}

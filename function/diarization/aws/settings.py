@@ -19,6 +19,8 @@ class AwsSettings:
     output_prefix: str = "results/"
     idempotency_table: str | None = None
     jobs_table: str | None = None
+    ordering_table: str | None = None
+    """Per-key ordering records (see diarization.service.ordering); None: only the current-version check."""
     event_bus_name: str | None = None
     work_queue_url: str | None = None
     """Where POST /jobs with an `s3_uri` enqueues work (the queue the bucket notifies)."""
@@ -77,6 +79,7 @@ class AwsSettings:
             output_prefix=output_prefix,
             idempotency_table=text("IDEMPOTENCY_TABLE"),
             jobs_table=text("JOBS_TABLE"),
+            ordering_table=text("ORDERING_TABLE"),
             event_bus_name=text("EVENT_BUS_NAME"),
             work_queue_url=text("WORK_QUEUE_URL"),
             expected_real_time_factor=number("EXPECTED_REAL_TIME_FACTOR", 0.6, 0.001),

@@ -12,11 +12,19 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from diarization.errors import ERROR_CODES, DiarizationError, GpuInferenceFailedError, InvalidRequestError
+from diarization.errors import (
+    ERROR_CODES,
+    AccessDeniedError,
+    DiarizationError,
+    GpuInferenceFailedError,
+    InputNotFoundError,
+    InvalidRequestError,
+)
 from diarization.result import Segment, rttm_from_segments
-from diarization.service.locations import Locations, parse_s3_uri
+from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
 from diarization.service.model import Invocation
-from diarization.service.outcomes import Failed, Succeeded
+from diarization.service.ordering import Order, order_of
+from diarization.service.outcomes import Failed, Skipped, Succeeded
 from diarization.service.ports import JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher
 
@@ -38,17 +46,17 @@ class CompleteInference:
         self.log = log
         self.telemetry = telemetry
 
-    def __call__(self, notification: dict[str, Any], invocation: Invocation) -> Succeeded | Failed:
+    def __call__(self, notification: dict[str, Any], invocation: Invocation) -> Succeeded | Failed | Skipped:
         try:
             input_uri = notification["requestParameters"]["inputLocation"]
             status = notification["invocationStatus"]
         except (KeyError, TypeError) as error:
             raise InvalidRequestError(f"Not a SageMaker async notification: missing {error}.") from error
-        ref = parse_s3_uri(input_uri)
+        ref, order = self._current(parse_s3_uri(input_uri))
         outputs = self.locations.outputs(ref)
         inference_id = str(notification.get("inferenceId") or "")
         response = notification.get("responseParameters") or {}
-        outcome: Succeeded | Failed
+        outcome: Succeeded | Failed | Skipped
         if status == "Completed":
             result = self.store.get_json(*_split(response["outputLocation"]))
             if result.get("schema_version", "").split(".")[0] != "1" or "segments" not in result:
@@ -65,15 +73,24 @@ class CompleteInference:
                 model={k: result["model"][k] for k in ("name", "trained", "device")},
                 inference_id=inference_id,
             )
-            self.publisher.succeeded(outputs, result, rttm, outcome)
+            outcome = self.publisher.succeeded(ref, outputs, result, rttm, outcome, order)
             self.telemetry.metric("GpuCompletions", "Count", 1)
         else:
             failure = self._error(notification, response)
-            outcome = self.publisher.failed(ref, outputs, failure, invocation.request_id, inference_id)
+            outcome = self.publisher.failed(ref, outputs, failure, invocation.request_id, inference_id, order)
         if self.jobs and inference_id:
             for job_id in self.jobs.end_inference(inference_id, outcome.to_dict()):
                 self.jobs.finish(job_id, replace(outcome, job_id=job_id).to_dict())
         return outcome
+
+    def _current(self, ref: ObjectRef) -> tuple[ObjectRef, Order | None]:
+        """SageMaker read the current object (it takes no version id): the report is ordered as that version.
+        An input that is gone or unreadable has no version to order by: the report is written as its latest word."""
+        try:
+            _, current = self.store.head(ref)
+        except (InputNotFoundError, AccessDeniedError):
+            return ref, None
+        return current, order_of(current, None)
 
     def _error(self, notification: dict[str, Any], response: dict[str, Any]) -> DiarizationError:
         """Our server's error body when the container answered one, else SageMaker's reason."""

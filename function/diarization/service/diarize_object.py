@@ -31,6 +31,7 @@ from diarization.errors import (
 from diarization.hints import SpeakerHints
 from diarization.service.locations import Locations, ObjectRef
 from diarization.service.model import Invocation, ObjectRequest
+from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
 from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher
@@ -68,6 +69,7 @@ class PinnedRun:
     size: int
     hints: SpeakerHints
     job_id: str | None
+    order: Order
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,12 +80,13 @@ class PinnedRun:
             "size": self.size,
             "hints": self.hints.to_dict(),
             "job_id": self.job_id,
+            "order": [self.order.position, self.order.version],
         }
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> PinnedRun:
         ref = ObjectRef(body["bucket"], body["key"], body["version_id"], body["etag"])
-        return cls(ref, body["size"], SpeakerHints.from_mapping(body["hints"]), body["job_id"])
+        return cls(ref, body["size"], SpeakerHints.from_mapping(body["hints"]), body["job_id"], Order(*body["order"]))
 
 
 def inference_id_for(run: PinnedRun) -> str:
@@ -138,13 +141,18 @@ class DiarizeObject:
             self.log.warning("no open job %s for this object; processing it as a plain upload", job_id)
             job_id = None
         outcome: Outcome
+        run: PinnedRun | None = None
         try:
             hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
-            size, exact = self._head(request)
-            run = PinnedRun(exact, size, hints, job_id)
+            size, exact, sequencer = self._head(request)
+            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer))
             outcome = from_dict(self._run_once(request=run.to_dict(), invocation=invocation))
-        except DiarizationError as error:  # before the idempotent part, or not permanent
-            outcome = self.publisher.failed(ref, self.locations.outputs(ref), error, invocation.request_id)
+        except DiarizationError as error:  # before the idempotent part (no version known yet), or not permanent
+            failed = run.ref if run else ref
+            order = run.order if run else None
+            outcome = self.publisher.failed(
+                failed, self.locations.outputs(failed), error, invocation.request_id, order=order
+            )
         self.telemetry.metric("ObjectsProcessed", "Count", 1)
         outcome = with_job(outcome, job_id)
         if job_id and self.jobs:
@@ -166,16 +174,17 @@ class DiarizeObject:
         job = self.jobs.get(job_id) if job_id and self.jobs else None
         return dict((job or {}).get("hints") or {})
 
-    def _head(self, request: ObjectRequest) -> tuple[int, ObjectRef]:
+    def _head(self, request: ObjectRequest) -> tuple[int, ObjectRef, str | None]:
+        """Size, the exact version, and the event's sequencer if that version is the one the event named."""
         try:
-            return self._head_exact(request.ref)
+            return self._head_exact(request.ref, request.sequencer)
         except InputNotFoundError:
             decoded = unquote_plus(request.ref.key)
             if not request.key_may_be_encoded or decoded == request.ref.key:
                 raise
-            return self._head_exact(replace(request.ref, key=decoded))
+            return self._head_exact(replace(request.ref, key=decoded), request.sequencer)
 
-    def _head_exact(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
+    def _head_exact(self, ref: ObjectRef, sequencer: str | None) -> tuple[int, ObjectRef, str | None]:
         """The version to process, pinned for the download by the ref returned.
 
         An event's ETag without a version id is a hint, not a condition: sample events (`sam local
@@ -185,14 +194,15 @@ class DiarizeObject:
         this ref) makes the late event and the newer version's own event one run.
         """
         try:
-            return self.store.head(ref)
+            size, exact = self.store.head(ref)
+            return size, exact, sequencer
         except InputChangedError:
             size, exact = self.store.head(replace(ref, etag=None))
             self.log.warning(
                 "the event's ETag is stale; processing the current version",
                 extra={"event_etag": ref.etag, "current_etag": exact.etag, "version_id": exact.version_id},
             )
-            return size, exact
+            return size, exact, None  # not the event's version: its sequencer says nothing about this one
 
     def _run_stored(self, request: dict[str, Any], invocation: Invocation) -> dict[str, Any]:
         """What the idempotency layer stores and replays: the outcome's dict."""
@@ -227,7 +237,7 @@ class DiarizeObject:
         except DiarizationError as error:
             if not error.permanent:
                 raise  # not remembered by idempotency: a later delivery with more time may succeed
-            return self.publisher.failed(ref, outputs, error, invocation.request_id)
+            return self.publisher.failed(ref, outputs, error, invocation.request_id, order=run.order)
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -249,11 +259,16 @@ class DiarizeObject:
             model={"name": result.model.name, "trained": result.model.trained, "device": result.model.device},
         )
         with self.telemetry.span("## upload"):
-            self.publisher.succeeded(outputs, result_json, result.to_rttm(), outcome)
+            published = self.publisher.succeeded(ref, outputs, result_json, result.to_rttm(), outcome, run.order)
         self.log.info(
-            "diarized", extra={"speakers": len(result.speakers), "audio_seconds": result.audio.duration_seconds}
+            "diarized",
+            extra={
+                "speakers": len(result.speakers),
+                "audio_seconds": result.audio.duration_seconds,
+                "published": published is outcome,
+            },
         )
-        return outcome
+        return published
 
     def _check_size(self, ref: ObjectRef, size: int) -> None:
         """From HeadObject, before anything is downloaded."""

@@ -7,7 +7,7 @@ inputs, whatever the bucket notification says, so a misconfigured trigger cannot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -39,6 +39,8 @@ class ObjectRef:
     key: str
     version_id: str | None = None
     etag: str | None = None
+    last_modified: str | None = field(default=None, compare=False)
+    """From HEAD, as sortable UTC text (``2026-11-25T20:55:01Z``); orders versions of one key."""
 
     @property
     def uri(self) -> str:

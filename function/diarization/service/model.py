@@ -19,6 +19,8 @@ class ObjectRequest:
     job_id: str | None = None
     key_may_be_encoded: bool = False
     """EventBridge documents raw keys, but URL-encoded ones have been seen: try both."""
+    sequencer: str | None = None
+    """The S3 event's `sequencer`: orders the events of one key (see ``diarization.service.ordering``)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
+from diarization.service.ordering import Order
 
 
 class ObjectStore(Protocol):
@@ -44,6 +45,13 @@ class JobStore(Protocol):
 
     def end_inference(self, inference_id: str, outcome: dict[str, Any]) -> list[str]:
         """Record the inference's outcome (the first one stays); the jobs waiting for it."""
+
+
+class OrderingRecord(Protocol):
+    """One record per input key: the order of the version whose outputs were written last."""
+
+    def claim(self, bucket: str, key: str, order: Order, succeeded: bool) -> bool:
+        """Conditionally take the key for `order`; False: a newer version (or a success of this one) owns it."""
 
 
 class Notifier(Protocol):
