@@ -164,6 +164,7 @@ def create_deployment(versioned: bool = False) -> Deployment:
         "ORDERING_TABLE": ordering_table,
         "EVENT_BUS_NAME": bus_name,
         "WORK_QUEUE_URL": queue_url,
+        "DEAD_LETTER_QUEUE_ARN": dlq_arn,
         "POWERTOOLS_SERVICE_NAME": "diarization",
         "POWERTOOLS_METRICS_NAMESPACE": "DiarizationTest",
     }

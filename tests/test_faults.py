@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import JobStore
@@ -252,3 +253,56 @@ def test_the_ordering_record_takes_newer_versions_and_keeps_a_success(deployment
     assert record.claim("b", "k", newer, succeeded=True)  # the same version again (other hints)
     assert record.claim("b", "k", newest, succeeded=False)  # a newer version's failure does
     assert record.claim("b", "k", newest, succeeded=True)
+
+
+def dead_lettered(deployment: Deployment, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The DLQ's event source mapping delivering messages the work queue gave up on after 3 receives."""
+    event = deployment.sqs_event(messages)
+    arn = deployment.env["DEAD_LETTER_QUEUE_ARN"]
+    for record in event["Records"]:
+        record.update(eventSourceARN=arn, attributes={"ApproximateReceiveCount": "3"})
+    return event
+
+
+def test_a_dead_lettered_job_fails_with_an_error_object(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """Timeouts and out-of-memory kills never reach the handler's code: the DLQ consumer ends what they left."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/killed.wav"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    job = call(app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
+    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
+
+    assert app.lambda_handler(dead_lettered(deployment, messages), LambdaContext()) == {"batchItemFailures": []}
+
+    status = call(app, "GET", job["status_url"])[1]
+    assert status["status"] == "failed" and status["error"]["code"] == "INTERNAL_ERROR"
+    assert status["error"]["details"] == {"deliveries": 3}
+    assert deployment.object_keys("results/") == ["results/killed.wav.error.json"]
+    assert_invariant(deployment)
+
+
+def test_a_dead_lettered_message_of_a_finished_object_changes_nothing(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """The result was written, then the invocation died before acknowledging: the success stays."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/done.ogg", Body=encoded_samples["ogg"].read_bytes())
+    messages = [m for m in deployment.notifications(1) if '"Records"' in m["Body"]]
+    assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+
+    assert app.lambda_handler(dead_lettered(deployment, messages), LambdaContext()) == {"batchItemFailures": []}
+
+    assert deployment.object_keys("results/") == ["results/done.ogg.json", "results/done.ogg.rttm"]
+    assert_invariant(deployment)
+
+
+def test_a_dead_lettered_message_that_is_not_work_stays_in_the_queue(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    junk = {"MessageId": "m-1", "ReceiptHandle": "r", "Body": "not json", "MD5OfBody": "x"}
+    with pytest.raises(BatchProcessingError):  # the whole batch failed: Lambda returns it to the queue
+        app.lambda_handler(dead_lettered(deployment, [junk]), LambdaContext())
+    assert deployment.object_keys("results/") == []

@@ -37,6 +37,7 @@ from diarization.aws_ports.s3 import S3Store
 from diarization.aws_ports.sagemaker import GpuRouter
 from diarization.config import Settings
 from diarization.engine import Diarizer
+from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
 from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
 from diarization.service.locations import Locations
@@ -109,6 +110,7 @@ class FunctionApp:
             idempotent=idempotent,
         )
         self.complete_inference = CompleteInference(locations, store, publisher, jobs, self.logger, telemetry)
+        self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
         budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
         diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
@@ -135,8 +137,14 @@ class FunctionApp:
         if kind == "api":
             return self.api.resolve(event, context)
         if kind == "sqs":
+            dead_letters = self.aws.dead_letter_queue_arn is not None and all(
+                record.get("eventSourceARN") == self.aws.dead_letter_queue_arn for record in event["Records"]
+            )
             response: PartialItemFailureResponse = process_partial_response(
-                event=event, record_handler=self._sqs_record, processor=self.batch, context=context
+                event=event,
+                record_handler=self._dead_letter_record if dead_letters else self._sqs_record,
+                processor=self.batch,
+                context=context,
             )
             return response
         if kind == "sns":
@@ -161,6 +169,17 @@ class FunctionApp:
             self.logger.append_keys(inference_id=work.completion.get("inferenceId"))
             return [self.complete_inference(work.completion, invocation_of(context)).to_dict()]
         return [self.process(request, context) for request in work.items]
+
+    def _dead_letter_record(self, record: SQSRecord) -> list[dict[str, Any]]:
+        """A message the function gave up on: its objects get error objects and their jobs fail. A message that is
+        not work (malformed, an SNS confirmation) fails here too, so it stays in the queue for a person."""
+        self.logger.append_keys(message_id=record.message_id)
+        deliveries = int(record.attributes.approximate_receive_count)
+        invocation = invocation_of(self.batch.lambda_context)
+        return [
+            self.abandon_object(request, invocation, deliveries).to_dict()
+            for request in events.from_sqs_body(record.body)
+        ]
 
     def _sqs_record(self, record: SQSRecord) -> list[dict[str, Any]]:
         """Raising marks only this message as failed: SQS redelivers it and, in the end, dead-letters it."""

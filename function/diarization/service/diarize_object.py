@@ -97,6 +97,38 @@ def inference_id_for(run: PinnedRun) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def pin_version(store: ObjectStore, request: ObjectRequest, log: Log) -> tuple[int, ObjectRef, str | None]:
+    """Size, the exact version, and the event's sequencer if that version is the one the event named."""
+    try:
+        return _pin(store, request.ref, request.sequencer, log)
+    except InputNotFoundError:
+        decoded = unquote_plus(request.ref.key)
+        if not request.key_may_be_encoded or decoded == request.ref.key:
+            raise
+        return _pin(store, replace(request.ref, key=decoded), request.sequencer, log)
+
+
+def _pin(store: ObjectStore, ref: ObjectRef, sequencer: str | None, log: Log) -> tuple[int, ObjectRef, str | None]:
+    """The version to process, pinned for the download by the ref returned.
+
+    An event's ETag without a version id is a hint, not a condition: sample events (`sam local
+    generate-event`) carry a placeholder, and a late event for an overwritten object names a version
+    that is gone. The current version is processed instead; the ETag HEAD returns then pins it, so a
+    change between here and the download is still INPUT_CHANGED, and the idempotency key (built from
+    this ref) makes the late event and the newer version's own event one run.
+    """
+    try:
+        size, exact = store.head(ref)
+        return size, exact, sequencer
+    except InputChangedError:
+        size, exact = store.head(replace(ref, etag=None))
+        log.warning(
+            "the event's ETag is stale; processing the current version",
+            extra={"event_etag": ref.etag, "current_etag": exact.etag, "version_id": exact.version_id},
+        )
+        return size, exact, None  # not the event's version: its sequencer says nothing about this one
+
+
 class DiarizeObject:
     """The use case. Long-lived (one per process); everything about one call is in its arguments."""
 
@@ -144,7 +176,7 @@ class DiarizeObject:
         run: PinnedRun | None = None
         try:
             hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
-            size, exact, sequencer = self._head(request)
+            size, exact, sequencer = pin_version(self.store, request, self.log)
             run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer))
             outcome = from_dict(self._run_once(request=run.to_dict(), invocation=invocation))
         except DiarizationError as error:  # before the idempotent part (no version known yet), or not permanent
@@ -173,36 +205,6 @@ class DiarizeObject:
     def _job_hints(self, job_id: str | None) -> dict[str, Any]:
         job = self.jobs.get(job_id) if job_id and self.jobs else None
         return dict((job or {}).get("hints") or {})
-
-    def _head(self, request: ObjectRequest) -> tuple[int, ObjectRef, str | None]:
-        """Size, the exact version, and the event's sequencer if that version is the one the event named."""
-        try:
-            return self._head_exact(request.ref, request.sequencer)
-        except InputNotFoundError:
-            decoded = unquote_plus(request.ref.key)
-            if not request.key_may_be_encoded or decoded == request.ref.key:
-                raise
-            return self._head_exact(replace(request.ref, key=decoded), request.sequencer)
-
-    def _head_exact(self, ref: ObjectRef, sequencer: str | None) -> tuple[int, ObjectRef, str | None]:
-        """The version to process, pinned for the download by the ref returned.
-
-        An event's ETag without a version id is a hint, not a condition: sample events (`sam local
-        generate-event`) carry a placeholder, and a late event for an overwritten object names a version
-        that is gone. The current version is processed instead; the ETag HEAD returns then pins it, so a
-        change between here and the download is still INPUT_CHANGED, and the idempotency key (built from
-        this ref) makes the late event and the newer version's own event one run.
-        """
-        try:
-            size, exact = self.store.head(ref)
-            return size, exact, sequencer
-        except InputChangedError:
-            size, exact = self.store.head(replace(ref, etag=None))
-            self.log.warning(
-                "the event's ETag is stale; processing the current version",
-                extra={"event_etag": ref.etag, "current_etag": exact.etag, "version_id": exact.version_id},
-            )
-            return size, exact, None  # not the event's version: its sequencer says nothing about this one
 
     def _run_stored(self, request: dict[str, Any], invocation: Invocation) -> dict[str, Any]:
         """What the idempotency layer stores and replays: the outcome's dict."""
