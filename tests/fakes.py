@@ -38,7 +38,6 @@ class MemoryStore:
 
     versioned: bool = False
     objects: dict[tuple[str, str], list[Version]] = field(default_factory=dict)
-    writes: list[tuple[str, str]] = field(default_factory=list)
     clock: int = 0
     """Last-Modified of the next put: one tick each, so versions never tie."""
 
@@ -52,10 +51,6 @@ class MemoryStore:
         else:
             versions[:] = [version]
         return version
-
-    def text(self, bucket: str, key: str) -> str | None:
-        versions = self.objects.get((bucket, key))
-        return versions[-1].data.decode() if versions else None
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         return sorted(key for (b, key) in self.objects if b == bucket and key.startswith(prefix))
@@ -93,7 +88,6 @@ class MemoryStore:
         self.put_text(bucket, key, json.dumps(body), "application/json")
 
     def put_text(self, bucket: str, key: str, text: str, content_type: str = "text/plain") -> None:
-        self.writes.append((bucket, key))
         self.put(bucket, key, text.encode())
 
     def delete(self, bucket: str, key: str) -> None:

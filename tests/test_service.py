@@ -15,6 +15,7 @@ from diarization.config import Settings
 from diarization.engine import Diarizer
 from diarization.errors import TooLongForSyncError
 from diarization.hints import SpeakerHints
+from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
 from diarization.service.locations import Locations, ObjectRef
@@ -42,6 +43,7 @@ class Service:
     router: FakeRouter
     diarize_object: DiarizeObject
     complete: CompleteInference
+    abandon: AbandonObject
 
 
 def make_service(diarizer: Diarizer, workdir: Path, versioned: bool = False, gpu_above: float = 1e9) -> Service:
@@ -63,7 +65,8 @@ def make_service(diarizer: Diarizer, workdir: Path, versioned: bool = False, gpu
         router=router,
     )
     complete = CompleteInference(locations, store, publisher, jobs, log, telemetry)
-    return Service(store, jobs, notifier, telemetry, router, diarize_object, complete)
+    abandon = AbandonObject(locations, store, publisher, jobs, log)
+    return Service(store, jobs, notifier, telemetry, router, diarize_object, complete, abandon)
 
 
 @pytest.fixture()
@@ -128,6 +131,21 @@ def test_an_older_version_never_writes_over_a_newer_one(diarizer: Diarizer, tmp_
     assert service.store.get_json(BUCKET, "results/v.wav.error.json")["input"]["version_id"] == new.version_id
 
 
+def test_given_up_work_ends_its_job_but_never_undoes_a_success(service: Service, encoded_samples) -> None:
+    service.store.put(BUCKET, "audio/uploads/job3/a.wav", b"any bytes")
+    service.jobs.create("job3")
+    outcome = service.abandon(request("audio/uploads/job3/a.wav"), Invocation(), deliveries=3)
+    assert isinstance(outcome, Failed) and outcome.error["code"] == "INTERNAL_ERROR"
+    assert service.jobs.jobs["job3"]["status"] == "failed"
+    assert service.store.keys(BUCKET, "results/") == ["results/uploads/job3/a.wav.error.json"]
+
+    service.store.put(BUCKET, "audio/ok.wav", encoded_samples["wav"].read_bytes())
+    assert isinstance(service.diarize_object(request("audio/ok.wav"), Invocation()), Succeeded)
+    late = service.abandon(request("audio/ok.wav"), Invocation(), deliveries=3)
+    assert isinstance(late, Skipped)
+    assert service.store.keys(BUCKET, "results/ok") == ["results/ok.wav.json", "results/ok.wav.rttm"]
+
+
 def test_outputs_are_never_inputs(service: Service) -> None:
     outcome = service.diarize_object(request("results/a.wav.json"), Invocation())
     assert isinstance(outcome, Skipped) and "output prefix" in outcome.reason
@@ -154,6 +172,9 @@ def test_long_audio_is_routed_and_its_job_finishes_on_completion(
     routed = service.diarize_object(request("audio/long.wav", job_id="job2"), Invocation())
 
     assert isinstance(routed, Routed) and routed.inference_id == "job2"
+    ((submitted_ref, _, inference_id),) = service.router.submitted
+    assert submitted_ref.key == "audio/long.wav" and inference_id == "job2"
+    assert ("RoutedToGpu", 1) in service.telemetry.metrics
     assert service.jobs.jobs["job2"]["status"] == "running"  # until the GPU reports back
     assert service.store.keys(BUCKET, "results/") == []
     gpu_result = diarizer.diarize(encoded_samples["wav"], SpeakerHints(), "s3://audio/audio/long.wav").to_dict()
