@@ -46,6 +46,7 @@ class Deployment:
     dlq_url: str
     idempotency_table: str
     jobs_table: str
+    ordering_table: str
     bus_name: str
     events_queue_url: str
     env: dict[str, str] = field(default_factory=dict)
@@ -133,8 +134,8 @@ def create_deployment(versioned: bool = False) -> Deployment:
             ]
         },
     )
-    idempotency_table, jobs_table = f"idempotency-{suffix}", f"jobs-{suffix}"
-    for table, key in ((idempotency_table, "id"), (jobs_table, "job_id")):
+    idempotency_table, jobs_table, ordering_table = f"idempotency-{suffix}", f"jobs-{suffix}", f"ordering-{suffix}"
+    for table, key in ((idempotency_table, "id"), (jobs_table, "job_id"), (ordering_table, "object")):
         ddb.create_table(
             TableName=table,
             KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
@@ -153,13 +154,17 @@ def create_deployment(versioned: bool = False) -> Deployment:
     events.put_targets(
         Rule=f"all-{suffix}", EventBusName=bus_name, Targets=[{"Id": "capture", "Arn": events_queue_arn}]
     )
-    deployment = Deployment(bucket, queue_url, dlq_url, idempotency_table, jobs_table, bus_name, events_queue_url)
+    deployment = Deployment(
+        bucket, queue_url, dlq_url, idempotency_table, jobs_table, ordering_table, bus_name, events_queue_url
+    )
     deployment.env = {
         "INPUT_BUCKET": bucket,
         "IDEMPOTENCY_TABLE": idempotency_table,
         "JOBS_TABLE": jobs_table,
+        "ORDERING_TABLE": ordering_table,
         "EVENT_BUS_NAME": bus_name,
         "WORK_QUEUE_URL": queue_url,
+        "DEAD_LETTER_QUEUE_ARN": dlq_arn,
         "POWERTOOLS_SERVICE_NAME": "diarization",
         "POWERTOOLS_METRICS_NAMESPACE": "DiarizationTest",
     }

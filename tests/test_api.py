@@ -27,7 +27,7 @@ def deployment(moto_endpoint: str) -> Deployment:
 def app(deployment: Deployment, tiny_model_dir: Path, tmp_path: Path) -> FunctionApp:
     env = {**os.environ, **deployment.env, "MODEL_DIR": str(tiny_model_dir), "NUM_THREADS": "2"}
     app = FunctionApp(env)
-    app.processor.workdir = tmp_path
+    app.diarize_object.workdir = app.api.diarize_sync.workdir = tmp_path
     return app
 
 
@@ -187,7 +187,7 @@ def test_sync_diarize_from_s3(app: FunctionApp, deployment: Deployment, tmp_path
 
 
 def test_sync_diarize_refuses_what_cannot_finish_in_time(app: FunctionApp, encoded_samples) -> None:
-    app.processor.speed.real_time_factor = 1.0  # 30 s of audio then needs ~32 s, more than the 25 s budget
+    app.diarize_object.speed.real_time_factor = 1.0  # 30 s of audio then needs ~32 s, more than the 25 s budget
     audio = base64.b64encode(encoded_samples["opus"].read_bytes()).decode()
     status, body = call(app, "POST", "/diarize", {"audio_base64": audio})
     assert status == 422 and body["error"]["code"] == "TOO_LONG_FOR_SYNC" and "POST /jobs" in body["error"]["message"]

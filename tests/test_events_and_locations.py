@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from diarization.aws import events
-from diarization.aws.locations import Locations, ObjectRef
 from diarization.aws.settings import AwsSettings
 from diarization.errors import (
     ConfigurationError,
@@ -18,6 +17,7 @@ from diarization.errors import (
     InvalidRequestError,
     UnsupportedEventError,
 )
+from diarization.service.locations import Locations, ObjectRef
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 
@@ -49,7 +49,7 @@ def test_committed_sample_events_parse() -> None:
     assert events.kind_of(load("api-create-job.json")) == "api"
 
 
-def work_of(event: dict[str, Any]) -> tuple[list[events.WorkItem], list[dict[str, Any]]]:
+def work_of(event: dict[str, Any]) -> tuple[list[events.ObjectRequest], list[dict[str, Any]]]:
     """What the function would do with an event: the objects to process and the GPU completions."""
     kind = events.kind_of(event)
     if kind == "sqs":

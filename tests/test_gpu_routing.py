@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 from diarization.aws.app import FunctionApp
-from diarization.aws.routing import GpuRouter
+from diarization.aws_ports.sagemaker import GpuRouter
 from diarization.result import load_schema
 from inference_container import Container
 from local_aws import Deployment, LambdaContext, create_deployment
@@ -77,7 +77,7 @@ def gpu(
         "GPU_THRESHOLD_SECONDS": "600",
     }
     app = FunctionApp(env)
-    app.processor.workdir = tmp_path
+    app.diarize_object.workdir = app.api.diarize_sync.workdir = tmp_path
     yield GpuStack(deployment, stand_in, inbox, app)
     stand_in.stop()
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from diarization.aws.locations import Locations, ObjectRef
 from diarization.aws.settings import AwsSettings
+from diarization.service.locations import Locations, ObjectRef
 from local_build import ROOT, build_image, sam_build, tool_env
 from local_sam import BUCKET, ENV_FILE, EXAMPLE_JOB_ID, FUNCTION, GPU_OUTPUT_FIXTURE, LocalAws, sam_env
 

@@ -24,10 +24,10 @@ import pytest
 
 from diarization.aws import events
 from diarization.aws.app import FunctionApp
-from diarization.aws.locations import ObjectRef
-from diarization.aws.storage import S3Store
+from diarization.aws_ports.s3 import S3Store
 from diarization.errors import InputChangedError
 from diarization.result import load_schema
+from diarization.service.locations import ObjectRef
 from local_aws import Deployment, LambdaContext, create_deployment
 from local_sagemaker import sns_event, topic_with_queue
 from media import speech_like, write_float_wav
@@ -52,7 +52,7 @@ def scratch(tmp_path: Path) -> Path:
 def make_app(deployment: Deployment, model_dir: Path, scratch: Path, **extra: str) -> FunctionApp:
     env = {**os.environ, **deployment.env, "MODEL_DIR": str(model_dir), "NUM_THREADS": "2", **extra}
     app = FunctionApp(env)
-    app.processor.workdir = scratch
+    app.diarize_object.workdir = app.api.diarize_sync.workdir = scratch
     return app
 
 
@@ -251,9 +251,9 @@ def test_duplicate_delivery_runs_the_pipeline_once(app: FunctionApp, deployment:
     event = deployment.sqs_event(deployment.notifications(1))
     assert app.idempotency_config is not None
     app.idempotency_config.register_lambda_context(LambdaContext())
-    first = app.processor.process(*_items(event), LambdaContext())
+    first = app.process(*_items(event), LambdaContext())
     before = deployment.s3.head_object(Bucket=deployment.bucket, Key="results/dup.opus.json")["LastModified"]
-    second = app.processor.process(*_items(event), LambdaContext())
+    second = app.process(*_items(event), LambdaContext())
     assert second == first  # same timings: the stored outcome, not a second run
     after = deployment.s3.head_object(Bucket=deployment.bucket, Key="results/dup.opus.json")["LastModified"]
     assert after == before
@@ -280,16 +280,19 @@ def test_same_key_new_content_is_processed_again(app: FunctionApp, deployment: D
 def test_version_in_the_event_is_the_version_processed(
     moto_endpoint: str, tiny_model_dir: Path, scratch: Path, encoded_samples
 ) -> None:
+    """Each event reads the version it names; the older one's outcome is not published over the newer one's."""
     deployment = create_deployment(versioned=True)
     app = make_app(deployment, tiny_model_dir, scratch)
     first = deployment.s3.put_object(
         Bucket=deployment.bucket, Key="audio/ver.wav", Body=encoded_samples["wav"].read_bytes()
     )
-    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/ver.wav", Body=b"overwritten with garbage")
-    outcome = app.lambda_handler(
-        {"bucket": deployment.bucket, "key": "audio/ver.wav", "version_id": first["VersionId"]}, LambdaContext()
-    )
-    assert outcome["status"] == "succeeded" and outcome["version_id"] == first["VersionId"]
+    second = deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/ver.wav", Body=b"overwritten with garbage")
+    event = {"bucket": deployment.bucket, "key": "audio/ver.wav"}
+    newer = app.lambda_handler({**event, "version_id": second["VersionId"]}, LambdaContext())
+    assert newer["status"] == "failed" and newer["version_id"] == second["VersionId"]
+    older = app.lambda_handler({**event, "version_id": first["VersionId"]}, LambdaContext())
+    assert older["status"] == "skipped" and older["reason"].startswith("superseded")
+    assert error_object(deployment, "ver.wav")["input"]["version_id"] == second["VersionId"]
 
 
 def test_a_late_event_processes_the_current_version_once(
@@ -356,24 +359,21 @@ class OverwritingStore(S3Store):
         super().download(ref, path)
 
 
-def test_a_change_between_head_and_download_names_both_etags(
-    app: FunctionApp, deployment: Deployment, encoded_samples
+def test_a_change_between_head_and_download_leaves_the_outputs_to_the_newer_version(
+    app: FunctionApp, deployment: Deployment, encoded_samples, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """INPUT_CHANGED is about an older version: logged with both ETags, never written over the newer version's."""
     upload(deployment, "audio/race.wav", encoded_samples["wav"].read_bytes())
     read = deployment.s3.head_object(Bucket=deployment.bucket, Key="audio/race.wav")["ETag"].strip('"')
-    app.processor.store = OverwritingStore(encoded_samples["flac"].read_bytes())
+    app.diarize_object.store = OverwritingStore(encoded_samples["flac"].read_bytes())
 
     outcome = app.lambda_handler({"bucket": deployment.bucket, "key": "audio/race.wav"}, LambdaContext())
 
     now = deployment.s3.head_object(Bucket=deployment.bucket, Key="audio/race.wav")["ETag"].strip('"')
-    assert read != now and outcome["error"]["code"] == "INPUT_CHANGED"
-    error = error_object(deployment, "race.wav")["error"]
-    assert read in error["message"] and now in error["message"]
-    assert error["details"] == {
-        "uri": f"s3://{deployment.bucket}/audio/race.wav",
-        "expected_etag": read,
-        "current_etag": now,
-    }
+    assert read != now and outcome["status"] == "skipped" and outcome["reason"].startswith("superseded")
+    assert deployment.object_keys("results/") == []
+    (warning,) = [r for r in caplog.records if getattr(r, "error_code", None) == "INPUT_CHANGED"]
+    assert read in warning.getMessage() and now in warning.getMessage()
 
 
 def test_download_of_a_changed_object_directly(deployment: Deployment, tmp_path: Path) -> None:
@@ -390,16 +390,14 @@ def test_download_of_a_changed_object_directly(deployment: Deployment, tmp_path:
 
 
 def test_a_stale_etag_in_a_versioned_bucket_pins_the_version(
-    moto_endpoint: str, tiny_model_dir: Path, scratch: Path, encoded_samples
+    moto_endpoint: str, tiny_model_dir: Path, scratch: Path, encoded_samples, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No version id in the event: the current version is chosen and read by its id, so a later
     overwrite does not disturb the run."""
     deployment = create_deployment(versioned=True)
     app = make_app(deployment, tiny_model_dir, scratch)
-    put = deployment.s3.put_object(
-        Bucket=deployment.bucket, Key="audio/pinned.wav", Body=encoded_samples["wav"].read_bytes()
-    )
-    app.processor.store = OverwritingStore(b"overwritten with garbage")
+    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/pinned.wav", Body=encoded_samples["wav"].read_bytes())
+    app.diarize_object.store = OverwritingStore(b"overwritten with garbage")
     event = {
         "Records": [
             {
@@ -413,8 +411,10 @@ def test_a_stale_etag_in_a_versioned_bucket_pins_the_version(
         ]
     }
     (outcome,) = app.lambda_handler(event, LambdaContext())["outcomes"]
-    assert outcome["status"] == "succeeded", outcome
-    assert outcome["version_id"] == put["VersionId"] and outcome["etag"] == put["ETag"].strip('"')
+    # The pinned version was read and diarized; the overwrite is newer, so its own event publishes.
+    assert outcome["status"] == "skipped" and outcome["reason"].startswith("superseded"), outcome
+    (diarized,) = [r for r in caplog.records if r.getMessage() == "diarized"]
+    assert diarized.published is False
 
 
 def s3_through_sns(deployment: Deployment) -> str:
@@ -585,7 +585,7 @@ def test_access_denied_is_an_error_object(iam_enforcing_s3, tiny_model_dir: Path
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it resolved first
     app = FunctionApp({**os.environ, "MODEL_DIR": str(tiny_model_dir), "INPUT_BUCKET": "locked-audio"})
-    app.processor.workdir = scratch
+    app.diarize_object.workdir = app.api.diarize_sync.workdir = scratch
     outcome = app.lambda_handler({"bucket": "locked-audio", "key": "audio/secret.wav"}, LambdaContext())
     assert outcome["status"] == "failed" and outcome["error"]["code"] == "ACCESS_DENIED"
     assert "s3:GetObject" in outcome["error"]["message"]

@@ -12,19 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from diarization.aws.jobs import JobStore, new_job_id
-from diarization.aws.locations import Locations, ObjectRef, check_safe_name, parse_s3_uri
-from diarization.aws.processing import Processor
 from diarization.aws.settings import AwsSettings
-from diarization.aws.storage import S3Store
-from diarization.engine import decode_within_limits
+from diarization.aws_ports.dynamodb_jobs import JobStore, new_job_id
+from diarization.aws_ports.s3 import S3Store
 from diarization.errors import (
     AudioTooLargeError,
     ConfigurationError,
@@ -32,12 +27,15 @@ from diarization.errors import (
     InvalidParameterError,
     InvalidRequestError,
     NotFoundError,
-    TooLongForSyncError,
 )
 from diarization.hints import HINT_NAMES, SpeakerHints
+from diarization.service.locations import Locations, ObjectRef, check_safe_name, parse_s3_uri
+from diarization.service.sync import DiarizeSync, SyncRequest
 
 MAX_INLINE_AUDIO_BYTES = 4 * 1024 * 1024
 """Base64 inflates by 4/3 and a synchronous Lambda request stops at 6 MB."""
+MAX_SYNC_OBJECT_BYTES = MAX_INLINE_AUDIO_BYTES * 8
+"""POST /diarize with an `s3_uri`: larger objects are not worth downloading for a 30 s answer."""
 
 
 def error_response(error: DiarizationError) -> Response[str]:
@@ -55,16 +53,17 @@ def json_response(status: int, body: dict[str, Any]) -> Response[str]:
 class Api:
     def __init__(
         self,
-        processor: Processor,
+        diarize_sync: DiarizeSync,
+        locations: Locations,
         settings: AwsSettings,
         store: S3Store,
         jobs: JobStore | None,
         queue: Any | None,
         logger: Logger,
     ) -> None:
-        self.processor = processor
+        self.diarize_sync = diarize_sync
         self.settings = settings
-        self.locations = Locations(settings)
+        self.locations = locations
         self.store = store
         self.jobs = jobs
         self.queue = queue
@@ -192,37 +191,17 @@ class Api:
     def diarize(self) -> Response[str]:
         body = self._body({"s3_uri", "audio_base64", "filename", *HINT_NAMES})
         hints = SpeakerHints.from_mapping(body)
-        diarizer = self.processor.diarizer
         if ("s3_uri" in body) == ("audio_base64" in body):
             raise InvalidRequestError('Give exactly one of "s3_uri" or "audio_base64".')
         if "audio_base64" in body:
-            data = self._inline_audio(body["audio_base64"])
             name = body.get("filename") or "upload"
             if not isinstance(name, str):
                 raise InvalidParameterError('"filename" must be a string.', parameter="filename")
-            audio, decode_seconds = decode_within_limits(diarizer.settings, data)
+            request = SyncRequest(self._inline_audio(body["audio_base64"]), hints, name)
         else:
             ref = self.locations.parse_input_uri(body["s3_uri"])
-            size, exact = self.store.head(ref)
-            if size > MAX_INLINE_AUDIO_BYTES * 8:
-                raise TooLongForSyncError(
-                    f"{ref.uri} is {size} bytes: too large for a synchronous answer; use POST /jobs."
-                )
-            with tempfile.TemporaryDirectory(dir=self.processor.workdir) as scratch:
-                local = Path(scratch) / "input"
-                self.store.download(exact, local)
-                audio, decode_seconds = decode_within_limits(diarizer.settings, local)
-            name = ref.uri
-        needed = self.processor.speed.seconds_for(audio.duration_seconds)
-        if needed > self.settings.sync_budget_seconds:
-            raise TooLongForSyncError(
-                f"{audio.duration_seconds:.0f} s of audio needs about {needed:.0f} s, more than the "
-                f"{self.settings.sync_budget_seconds:.0f} s a synchronous request may take; use POST /jobs.",
-                audio_seconds=round(audio.duration_seconds, 3),
-                estimated_seconds=round(needed, 1),
-            )
-        result = diarizer.diarize_decoded(audio, hints, name, decode_seconds)
-        return json_response(200, result.to_dict())
+            request = SyncRequest(ref, hints, ref.uri)
+        return json_response(200, self.diarize_sync(request).to_dict())
 
     @staticmethod
     def _inline_audio(value: Any) -> bytes:

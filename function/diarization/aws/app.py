@@ -1,14 +1,18 @@
-"""Wiring of the Lambda function: settings, clients, the loaded pipeline, and event dispatch.
+"""The Lambda host: wiring (settings, the ports' AWS implementations, the loaded pipeline) and the
+adapter that turns each event into use-case calls and their outcomes into Lambda's answer.
 
 Built once per container at init (``diarization.handler``), so the model load and the clients are
-paid for once; tests build the same object from an explicit environment.
+paid for once; tests build the same object from an explicit environment. Per-call state (the
+invocation's deadline and request id) goes to the use cases as an ``Invocation``, never onto this object.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,16 +27,23 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 
 from diarization.aws import events
-from diarization.aws.api import Api
-from diarization.aws.completion import Completion
-from diarization.aws.jobs import JobStore
-from diarization.aws.notifications import Notifier
-from diarization.aws.processing import Processor
-from diarization.aws.routing import GpuRouter
+from diarization.aws.api import MAX_SYNC_OBJECT_BYTES, Api
 from diarization.aws.settings import AwsSettings
-from diarization.aws.storage import S3Store
+from diarization.aws.telemetry import PowertoolsTelemetry
+from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
+from diarization.aws_ports.eventbridge import Notifier
+from diarization.aws_ports.s3 import S3Store
+from diarization.aws_ports.sagemaker import GpuRouter
 from diarization.config import Settings
 from diarization.engine import Diarizer
+from diarization.service.abandon import AbandonObject
+from diarization.service.completion import CompleteInference
+from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
+from diarization.service.locations import Locations
+from diarization.service.model import Invocation, ObjectRequest
+from diarization.service.publishing import Publisher
+from diarization.service.sync import DiarizeSync, SyncBudget
 
 IDEMPOTENCY_KEY = "[bucket, key, version_id, etag, hints]"
 """One run per object version (or ETag) and set of hints, however often it is delivered."""
@@ -55,7 +66,7 @@ class FunctionApp:
         jobs = JobStore(self.aws.jobs_table, self.aws.job_ttl_days) if self.aws.jobs_table else None
         notifier = Notifier(self.aws.event_bus_name) if self.aws.event_bus_name else None
         self.idempotency_config: IdempotencyConfig | None = None
-        idempotent: Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]] | None = None
+        idempotent: Idempotent | None = None
         if self.aws.idempotency_table:
             config = IdempotencyConfig(
                 event_key_jmespath=IDEMPOTENCY_KEY,
@@ -78,23 +89,32 @@ class FunctionApp:
             if self.aws.sagemaker_endpoint_name
             else None
         )
-        self.processor = Processor(
+        telemetry = PowertoolsTelemetry(self.metrics, self.tracer)
+        locations = Locations(self.aws)
+        ordering = DynamoOrdering(self.aws.ordering_table) if self.aws.ordering_table else None
+        publisher = Publisher(store, notifier, self.logger, telemetry, ordering)
+        speed = SpeedEstimate(self.aws.expected_real_time_factor)
+        workdir = Path(tempfile.gettempdir())
+        self.diarize_object = DiarizeObject(
             self.diarizer,
-            self.aws,
+            locations,
             store,
+            publisher,
             jobs,
-            notifier,
             self.logger,
-            self.metrics,
-            self.tracer,
-            idempotent,
+            telemetry,
+            deadline_margin_seconds=self.aws.deadline_margin_seconds,
+            speed=speed,
+            workdir=workdir,
             router=router,
+            idempotent=idempotent,
         )
-        self.completion = Completion(
-            self.processor.locations, store, self.processor.publisher, jobs, self.logger, self.metrics
-        )
+        self.complete_inference = CompleteInference(locations, store, publisher, jobs, self.logger, telemetry)
+        self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
+        budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
+        diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
-        self.api = Api(self.processor, self.aws, store, jobs, queue, self.logger)
+        self.api = Api(diarize_sync, locations, self.aws, store, jobs, queue, self.logger)
         self.batch = BatchProcessor(event_type=EventType.SQS)
         self.lambda_handler = self.logger.inject_lambda_context(clear_state=True)(
             self.tracer.capture_lambda_handler(self.metrics.log_metrics(capture_cold_start_metric=True)(self.handle))
@@ -117,31 +137,60 @@ class FunctionApp:
         if kind == "api":
             return self.api.resolve(event, context)
         if kind == "sqs":
+            dead_letters = self.aws.dead_letter_queue_arn is not None and all(
+                record.get("eventSourceARN") == self.aws.dead_letter_queue_arn for record in event["Records"]
+            )
             response: PartialItemFailureResponse = process_partial_response(
-                event=event, record_handler=self._sqs_record, processor=self.batch, context=context
+                event=event,
+                record_handler=self._dead_letter_record if dead_letters else self._sqs_record,
+                processor=self.batch,
+                context=context,
             )
             return response
         if kind == "sns":
             outcomes = [outcome for record in event["Records"] for outcome in self._sns_record(record, context)]
             return {"outcomes": outcomes}
         if kind == "direct":
-            (item,) = events.from_direct(event)
-            return self.processor.process(item, context)
-        items = events.from_s3_notification(event) if kind == "s3" else events.from_eventbridge(event)
-        return {"outcomes": [self.processor.process(item, context) for item in items]}
+            (request,) = events.from_direct(event)
+            return self.process(request, context)
+        requests = events.from_s3_notification(event) if kind == "s3" else events.from_eventbridge(event)
+        return {"outcomes": [self.process(request, context) for request in requests]}
+
+    def process(self, request: ObjectRequest, context: Any) -> dict[str, Any]:
+        """One object: the use case's outcome as the JSON Lambda answers with."""
+        self.logger.append_keys(s3_bucket=request.ref.bucket, s3_key=request.ref.key)
+        outcome: dict[str, Any] = self.diarize_object(request, invocation_of(context)).to_dict()
+        return outcome
 
     def _sns_record(self, record: dict[str, Any], context: Any) -> list[dict[str, Any]]:
         """S3 -> SNS -> Lambda or a SageMaker completion: each record by its own message."""
         work = events.from_sns_record(record)
         if work.completion is not None:
-            return [self.completion.handle(work.completion, getattr(context, "aws_request_id", None))]
-        return [self.processor.process(item, context) for item in work.items]
+            self.logger.append_keys(inference_id=work.completion.get("inferenceId"))
+            return [self.complete_inference(work.completion, invocation_of(context)).to_dict()]
+        return [self.process(request, context) for request in work.items]
+
+    def _dead_letter_record(self, record: SQSRecord) -> list[dict[str, Any]]:
+        """A message the function gave up on: its objects get error objects and their jobs fail. A message that is
+        not work (malformed, an SNS confirmation) fails here too, so it stays in the queue for a person."""
+        self.logger.append_keys(message_id=record.message_id)
+        deliveries = int(record.attributes.approximate_receive_count)
+        invocation = invocation_of(self.batch.lambda_context)
+        return [
+            self.abandon_object(request, invocation, deliveries).to_dict()
+            for request in events.from_sqs_body(record.body)
+        ]
 
     def _sqs_record(self, record: SQSRecord) -> list[dict[str, Any]]:
         """Raising marks only this message as failed: SQS redelivers it and, in the end, dead-letters it."""
         self.logger.append_keys(message_id=record.message_id)
-        return [self.processor.process(item, self._context) for item in events.from_sqs_body(record.body)]
+        context = self.batch.lambda_context
+        return [self.process(request, context) for request in events.from_sqs_body(record.body)]
 
-    @property
-    def _context(self) -> Any:
-        return self.batch.lambda_context
+
+def invocation_of(context: Any) -> Invocation:
+    """Lambda's context object -> the service's per-call value (deadline, request id)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return Invocation.from_remaining(
+        remaining() / 1000 if callable(remaining) else None, getattr(context, "aws_request_id", None)
+    )

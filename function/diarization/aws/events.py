@@ -1,4 +1,4 @@
-"""Turn every trigger's event into work items: which object, which hints, which job.
+"""Turn every trigger's event into object requests: which object, which hints, which job.
 
 Shapes handled: S3 notifications (direct, inside SQS bodies, or wrapped in SNS: S3 -> SNS -> Lambda and
 S3 -> SNS -> SQS), EventBridge "Object Created" (direct or via SQS), job messages that POST /jobs puts on
@@ -6,7 +6,7 @@ the queue, direct invocations ``{"bucket", "key", hints...}`` (what `sam local i
 send), and SageMaker async completions (SNS -> Lambda).
 
 SNS records are told apart by their message, one record at a time: an S3 notification (``Records`` from
-``aws:s3``, or ``s3:TestEvent``) becomes work items; a SageMaker async notification (``invocationStatus``,
+``aws:s3``, or ``s3:TestEvent``) becomes object requests; a SageMaker async notification (``invocationStatus``,
 ``requestParameters.inputLocation``) becomes a completion. Inside SQS only S3 notifications are accepted
 in an SNS envelope (raw message delivery off; with it on the body *is* the S3 notification): SageMaker
 completions go to the function through the topic's own Lambda subscription.
@@ -22,32 +22,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from diarization.aws.locations import ObjectRef
 from diarization.errors import InvalidRequestError, UnsupportedEventError
 from diarization.hints import HINT_NAMES
+from diarization.service.locations import ObjectRef
+from diarization.service.model import ObjectRequest
 
 SNS_CONFIRMATIONS = ("SubscriptionConfirmation", "UnsubscribeConfirmation")
 SNS_TYPES = ("Notification", *SNS_CONFIRMATIONS)
 
 
 @dataclass(frozen=True)
-class WorkItem:
-    ref: ObjectRef
-    hints: Mapping[str, Any] = field(default_factory=dict)
-    job_id: str | None = None
-    key_may_be_encoded: bool = False
-    """EventBridge documents raw keys, but URL-encoded ones have been seen: try both."""
-
-
-@dataclass(frozen=True)
 class SnsWork:
     """What one SNS record asks for: objects to process (S3 -> SNS), or a GPU job to complete (SageMaker)."""
 
-    items: tuple[WorkItem, ...] = ()
+    items: tuple[ObjectRequest, ...] = ()
     completion: dict[str, Any] | None = None
 
 
@@ -79,7 +71,7 @@ def kind_of(event: Any) -> str:
     )
 
 
-def from_s3_notification(notification: Mapping[str, Any]) -> list[WorkItem]:
+def from_s3_notification(notification: Mapping[str, Any]) -> list[ObjectRequest]:
     """Records of an S3 event notification; ``s3:TestEvent`` (sent when a notification is set up) has none."""
     if notification.get("Event") == "s3:TestEvent":
         return []
@@ -92,13 +84,12 @@ def from_s3_notification(notification: Mapping[str, Any]) -> list[WorkItem]:
         bucket, key = (s3.get("bucket") or {}).get("name"), obj.get("key")
         if not bucket or not key:
             raise InvalidRequestError("S3 notification record without bucket name or object key.")
-        items.append(
-            WorkItem(ObjectRef(bucket, unquote_plus(key), obj.get("versionId") or None, obj.get("eTag") or None))
-        )
+        ref = ObjectRef(bucket, unquote_plus(key), obj.get("versionId") or None, obj.get("eTag") or None)
+        items.append(ObjectRequest(ref, sequencer=obj.get("sequencer") or None))
     return items
 
 
-def from_eventbridge(event: Mapping[str, Any]) -> list[WorkItem]:
+def from_eventbridge(event: Mapping[str, Any]) -> list[ObjectRequest]:
     if event.get("detail-type") != "Object Created":
         return []
     detail = event.get("detail") or {}
@@ -107,13 +98,13 @@ def from_eventbridge(event: Mapping[str, Any]) -> list[WorkItem]:
     if not bucket or not obj.get("key"):
         raise InvalidRequestError("EventBridge 'Object Created' event without bucket name or object key.")
     ref = ObjectRef(bucket, obj["key"], obj.get("version-id") or None, obj.get("etag") or None)
-    return [WorkItem(ref, key_may_be_encoded=True)]
+    return [ObjectRequest(ref, key_may_be_encoded=True, sequencer=obj.get("sequencer") or None)]
 
 
 DIRECT_FIELDS = {"bucket", "key", "version_id", "job_id", *HINT_NAMES}
 
 
-def from_direct(event: Mapping[str, Any]) -> list[WorkItem]:
+def from_direct(event: Mapping[str, Any]) -> list[ObjectRequest]:
     """``{"bucket", "key", "version_id"?, hints...}``; also the job messages POST /jobs enqueues."""
     unknown = sorted(set(event) - DIRECT_FIELDS)
     if unknown:
@@ -126,7 +117,7 @@ def from_direct(event: Mapping[str, Any]) -> list[WorkItem]:
     version = event.get("version_id")
     job_id = event.get("job_id")
     hints = {name: event[name] for name in HINT_NAMES if name in event}
-    return [WorkItem(ObjectRef(bucket, key, version if isinstance(version, str) else None), hints, job_id)]
+    return [ObjectRequest(ObjectRef(bucket, key, version if isinstance(version, str) else None), hints, job_id)]
 
 
 def from_sns_record(record: Mapping[str, Any]) -> SnsWork:
@@ -147,7 +138,7 @@ def from_sns_record(record: Mapping[str, Any]) -> SnsWork:
     )
 
 
-def from_sqs_body(body: str) -> list[WorkItem]:
+def from_sqs_body(body: str) -> list[ObjectRequest]:
     try:
         message = json.loads(body)
     except ValueError as error:
@@ -185,7 +176,7 @@ def is_sagemaker_notification(message: Mapping[str, Any]) -> bool:
     )
 
 
-def _from_sns_envelope(envelope: Mapping[str, Any]) -> list[WorkItem]:
+def _from_sns_envelope(envelope: Mapping[str, Any]) -> list[ObjectRequest]:
     """S3 -> SNS -> SQS without raw message delivery: the body is SNS's envelope around the S3 notification."""
     topic = str(envelope["TopicArn"])
     message = _sns_message(envelope.get("Type"), envelope.get("Message"), topic)

@@ -19,8 +19,12 @@ class AwsSettings:
     output_prefix: str = "results/"
     idempotency_table: str | None = None
     jobs_table: str | None = None
+    ordering_table: str | None = None
+    """Per-key ordering records (see diarization.service.ordering); None: only the current-version check."""
     event_bus_name: str | None = None
     work_queue_url: str | None = None
+    dead_letter_queue_arn: str | None = None
+    """Messages from this queue are given up on (error object, failed job), not processed again."""
     """Where POST /jobs with an `s3_uri` enqueues work (the queue the bucket notifies)."""
     expected_real_time_factor: float = 0.6
     """Seconds of processing per second of audio assumed before this container has measured its own."""
@@ -77,8 +81,10 @@ class AwsSettings:
             output_prefix=output_prefix,
             idempotency_table=text("IDEMPOTENCY_TABLE"),
             jobs_table=text("JOBS_TABLE"),
+            ordering_table=text("ORDERING_TABLE"),
             event_bus_name=text("EVENT_BUS_NAME"),
             work_queue_url=text("WORK_QUEUE_URL"),
+            dead_letter_queue_arn=text("DEAD_LETTER_QUEUE_ARN"),
             expected_real_time_factor=number("EXPECTED_REAL_TIME_FACTOR", 0.6, 0.001),
             deadline_margin_seconds=number("DEADLINE_MARGIN_SECONDS", 20.0, 0.0),
             sync_budget_seconds=number("SYNC_BUDGET_SECONDS", 25.0, 1.0),

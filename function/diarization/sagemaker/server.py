@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from diarization.config import Settings
-from diarization.engine import Diarizer, decode_within_limits
+from diarization.engine import Diarizer
 from diarization.errors import (
     AudioTooLargeError,
     DiarizationError,
@@ -33,6 +32,9 @@ from diarization.errors import (
     NotFoundError,
 )
 from diarization.hints import HINT_NAMES, SpeakerHints
+from diarization.service.locations import ObjectRef, parse_s3_uri
+from diarization.service.ports import ObjectStore
+from diarization.service.sync import DiarizeSync, SyncRequest
 
 logger = logging.getLogger("diarization.server")
 
@@ -88,6 +90,7 @@ class InferenceService:
         self.loaded = threading.Event()
         self.active = 0
         self._count = threading.Lock()
+        self._store: ObjectStore | None = None
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -131,38 +134,32 @@ class InferenceService:
             raise self.load_error or NotReadyError("The model is still loading; retry when /ping answers 200.")
         media = content_type.split(";")[0].strip().lower()
         hints_in = hints_from_attributes(attributes)
-        input_uri = unquote(attributes.get("input_uri", "")) or "upload"
         if media == "application/json":
             request = _json_object(body)
             unknown = sorted(set(request) - {"s3_uri", *HINT_NAMES})
             if unknown or "s3_uri" not in request:
                 raise InvalidRequestError(f'JSON bodies take "s3_uri" and hints only (unknown: {unknown}).')
             hints = SpeakerHints.from_mapping({**hints_in, **{k: v for k, v in request.items() if k in HINT_NAMES}})
-            return self._from_s3(self.diarizer, request["s3_uri"], hints)
-        if not media.startswith(AUDIO_TYPES):
+            ref = parse_s3_uri(request["s3_uri"])
+            work = SyncRequest(ref, hints, ref.uri)
+        elif media.startswith(AUDIO_TYPES):
+            name = unquote(attributes.get("input_uri", "")) or "upload"
+            work = SyncRequest(body, SpeakerHints.from_mapping(hints_in), name)
+        else:
             raise UnsupportedMediaTypeError(
                 f"Content-Type {content_type!r} is not supported: send audio bytes (audio/*, "
                 'application/octet-stream) or application/json {"s3_uri": ...}.'
             )
-        hints = SpeakerHints.from_mapping(hints_in)
-        with self.slot():
-            audio, decode_seconds = decode_within_limits(self.settings, body)
-            return self.diarizer.diarize_decoded(audio, hints, input_uri, decode_seconds).to_dict()
+        store = self._object_store() if isinstance(work.source, ObjectRef) else None
+        return DiarizeSync(self.diarizer, store)(work, gate=self.slot()).to_dict()
 
-    def _from_s3(self, diarizer: Diarizer, uri: Any, hints: SpeakerHints) -> dict[str, Any]:
-        from diarization.aws.locations import parse_s3_uri
-        from diarization.aws.storage import S3Store
+    def _object_store(self) -> ObjectStore:
+        """S3, created on first use: endpoints fed with bytes never need boto3."""
+        if self._store is None:
+            from diarization.aws_ports.s3 import S3Store
 
-        ref = parse_s3_uri(uri)
-        store = S3Store()
-        size, exact = store.head(ref)
-        if size > self.settings.max_audio_bytes:
-            raise AudioTooLargeError(f"{ref.uri} is {size} bytes; the limit is {self.settings.max_audio_bytes}.")
-        with self.slot(), tempfile.TemporaryDirectory() as scratch:
-            local = Path(scratch) / "input"
-            store.download(exact, local)
-            audio, decode_seconds = decode_within_limits(self.settings, local)
-            return diarizer.diarize_decoded(audio, hints, ref.uri, decode_seconds).to_dict()
+            self._store = S3Store()
+        return self._store
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

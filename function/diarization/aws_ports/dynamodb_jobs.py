@@ -1,4 +1,10 @@
-"""Jobs in DynamoDB: what the API promised, and what happened (queued -> running -> succeeded|failed)."""
+"""Jobs in DynamoDB: what the API promised, and what happened (queued -> running -> succeeded|failed).
+
+Every change is conditional, so a job ends once: a late or repeated report (a second delivery, a GPU
+failure notification after its success) finds the job ended and changes nothing. Jobs that wait for the
+same GPU inference are listed on one item of the same table, ``inference-{id}``, which also keeps the
+inference's outcome once it has ended, so a job that starts waiting afterwards ends at once.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ import boto3
 from botocore.exceptions import ClientError
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+OPEN = "#s IN (:queued, :running)"
+INFERENCE_PREFIX = "inference-"
+"""Not a job id (JOB_ID), so GET /jobs/{id} can never read these items."""
 
 
 def new_job_id() -> str:
@@ -43,15 +52,47 @@ class JobStore:
         return None if item is None else _plain(item)
 
     def mark_running(self, job_id: str) -> bool:
-        """False when the job does not exist (e.g. an upload path invented by hand)."""
-        return self._update(job_id, "running", {}, only_if="#s IN (:queued, :running)")
+        """False when the job does not exist (e.g. an upload path invented by hand) or has ended."""
+        return self._update(job_id, "running", {})
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
+        """False when the job had already ended: the first terminal state stays."""
         status = "succeeded" if outcome.get("status") == "succeeded" else "failed"
         fields = {"outcome": _storable(outcome)}
-        return self._update(job_id, status, fields, only_if=None)
+        return self._update(job_id, status, fields)
 
-    def _update(self, job_id: str, status: str, fields: dict[str, Any], only_if: str | None) -> bool:
+    def wait_for_inference(self, job_id: str, inference_id: str) -> dict[str, Any] | None:
+        """List the job under the inference; the inference's outcome if it has already ended."""
+        now = int(time.time())
+        response = self.table.update_item(
+            Key={"job_id": INFERENCE_PREFIX + inference_id},
+            UpdateExpression="ADD #w :job SET #e = if_not_exists(#e, :expires)",
+            ExpressionAttributeNames={"#w": "waiting", "#e": "expires_at"},
+            ExpressionAttributeValues={":job": {job_id}, ":expires": now + self.ttl_seconds},
+            ReturnValues="ALL_NEW",
+        )
+        outcome = response.get("Attributes", {}).get("outcome")
+        return None if outcome is None else dict(_plain(outcome))
+
+    def end_inference(self, inference_id: str, outcome: dict[str, Any]) -> list[str]:
+        """Keep the inference's first outcome; the ids of the jobs waiting for it."""
+        now = int(time.time())
+        try:
+            self.table.update_item(
+                Key={"job_id": INFERENCE_PREFIX + inference_id},
+                UpdateExpression="SET #o = :outcome, #e = if_not_exists(#e, :expires)",
+                ConditionExpression="attribute_not_exists(#o)",
+                ExpressionAttributeNames={"#o": "outcome", "#e": "expires_at"},
+                ExpressionAttributeValues={":outcome": _storable(outcome), ":expires": now + self.ttl_seconds},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+        item = self.table.get_item(Key={"job_id": INFERENCE_PREFIX + inference_id}, ConsistentRead=True).get("Item")
+        return sorted(str(job) for job in (item or {}).get("waiting", set()))
+
+    def _update(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
+        """Only while the job is open (queued or running)."""
         names = {"#s": "status", "#u": "updated_at"}
         values: dict[str, Any] = {":s": status, ":u": int(time.time())}
         sets = ["#s = :s", "#u = :u"]
@@ -59,10 +100,8 @@ class JobStore:
             names[f"#f{index}"] = name
             values[f":f{index}"] = value
             sets.append(f"#f{index} = :f{index}")
-        condition = "attribute_exists(job_id)"
-        if only_if:
-            condition += f" AND {only_if}"
-            values.update({":queued": "queued", ":running": "running"})
+        condition = f"attribute_exists(job_id) AND {OPEN}"
+        values.update({":queued": "queued", ":running": "running"})
         try:
             self.table.update_item(
                 Key={"job_id": job_id},

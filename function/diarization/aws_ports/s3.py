@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from diarization.aws.locations import ObjectRef
 from diarization.errors import AccessDeniedError, InputChangedError, InputNotFoundError
+from diarization.service.locations import ObjectRef
 
 NOT_FOUND = {"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"}
 DENIED = {"403", "AccessDenied", "AllAccessDisabled", "InvalidObjectState"}
@@ -32,11 +33,13 @@ class S3Store:
             response = self.client.head_object(**self._target(ref))
         except ClientError as error:
             raise self._map(error, ref) from error
+        modified = response.get("LastModified")
         exact = ObjectRef(
             ref.bucket,
             ref.key,
             ref.version_id or response.get("VersionId"),
             (response.get("ETag") or "").strip('"') or ref.etag,
+            modified.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if modified else None,
         )
         return int(response["ContentLength"]), exact
 

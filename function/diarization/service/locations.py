@@ -7,14 +7,30 @@ inputs, whatever the bucket notification says, so a misconfigured trigger cannot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
-from diarization.aws.settings import AwsSettings
 from diarization.errors import InvalidParameterError
 
 UPLOADS_FOLDER = "uploads/"
 """Under the input prefix: ``uploads/{job_id}/{filename}`` for files sent through the API's upload URL."""
+
+
+class Layout(Protocol):
+    """Where inputs and outputs live (the Lambda host's `AwsSettings` is one)."""
+
+    @property
+    def input_bucket(self) -> str | None: ...
+
+    @property
+    def input_prefix(self) -> str: ...
+
+    @property
+    def output_bucket(self) -> str | None: ...
+
+    @property
+    def output_prefix(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -23,6 +39,8 @@ class ObjectRef:
     key: str
     version_id: str | None = None
     etag: str | None = None
+    last_modified: str | None = field(default=None, compare=False)
+    """From HEAD, as sortable UTC text (``2026-11-25T20:55:01Z``); orders versions of one key."""
 
     @property
     def uri(self) -> str:
@@ -41,7 +59,7 @@ class OutputLocations:
 
 
 class Locations:
-    def __init__(self, settings: AwsSettings) -> None:
+    def __init__(self, settings: Layout) -> None:
         self.settings = settings
 
     def output_bucket(self, input_bucket: str) -> str:

@@ -8,15 +8,13 @@ when SageMaker reports back. Where the work ran shows in the result's `model.dev
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 from urllib.parse import quote
 
 import boto3
 
-from diarization.aws.locations import ObjectRef
 from diarization.hints import SpeakerHints
+from diarization.service.locations import ObjectRef
 
 INVOCATION_TIMEOUT_SECONDS = 3600
 """How long the container may take for one file (SageMaker's maximum)."""
@@ -54,12 +52,3 @@ class GpuRouter:
             "output_location": response.get("OutputLocation"),
             "failure_location": response.get("FailureLocation"),
         }
-
-
-def inference_id_for(request: dict[str, Any]) -> str:
-    """The job's id when there is one (so the completion finds the job), else a digest of the request."""
-    job_id = request.get("job_id")
-    if isinstance(job_id, str) and job_id:
-        return job_id
-    key = json.dumps([request["bucket"], request["key"], request["version_id"], request["etag"], request["hints"]])
-    return hashlib.sha256(key.encode()).hexdigest()[:32]

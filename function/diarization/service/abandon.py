@@ -1,0 +1,62 @@
+"""Give up on an object whose message the function could not process (timeout, out of memory, an unmapped
+error): after SQS's retries it is dead-lettered, and this use case, fed from the dead-letter queue, writes
+the error object and fails the job, so nothing waits for a result that will not come.
+
+It runs no diarization. The version is pinned and ordered like any run (see ``diarization.service.ordering``):
+an older version, or a version that has already succeeded, keeps its outputs; a job that has already ended
+keeps its state.
+"""
+
+from __future__ import annotations
+
+from diarization.errors import AccessDeniedError, DiarizationError, InputNotFoundError
+from diarization.service.diarize_object import pin_version
+from diarization.service.locations import Locations
+from diarization.service.model import Invocation, ObjectRequest
+from diarization.service.ordering import order_of
+from diarization.service.outcomes import Outcome, Skipped, with_job
+from diarization.service.ports import JobStore, Log, ObjectStore
+from diarization.service.publishing import Publisher
+
+GAVE_UP = (
+    "{uri} could not be processed: every delivery ended without an answer (the function timed out, ran out of "
+    "memory or failed unexpectedly; its logs have the request ids). Upload it again, or raise the function's "
+    "memory or timeout, or route long audio to the GPU endpoint."
+)
+
+
+class AbandonObject:
+    def __init__(
+        self,
+        locations: Locations,
+        store: ObjectStore,
+        publisher: Publisher,
+        jobs: JobStore | None,
+        log: Log,
+    ) -> None:
+        self.locations = locations
+        self.store = store
+        self.publisher = publisher
+        self.jobs = jobs
+        self.log = log
+
+    def __call__(self, request: ObjectRequest, invocation: Invocation, deliveries: int | None) -> Outcome:
+        ref = request.ref
+        reason = self.locations.skip_reason(ref)
+        if reason:
+            return Skipped(input=ref.uri, reason=reason)
+        job_id = request.job_id or self.locations.job_id_of_upload(ref)
+        error = DiarizationError(GAVE_UP.format(uri=ref.uri), deliveries=deliveries)
+        outcome: Outcome
+        try:
+            _, exact, sequencer = pin_version(self.store, request, self.log)
+        except (InputNotFoundError, AccessDeniedError):
+            outcome = self.publisher.failed(ref, self.locations.outputs(ref), error, invocation.request_id)
+        else:
+            outputs = self.locations.outputs(exact)
+            order = order_of(exact, sequencer)
+            outcome = self.publisher.failed(exact, outputs, error, invocation.request_id, order=order)
+        outcome = with_job(outcome, job_id)
+        if job_id and self.jobs:
+            self.jobs.finish(job_id, outcome.to_dict())
+        return outcome

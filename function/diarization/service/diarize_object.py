@@ -1,0 +1,318 @@
+"""Diarize one S3 object end to end: the single path every trigger goes through.
+
+head (size limit before download) -> [idempotency] -> download -> decode -> route or deadline guard
+-> diarize -> write JSON + RTTM (or .error.json) -> metrics, event, job. A bad file is a *handled*
+outcome (an error object, no retry); only unexpected failures raise, so the host retries them
+(SQS redelivers, then dead-letters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+from diarization.engine import Diarizer, decode_within_limits
+from diarization.errors import (
+    AudioTooLargeError,
+    AudioTooLongForLambdaError,
+    DiarizationError,
+    EmptyAudioError,
+    InputChangedError,
+    InputNotFoundError,
+)
+from diarization.hints import SpeakerHints
+from diarization.service.locations import Locations, ObjectRef
+from diarization.service.model import Invocation, ObjectRequest
+from diarization.service.ordering import Order, order_of
+from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
+from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore, Telemetry
+from diarization.service.publishing import Publisher
+
+FIXED_OVERHEAD_SECONDS = 2.0
+"""Upload, events and bookkeeping after diarization."""
+
+Idempotent = Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]
+"""Wraps the run of one exact version so a redelivery returns the stored outcome (Powertools in Lambda)."""
+
+
+class SpeedEstimate:
+    """Seconds of diarization per second of audio: configured at first, then what this process measured."""
+
+    def __init__(self, initial: float) -> None:
+        self.real_time_factor = initial
+        self.measured = False
+
+    def seconds_for(self, audio_seconds: float) -> float:
+        return audio_seconds * self.real_time_factor + FIXED_OVERHEAD_SECONDS
+
+    def observe(self, audio_seconds: float, seconds: float) -> None:
+        if audio_seconds < 10:  # fixed costs dominate short files and would overstate the speed
+            return
+        observed = seconds / audio_seconds
+        self.real_time_factor = observed if not self.measured else 0.5 * (self.real_time_factor + observed)
+        self.measured = True
+
+
+@dataclass(frozen=True)
+class PinnedRun:
+    """One exact version with its hints: the idempotency key, and what the run reads."""
+
+    ref: ObjectRef
+    size: int
+    hints: SpeakerHints
+    job_id: str | None
+    order: Order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.ref.bucket,
+            "key": self.ref.key,
+            "version_id": self.ref.version_id,
+            "etag": self.ref.etag,
+            "size": self.size,
+            "hints": self.hints.to_dict(),
+            "job_id": self.job_id,
+            "order": [self.order.position, self.order.version],
+        }
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> PinnedRun:
+        ref = ObjectRef(body["bucket"], body["key"], body["version_id"], body["etag"])
+        return cls(ref, body["size"], SpeakerHints.from_mapping(body["hints"]), body["job_id"], Order(*body["order"]))
+
+
+def inference_id_for(run: PinnedRun) -> str:
+    """The job's id when there is one (so the completion finds the job), else a digest of the run."""
+    if run.job_id:
+        return run.job_id
+    key = json.dumps([run.ref.bucket, run.ref.key, run.ref.version_id, run.ref.etag, run.hints.to_dict()])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def pin_version(store: ObjectStore, request: ObjectRequest, log: Log) -> tuple[int, ObjectRef, str | None]:
+    """Size, the exact version, and the event's sequencer if that version is the one the event named."""
+    try:
+        return _pin(store, request.ref, request.sequencer, log)
+    except InputNotFoundError:
+        decoded = unquote_plus(request.ref.key)
+        if not request.key_may_be_encoded or decoded == request.ref.key:
+            raise
+        return _pin(store, replace(request.ref, key=decoded), request.sequencer, log)
+
+
+def _pin(store: ObjectStore, ref: ObjectRef, sequencer: str | None, log: Log) -> tuple[int, ObjectRef, str | None]:
+    """The version to process, pinned for the download by the ref returned.
+
+    An event's ETag without a version id is a hint, not a condition: sample events (`sam local
+    generate-event`) carry a placeholder, and a late event for an overwritten object names a version
+    that is gone. The current version is processed instead; the ETag HEAD returns then pins it, so a
+    change between here and the download is still INPUT_CHANGED, and the idempotency key (built from
+    this ref) makes the late event and the newer version's own event one run.
+    """
+    try:
+        size, exact = store.head(ref)
+        return size, exact, sequencer
+    except InputChangedError:
+        size, exact = store.head(replace(ref, etag=None))
+        log.warning(
+            "the event's ETag is stale; processing the current version",
+            extra={"event_etag": ref.etag, "current_etag": exact.etag, "version_id": exact.version_id},
+        )
+        return size, exact, None  # not the event's version: its sequencer says nothing about this one
+
+
+class DiarizeObject:
+    """The use case. Long-lived (one per process); everything about one call is in its arguments."""
+
+    def __init__(
+        self,
+        diarizer: Diarizer,
+        locations: Locations,
+        store: ObjectStore,
+        publisher: Publisher,
+        jobs: JobStore | None,
+        log: Log,
+        telemetry: Telemetry,
+        *,
+        deadline_margin_seconds: float,
+        speed: SpeedEstimate,
+        workdir: Path,
+        router: GpuRouter | None = None,
+        idempotent: Idempotent | None = None,
+    ) -> None:
+        self.diarizer = diarizer
+        self.locations = locations
+        self.store = store
+        self.publisher = publisher
+        self.jobs = jobs
+        self.log = log
+        self.telemetry = telemetry
+        self.deadline_margin_seconds = deadline_margin_seconds
+        self.speed = speed
+        self.workdir = workdir
+        self.router = router
+        self._run_once = idempotent(self._run_stored) if idempotent else self._run_stored
+
+    def __call__(self, request: ObjectRequest, invocation: Invocation) -> Outcome:
+        ref = request.ref
+        reason = self.locations.skip_reason(ref)
+        if reason:
+            self.log.info("skipping object: %s", reason)
+            self.telemetry.metric("SkippedObjects", "Count", 1)
+            return Skipped(input=ref.uri, reason=reason)
+        job_id = request.job_id or self.locations.job_id_of_upload(ref)
+        if job_id and self.jobs and not self.jobs.mark_running(job_id):
+            self.log.warning("no open job %s for this object; processing it as a plain upload", job_id)
+            job_id = None
+        outcome: Outcome
+        run: PinnedRun | None = None
+        try:
+            hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
+            size, exact, sequencer = pin_version(self.store, request, self.log)
+            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer))
+            outcome = from_dict(self._run_once(request=run.to_dict(), invocation=invocation))
+        except DiarizationError as error:  # before the idempotent part (no version known yet), or not permanent
+            failed = run.ref if run else ref
+            order = run.order if run else None
+            outcome = self.publisher.failed(
+                failed, self.locations.outputs(failed), error, invocation.request_id, order=order
+            )
+        self.telemetry.metric("ObjectsProcessed", "Count", 1)
+        outcome = with_job(outcome, job_id)
+        if job_id and self.jobs:
+            self._end_job(self.jobs, job_id, outcome)
+        return outcome
+
+    @staticmethod
+    def _end_job(jobs: JobStore, job_id: str, outcome: Outcome) -> None:
+        """Now, or when the GPU reports back for a routed one. A job may share an inference with others (the
+        idempotent run replays the first job's routing); one that arrives after the inference ended ends now."""
+        if not isinstance(outcome, Routed):
+            jobs.finish(job_id, outcome.to_dict())
+            return
+        ended = jobs.wait_for_inference(job_id, outcome.inference_id)
+        if ended is not None:
+            jobs.finish(job_id, {**ended, "job_id": job_id})
+
+    def _job_hints(self, job_id: str | None) -> dict[str, Any]:
+        job = self.jobs.get(job_id) if job_id and self.jobs else None
+        return dict((job or {}).get("hints") or {})
+
+    def _run_stored(self, request: dict[str, Any], invocation: Invocation) -> dict[str, Any]:
+        """What the idempotency layer stores and replays: the outcome's dict."""
+        return self._run(PinnedRun.from_dict(request), invocation).to_dict()
+
+    def _run(self, run: PinnedRun, invocation: Invocation) -> Outcome:
+        ref = run.ref
+        outputs = self.locations.outputs(ref)
+        started = time.perf_counter()
+        scratch: Path | None = None
+        try:
+            self._check_size(ref, run.size)
+            scratch = Path(tempfile.mkdtemp(prefix="diarize-", dir=self.workdir))
+            local = scratch / "input"
+            with self.telemetry.span("## download") as span:
+                span.put_annotation("size_bytes", run.size)
+                self.store.download(ref, local)
+            with self.telemetry.span("## decode") as span:
+                audio, decode_seconds = decode_within_limits(self.diarizer.settings, local)
+                span.put_annotation("audio_seconds", round(audio.duration_seconds, 3))
+            local.unlink()
+            available = self._available_seconds(invocation)
+            needed = self.speed.seconds_for(audio.duration_seconds)
+            route = self.router.reason(audio.duration_seconds, needed, available) if self.router else None
+            if route and self.router:
+                return self._route(self.router, run, audio.duration_seconds, route)
+            self._check_deadline(audio.duration_seconds, needed, available)
+            with self.telemetry.span("## diarize") as span:
+                result = self.diarizer.diarize_decoded(audio, run.hints, ref.uri, decode_seconds)
+                span.put_annotation("speakers", len(result.speakers))
+            self.speed.observe(audio.duration_seconds, result.timings.diarize_seconds)
+        except DiarizationError as error:
+            if not error.permanent:
+                raise  # not remembered by idempotency: a later delivery with more time may succeed
+            return self.publisher.failed(ref, outputs, error, invocation.request_id, order=run.order)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+        elapsed = time.perf_counter() - started
+        result_json = result.to_dict()
+        self.telemetry.metric("AudioSeconds", "Seconds", result.audio.duration_seconds)
+        self.telemetry.metric("ProcessingSeconds", "Seconds", round(elapsed, 3))
+        self.telemetry.metric("RealTimeFactor", "None", result.timings.real_time_factor)
+        self.telemetry.metric("SpeakersDetected", "Count", len(result.speakers))
+        outcome = Succeeded(
+            input=ref.uri,
+            version_id=ref.version_id,
+            etag=ref.etag,
+            output={"json": outputs.uri(outputs.json_key), "rttm": outputs.uri(outputs.rttm_key)},
+            speaker_count=len(result.speakers),
+            duration_seconds=result.audio.duration_seconds,
+            timings={**result_json["timings"], "processing_seconds": round(elapsed, 3)},
+            model={"name": result.model.name, "trained": result.model.trained, "device": result.model.device},
+        )
+        with self.telemetry.span("## upload"):
+            published = self.publisher.succeeded(ref, outputs, result_json, result.to_rttm(), outcome, run.order)
+        self.log.info(
+            "diarized",
+            extra={
+                "speakers": len(result.speakers),
+                "audio_seconds": result.audio.duration_seconds,
+                "published": published is outcome,
+            },
+        )
+        return published
+
+    def _check_size(self, ref: ObjectRef, size: int) -> None:
+        """From HeadObject, before anything is downloaded."""
+        max_bytes = self.diarizer.settings.max_audio_bytes
+        if size > max_bytes:
+            raise AudioTooLargeError(
+                f"{ref.uri} is {size} bytes; the limit is {max_bytes} bytes (MAX_AUDIO_BYTES).",
+                size_bytes=size,
+                max_bytes=max_bytes,
+            )
+        if size == 0:
+            raise EmptyAudioError(f"{ref.uri} is empty (0 bytes).", size_bytes=0)
+
+    def _available_seconds(self, invocation: Invocation) -> float | None:
+        left = invocation.seconds_left()
+        return None if left is None else left - self.deadline_margin_seconds
+
+    def _route(self, router: GpuRouter, run: PinnedRun, audio_seconds: float, reason: str) -> Routed:
+        submitted = router.submit(run.ref, run.hints, inference_id_for(run))
+        self.telemetry.metric("RoutedToGpu", "Count", 1)
+        self.log.info("routed to the GPU endpoint: %s", reason, extra=submitted)
+        return Routed(
+            input=run.ref.uri,
+            version_id=run.ref.version_id,
+            etag=run.ref.etag,
+            endpoint=router.endpoint_name,
+            reason=reason,
+            duration_seconds=round(audio_seconds, 3),
+            inference_id=submitted["inference_id"],
+            output_location=submitted.get("output_location"),
+            failure_location=submitted.get("failure_location"),
+        )
+
+    def _check_deadline(self, audio_seconds: float, needed: float, available: float | None) -> None:
+        if available is not None and needed > available:
+            remaining = available + self.deadline_margin_seconds
+            raise AudioTooLongForLambdaError(
+                f"{audio_seconds:.0f} s of audio needs about {needed:.0f} s, but this invocation has "
+                f"{remaining:.0f} s left (margin {self.deadline_margin_seconds:.0f} s). "
+                "Raise the function timeout, or send long audio to the GPU endpoint.",
+                audio_seconds=round(audio_seconds, 3),
+                estimated_seconds=round(needed, 1),
+                remaining_seconds=round(remaining, 1),
+                real_time_factor=round(self.speed.real_time_factor, 4),
+            )

@@ -1,0 +1,91 @@
+"""What the use cases need from the outside, as small protocols.
+
+AWS implementations live in :mod:`diarization.aws_ports`; the fast tests use in-memory ones
+(``tests/fakes.py``). Each protocol names only the calls the service makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from diarization.hints import SpeakerHints
+from diarization.service.locations import ObjectRef
+from diarization.service.ordering import Order
+
+
+class ObjectStore(Protocol):
+    def head(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
+        """Size and the exact version to read; raises InputNotFoundError, AccessDeniedError, InputChangedError."""
+
+    def download(self, ref: ObjectRef, path: Path) -> None: ...
+
+    def get_json(self, bucket: str, key: str) -> dict[str, Any]: ...
+
+    def put_json(self, bucket: str, key: str, body: dict[str, Any]) -> None: ...
+
+    def put_text(self, bucket: str, key: str, text: str, content_type: str = "text/plain") -> None: ...
+
+    def delete(self, bucket: str, key: str) -> None: ...
+
+
+class JobStore(Protocol):
+    def get(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def mark_running(self, job_id: str) -> bool:
+        """False when there is no such job, or it has already ended."""
+
+    def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
+        """False when the job had already ended: a job ends once."""
+
+    def wait_for_inference(self, job_id: str, inference_id: str) -> dict[str, Any] | None:
+        """The job ends with that GPU inference; its outcome if it has already ended."""
+
+    def end_inference(self, inference_id: str, outcome: dict[str, Any]) -> list[str]:
+        """Record the inference's outcome (the first one stays); the jobs waiting for it."""
+
+
+class OrderingRecord(Protocol):
+    """One record per input key: the order of the version whose outputs were written last."""
+
+    def claim(self, bucket: str, key: str, order: Order, succeeded: bool) -> bool:
+        """Conditionally take the key for `order`; False: a newer version (or a success of this one) owns it."""
+
+
+class Notifier(Protocol):
+    def publish(self, outcome: dict[str, Any]) -> bool: ...
+
+
+class GpuRouter(Protocol):
+    endpoint_name: str
+
+    def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
+        """Why this file should go to the GPU (None: run it here)."""
+
+    def submit(self, ref: ObjectRef, hints: SpeakerHints, inference_id: str) -> dict[str, Any]: ...
+
+
+class Span(Protocol):
+    def put_annotation(self, key: str, value: Any) -> None: ...
+
+
+class Telemetry(Protocol):
+    """Metrics and trace spans; the Lambda host maps them to Powertools (EMF metrics, X-Ray subsegments)."""
+
+    def metric(self, name: str, unit: str, value: float) -> None:
+        """`unit`: "Count", "Seconds" or "None"."""
+
+    def failure(self, code: str) -> None:
+        """One failure, by error code (its own metric dimension)."""
+
+    def span(self, name: str) -> AbstractContextManager[Span]: ...
+
+
+class Log(Protocol):
+    """The subset of `logging.Logger` (and Powertools' Logger) the service uses."""
+
+    def info(self, msg: object, *args: object, extra: Mapping[str, object] | None = None) -> None: ...
+
+    def warning(self, msg: object, *args: object, extra: Mapping[str, object] | None = None) -> None: ...

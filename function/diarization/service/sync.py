@@ -1,0 +1,88 @@
+"""Diarize now and answer with the result: the API's POST /diarize and the SageMaker server's /invocations.
+
+No outputs are written and no job is involved; the caller gets the result document (or a typed error).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from diarization.engine import Diarizer, decode_within_limits
+from diarization.errors import AudioTooLargeError, ConfigurationError, TooLongForSyncError
+from diarization.hints import SpeakerHints
+from diarization.result import DiarizationResult
+from diarization.service.diarize_object import SpeedEstimate
+from diarization.service.locations import ObjectRef
+from diarization.service.ports import ObjectStore
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    source: bytes | ObjectRef
+    hints: SpeakerHints
+    name: str = "upload"
+    """The input's name in the result (an object's URI, or the uploaded file's name)."""
+
+
+@dataclass(frozen=True)
+class SyncBudget:
+    """For callers that wait with a deadline (API Gateway stops at 30 s)."""
+
+    seconds: float
+    max_object_bytes: int
+
+
+class DiarizeSync:
+    def __init__(
+        self,
+        diarizer: Diarizer,
+        store: ObjectStore | None,
+        workdir: Path | None = None,
+        budget: SyncBudget | None = None,
+        speed: SpeedEstimate | None = None,
+    ) -> None:
+        self.diarizer = diarizer
+        self.store = store
+        self.workdir = workdir
+        self.budget = budget
+        self.speed = speed
+
+    def __call__(self, request: SyncRequest, gate: AbstractContextManager[object] | None = None) -> DiarizationResult:
+        """`gate` wraps the decode and the diarization (the server's concurrency slot)."""
+        settings = self.diarizer.settings
+        if isinstance(request.source, ObjectRef):
+            if self.store is None:
+                raise ConfigurationError("No object store: s3_uri inputs are not available here.")
+            ref = request.source
+            size, exact = self.store.head(ref)
+            if self.budget is not None and size > self.budget.max_object_bytes:
+                raise TooLongForSyncError(
+                    f"{ref.uri} is {size} bytes: too large for a synchronous answer; use POST /jobs."
+                )
+            if size > settings.max_audio_bytes:
+                raise AudioTooLargeError(f"{ref.uri} is {size} bytes; the limit is {settings.max_audio_bytes}.")
+            with gate or nullcontext(), tempfile.TemporaryDirectory(dir=self.workdir) as scratch:
+                local = Path(scratch) / "input"
+                self.store.download(exact, local)
+                audio, decode_seconds = decode_within_limits(settings, local)
+                self._check_budget(audio.duration_seconds)
+                return self.diarizer.diarize_decoded(audio, request.hints, ref.uri, decode_seconds)
+        with gate or nullcontext():
+            audio, decode_seconds = decode_within_limits(settings, request.source)
+            self._check_budget(audio.duration_seconds)
+            return self.diarizer.diarize_decoded(audio, request.hints, request.name, decode_seconds)
+
+    def _check_budget(self, audio_seconds: float) -> None:
+        if self.budget is None or self.speed is None:
+            return
+        needed = self.speed.seconds_for(audio_seconds)
+        if needed > self.budget.seconds:
+            raise TooLongForSyncError(
+                f"{audio_seconds:.0f} s of audio needs about {needed:.0f} s, more than the "
+                f"{self.budget.seconds:.0f} s a synchronous request may take; use POST /jobs.",
+                audio_seconds=round(audio_seconds, 3),
+                estimated_seconds=round(needed, 1),
+            )

@@ -1,0 +1,201 @@
+"""In-memory implementations of the service's ports, for the fast tier (no moto, no Docker).
+
+They follow the protocols' documented contracts (e.g. a job ends once), so a test against them
+checks the use case, not a stand-in's quirks; the moto tests check the AWS implementations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diarization.errors import InputChangedError, InputNotFoundError
+from diarization.hints import SpeakerHints
+from diarization.service.locations import ObjectRef
+from diarization.service.ordering import Order
+
+log = logging.getLogger("tests.fakes")
+
+
+@dataclass
+class Version:
+    data: bytes
+    etag: str
+    version_id: str | None
+    last_modified: str
+
+
+@dataclass
+class MemoryStore:
+    """Buckets of keys; each key keeps its versions (the last is current), like a versioned S3 bucket.
+    Unversioned: `versioned=False` keeps only the current one and reports no version ids."""
+
+    versioned: bool = False
+    objects: dict[tuple[str, str], list[Version]] = field(default_factory=dict)
+    clock: int = 0
+    """Last-Modified of the next put: one tick each, so versions never tie."""
+
+    def put(self, bucket: str, key: str, data: bytes) -> Version:
+        versions = self.objects.setdefault((bucket, key), [])
+        self.clock += 1
+        version_id = f"v{len(versions) + 1}" if self.versioned else None
+        version = Version(data, hashlib.md5(data).hexdigest(), version_id, f"{self.clock:012d}")  # noqa: S324
+        if self.versioned:
+            versions.append(version)
+        else:
+            versions[:] = [version]
+        return version
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        return sorted(key for (b, key) in self.objects if b == bucket and key.startswith(prefix))
+
+    def _find(self, ref: ObjectRef) -> Version:
+        versions = self.objects.get((ref.bucket, ref.key))
+        if not versions:
+            raise InputNotFoundError(f"{ref.uri} does not exist.", uri=ref.uri)
+        if ref.version_id:
+            for version in versions:
+                if version.version_id == ref.version_id:
+                    return version
+            raise InputNotFoundError(f"{ref.uri} has no version {ref.version_id}.", uri=ref.uri)
+        current = versions[-1]
+        if ref.etag and ref.etag != current.etag:
+            raise InputChangedError(f"{ref.uri} changed.", uri=ref.uri, expected_etag=ref.etag)
+        return current
+
+    def head(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
+        version = self._find(ref)
+        exact = ObjectRef(
+            ref.bucket, ref.key, ref.version_id or version.version_id, version.etag, version.last_modified
+        )
+        return len(version.data), exact
+
+    def download(self, ref: ObjectRef, path: Path) -> None:
+        path.write_bytes(self._find(ref).data)
+
+    def get_json(self, bucket: str, key: str) -> dict[str, Any]:
+        value = json.loads(self._find(ObjectRef(bucket, key)).data)
+        assert isinstance(value, dict)
+        return value
+
+    def put_json(self, bucket: str, key: str, body: dict[str, Any]) -> None:
+        self.put_text(bucket, key, json.dumps(body), "application/json")
+
+    def put_text(self, bucket: str, key: str, text: str, content_type: str = "text/plain") -> None:
+        self.put(bucket, key, text.encode())
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.objects.pop((bucket, key), None)
+
+
+@dataclass
+class MemoryJobs:
+    """queued -> running -> one terminal state, once."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inferences: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def create(self, job_id: str, **fields: Any) -> None:
+        self.jobs[job_id] = {"job_id": job_id, "status": "queued", **fields}
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        return self.jobs.get(job_id)
+
+    def mark_running(self, job_id: str) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job["status"] not in ("queued", "running"):
+            return False
+        job["status"] = "running"
+        return True
+
+    def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job["status"] not in ("queued", "running"):
+            return False
+        job["status"] = "succeeded" if outcome.get("status") == "succeeded" else "failed"
+        job["outcome"] = outcome
+        return True
+
+    def wait_for_inference(self, job_id: str, inference_id: str) -> dict[str, Any] | None:
+        inference = self.inferences.setdefault(inference_id, {"waiting": set()})
+        inference["waiting"].add(job_id)
+        return inference.get("outcome")
+
+    def end_inference(self, inference_id: str, outcome: dict[str, Any]) -> list[str]:
+        inference = self.inferences.setdefault(inference_id, {"waiting": set()})
+        inference.setdefault("outcome", outcome)
+        return sorted(inference["waiting"])
+
+
+@dataclass
+class MemoryOrdering:
+    """The ordering record's contract (see DynamoOrdering.claim), in a dict."""
+
+    records: dict[tuple[str, str], tuple[Order, bool]] = field(default_factory=dict)
+
+    def claim(self, bucket: str, key: str, order: Order, succeeded: bool) -> bool:
+        record = self.records.get((bucket, key))
+        if record is not None:
+            held, held_ok = record
+            same = held.version == order.version
+            allowed = (
+                (same or held.position <= order.position)
+                if succeeded
+                else ((same and not held_ok) or (not same and held.position <= order.position))
+            )
+            if not allowed:
+                return False
+        self.records[(bucket, key)] = (order, succeeded)
+        return True
+
+
+@dataclass
+class MemoryNotifier:
+    published: list[dict[str, Any]] = field(default_factory=list)
+
+    def publish(self, outcome: dict[str, Any]) -> bool:
+        self.published.append(outcome)
+        return True
+
+
+@dataclass
+class FakeRouter:
+    """Routes audio longer than `threshold_seconds`; remembers what it submitted."""
+
+    threshold_seconds: float
+    endpoint_name: str = "gpu-endpoint"
+    submitted: list[tuple[ObjectRef, SpeakerHints, str]] = field(default_factory=list)
+
+    def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
+        return "long" if audio_seconds > self.threshold_seconds else None
+
+    def submit(self, ref: ObjectRef, hints: SpeakerHints, inference_id: str) -> dict[str, Any]:
+        self.submitted.append((ref, hints, inference_id))
+        return {"inference_id": inference_id, "output_location": f"s3://gpu/out/{inference_id}.out"}
+
+
+class NullSpan:
+    def put_annotation(self, key: str, value: Any) -> None:
+        pass
+
+
+@dataclass
+class RecordingTelemetry:
+    metrics: list[tuple[str, float]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def metric(self, name: str, unit: str, value: float) -> None:
+        self.metrics.append((name, value))
+
+    def failure(self, code: str) -> None:
+        self.failures.append(code)
+
+    @contextmanager
+    def span(self, name: str) -> Iterator[NullSpan]:
+        yield NullSpan()
