@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import clustering_memory as bench
 
 from diarization import capacity
-from diarization.aws.publishing import ERROR_SCHEMA_VERSION
+from diarization.service.publishing import ERROR_SCHEMA_VERSION
 from diarization.errors import ERROR_CODES, AudioTooLongForMemoryError
 from diarization.result import load_schema
 
@@ -68,7 +68,7 @@ def test_a_file_over_the_limit_raises_the_typed_error() -> None:
 def test_the_error_object_validates_against_the_schema() -> None:
     with pytest.raises(AudioTooLongForMemoryError) as caught:
         capacity.check_memory(5 * 3600, LAMBDA_MAX, BASELINE)
-    body = {  # as diarization.aws.publishing.Publisher.failed writes it
+    body = {  # as diarization.service.publishing.Publisher.failed writes it
         "schema_version": ERROR_SCHEMA_VERSION,
         "status": "failed",
         "error": caught.value.to_dict(),
