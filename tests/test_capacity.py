@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import clustering_memory as bench
 
 from diarization import capacity
-from diarization.service.publishing import ERROR_SCHEMA_VERSION
 from diarization.errors import ERROR_CODES, AudioTooLongForMemoryError
 from diarization.result import load_schema
+from diarization.service.publishing import ERROR_SCHEMA_VERSION
 
 MIB = 2**20
 GIB = 2**30
