@@ -7,8 +7,9 @@ points ``AWS_ENDPOINT_URL`` at. moto is also published on 127.0.0.1 only, for th
 host. Nothing is addressed by a bridge or host IP: traffic stays on loopback or inside the network created here.
 
 The deployment is seeded with what the files in ``events/`` refer to: bucket ``example-audio-bucket`` with the
-objects they name (pyannote's sample recording, encoded as the name says), the work queue, both tables, an event
-bus, a job for ``events/api-get-job.json``, and the GPU output that ``events/sagemaker-completion.json`` reports.
+objects they name (pyannote's sample recording, encoded as the name says), the work and dead-letter queues, the
+tables, an event bus, a job for ``events/api-get-job.json``, and the GPU output that
+``events/sagemaker-completion.json`` reports.
 
 Usage (the Makefile's local-invoke / local-api):
     python infra/local_sam.py up                       # start (or reuse) and seed the local AWS
@@ -43,7 +44,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 BUCKET = "example-audio-bucket"
 EXAMPLE_JOB_ID = "0123456789abcdef0123456789abcdef"
 """The job `events/api-get-job.json` asks for."""
-AUDIO_OBJECTS = {"audio/interview.mp3": "mp3", "audio/meetings/weekly sync.m4a": "m4a"}
+AUDIO_OBJECTS = {"audio/interview.mp3": "mp3", "audio/meetings/weekly sync.m4a": "m4a", "audio/voicemail.wav": "wav"}
 GPU_OUTPUT_KEY = "async-output/interview.out"
 GPU_OUTPUT_FIXTURE = ROOT / "infra/sam-local/gpu-output.json"
 
@@ -113,7 +114,9 @@ class LocalAws:
                     s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
         s3.put_object(Bucket=BUCKET, Key=GPU_OUTPUT_KEY, Body=GPU_OUTPUT_FIXTURE.read_bytes())
         sqs.create_queue(QueueName=env["WORK_QUEUE_URL"].rsplit("/", 1)[-1])
-        for table, key in ((env["IDEMPOTENCY_TABLE"], "id"), (env["JOBS_TABLE"], "job_id")):
+        sqs.create_queue(QueueName=env["DEAD_LETTER_QUEUE_ARN"].rsplit(":", 1)[-1])
+        tables = ((env["IDEMPOTENCY_TABLE"], "id"), (env["JOBS_TABLE"], "job_id"), (env["ORDERING_TABLE"], "object"))
+        for table, key in tables:
             if table not in ddb.list_tables()["TableNames"]:
                 ddb.create_table(
                     TableName=table,

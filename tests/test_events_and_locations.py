@@ -53,7 +53,8 @@ def work_of(event: dict[str, Any]) -> tuple[list[events.ObjectRequest], list[dic
     """What the function would do with an event: the objects to process and the GPU completions."""
     kind = events.kind_of(event)
     if kind == "sqs":
-        return [item for record in event["Records"] for item in events.from_sqs_body(record["body"])], []
+        # from_dead_letter_body reads work-queue bodies as from_sqs_body does, and on-failure records too
+        return [item for record in event["Records"] for item in events.from_dead_letter_body(record["body"])], []
     if kind == "sns":
         work = [events.from_sns_record(record) for record in event["Records"]]
         return [item for w in work for item in w.items], [w.completion for w in work if w.completion is not None]
@@ -125,6 +126,61 @@ def test_sagemaker_completions_are_told_apart_by_their_message() -> None:
     # without eventSource, SageMaker's own fields are enough
     bare = {k: v for k, v in SAGEMAKER.items() if k != "eventSource"}
     assert events.from_sns_record(sns_record(bare)).completion == bare
+
+
+def on_failure_record(payload: object) -> str:
+    """What Lambda's on-failure destination puts on the dead-letter queue for a failed asynchronous invocation."""
+    return json.dumps(
+        {
+            "version": "1.0",
+            "requestContext": {
+                "requestId": "r-1",
+                "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": 3,
+            },
+            "requestPayload": payload,
+            "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+            "responsePayload": {"errorMessage": "Task timed out after 900.00 seconds"},
+        }
+    )
+
+
+def test_the_dead_letter_queue_holds_sqs_messages_and_on_failure_records() -> None:
+    job = {"bucket": "b", "key": "audio/x.wav", "job_id": "j-1"}
+    (plain,) = events.from_dead_letter_body(json.dumps(job))
+    assert plain.ref == ObjectRef("b", "audio/x.wav") and plain.job_id == "j-1"
+
+    sns = {"Records": [sns_record(s3_notification()), sns_record(SAGEMAKER)]}
+    s3_item, completion_input = events.from_dead_letter_body(on_failure_record(sns))
+    assert s3_item.ref == ObjectRef("b", "audio/a b.wav", None, "abc")
+    assert completion_input.ref == ObjectRef("b", "audio/long.wav") and completion_input.job_id is None
+
+    assert [i.ref.key for i in events.from_dead_letter_body(on_failure_record(s3_notification()))] == ["audio/a b.wav"]
+    (direct,) = events.from_dead_letter_body(on_failure_record(job))
+    assert direct == plain
+    bridge = {"source": "aws.s3", "detail-type": "Object Created"}
+    bridge["detail"] = {"bucket": {"name": "b"}, "object": {"key": "audio/y.wav"}}  # type: ignore[assignment]
+    assert [i.ref.key for i in events.from_dead_letter_body(on_failure_record(bridge))] == ["audio/y.wav"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "fragment"),
+    [
+        ({"version": "2.0", "routeKey": "GET /", "requestContext": {}}, UnsupportedEventError, "failed api invocation"),
+        ({"Records": [sns_record({**SAGEMAKER, "requestParameters": {}})]}, InvalidRequestError, "names no input"),
+        (
+            {"Records": [sns_record({**SAGEMAKER, "requestParameters": {"inputLocation": "s3://b"}})]},
+            InvalidRequestError,
+            "names no input",
+        ),
+        ({"surprise": 1}, UnsupportedEventError, "Unsupported event"),
+    ],
+)
+def test_on_failure_records_that_are_not_work(payload: object, error: type[DiarizationError], fragment: str) -> None:
+    """They fail the dead-letter batch item: the queue's redrive policy parks them for a person."""
+    with pytest.raises(error, match=fragment):
+        events.from_dead_letter_body(on_failure_record(payload))
 
 
 def test_s3_notifications_through_sns_to_sqs() -> None:

@@ -306,3 +306,34 @@ def test_a_dead_lettered_message_that_is_not_work_stays_in_the_queue(
     with pytest.raises(BatchProcessingError):  # the whole batch failed: Lambda returns it to the queue
         app.lambda_handler(dead_lettered(deployment, [junk]), LambdaContext())
     assert deployment.object_keys("results/") == []
+
+
+def test_a_failed_asynchronous_invocation_ends_through_its_on_failure_record(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """S3 -> SNS -> Lambda is asynchronous: after Lambda's retries its on-failure destination (the DLQ) gets a record
+    wrapping the original event, and the same consumer ends the job with an error object."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    job = call(app, "POST", "/jobs", {"upload": True, "filename": "call.wav"})[1]
+    key = job["input"].removeprefix(f"s3://{deployment.bucket}/")
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    (notification,) = [m["Body"] for m in deployment.notifications(1) if '"Records"' in m["Body"]]
+    sns_event = {"Records": [{"EventSource": "aws:sns", "Sns": {"Type": "Notification", "Message": notification}}]}
+    record = {
+        "version": "1.0",
+        "requestContext": {"requestId": "r-1", "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:f"},
+        "requestPayload": sns_event,
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+        "responsePayload": {"errorMessage": "Task timed out after 900.00 seconds"},
+    }
+    dlq_url = deployment.sqs.get_queue_url(QueueName=deployment.env["DEAD_LETTER_QUEUE_ARN"].rsplit(":", 1)[-1])
+    deployment.sqs.send_message(QueueUrl=dlq_url["QueueUrl"], MessageBody=json.dumps(record))
+    messages = deployment.receive(dlq_url["QueueUrl"], wait=1)
+
+    assert app.lambda_handler(dead_lettered(deployment, messages), LambdaContext()) == {"batchItemFailures": []}
+
+    status = call(app, "GET", job["status_url"])[1]
+    assert status["status"] == "failed" and status["error"]["code"] == "INTERNAL_ERROR", status
+    name = key.removeprefix("audio/")
+    assert deployment.object_keys("results/") == [f"results/{name}.error.json"]
+    assert_invariant(deployment)

@@ -93,7 +93,7 @@ def test_images_carry_no_secret_and_the_deployed_one_runs_unprivileged(built: No
 
 
 # Each shipped event: what the function answers with, and the object it is about.
-INTERVIEW, WEEKLY = "audio/interview.mp3", "audio/meetings/weekly sync.m4a"
+INTERVIEW, WEEKLY, VOICEMAIL = "audio/interview.mp3", "audio/meetings/weekly sync.m4a", "audio/voicemail.wav"
 EVENTS: list[tuple[str, str, str | None]] = [
     ("direct.json", "outcome", INTERVIEW),
     ("s3-put.json", "outcomes", WEEKLY),
@@ -105,6 +105,7 @@ EVENTS: list[tuple[str, str, str | None]] = [
     ("api-get-job.json", "api-200", None),
     ("api-diarize.json", "api-200", None),
     ("sagemaker-completion.json", "outcomes", INTERVIEW),
+    ("sqs-dead-letter-destination.json", "gave-up", VOICEMAIL),
 ]
 
 
@@ -140,12 +141,17 @@ def test_sam_local_invoke_of_each_shipped_event(local_aws: LocalAws, name: str, 
     if key is None:
         check_api_answer(name, answer, int(answers.removeprefix("api-")))
         return
+    ref = ObjectRef(BUCKET, key)
+    if answers == "gave-up":  # the dead-letter consumer: no diarization, an error object
+        assert answer == {"batchItemFailures": []}
+        error = get_json(local_aws, Locations(AwsSettings()).outputs(ref).error_key)
+        assert error["input"]["uri"] == ref.uri and error["error"]["code"] == "INTERNAL_ERROR", error
+        return
     if answers == "batch":
         assert answer == {"batchItemFailures": []}
     else:
         outcomes = [answer] if answers == "outcome" else answer["outcomes"]
         assert [outcome["status"] for outcome in outcomes] == ["succeeded"], outcomes
-    ref = ObjectRef(BUCKET, key)
     result = get_json(local_aws, Locations(AwsSettings()).outputs(ref).json_key)
     assert result["input"]["uri"] == ref.uri
     if name == "sagemaker-completion.json":

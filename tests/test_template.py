@@ -11,9 +11,9 @@
 What moto 5.2.5 cannot check, so those parts are asserted on the transformed template only:
 - Resource types its CloudFormation skips (a warning, no resource): AWS::ApiGatewayV2::Api/Stage (the HTTP API and
   its IAM authorization), AWS::S3::BucketPolicy, AWS::SQS::QueuePolicy, AWS::SNS::TopicPolicy,
-  AWS::CloudWatch::Alarm, AWS::ApplicationAutoScaling::*. A nested AWS::CloudFormation::Stack cannot answer
-  `Fn::GetAtt Stack.Outputs.X`, so the GPU template is deployed as a stack of its own and the parent's wiring to
-  it (parameters, outputs, subscriptions) is checked on the two templates.
+  AWS::CloudWatch::Alarm, AWS::Lambda::EventInvokeConfig, AWS::ApplicationAutoScaling::*. A nested
+  AWS::CloudFormation::Stack cannot answer `Fn::GetAtt Stack.Outputs.X`, so the GPU template is deployed as a stack
+  of its own and the parent's wiring to it (parameters, outputs, subscriptions) is checked on the two templates.
 - Properties its CloudFormation drops: the bucket's NotificationConfiguration, versioning, public access block,
   ownership and lifecycle (only encryption is applied: the test puts the template's notification configuration on
   the bucket, as CloudFormation would, and checks S3 -> SQS delivery for the input prefix only); DynamoDB TTL and
@@ -66,6 +66,7 @@ MOTO_SKIPS = {
     "AWS::SQS::QueuePolicy",
     "AWS::SNS::TopicPolicy",
     "AWS::CloudWatch::Alarm",
+    "AWS::Lambda::EventInvokeConfig",
     "AWS::ApplicationAutoScaling::ScalableTarget",
     "AWS::ApplicationAutoScaling::ScalingPolicy",
 }
@@ -285,10 +286,56 @@ def test_expiry_follows_the_parameters(overrides: dict[str, str], expected: set[
 def test_the_queue_leaves_room_in_the_reservation(app_templates: dict[str, dict[str, Any]]) -> None:
     """Queue messages never wait on the API or GPU completions (and are not throttled into the DLQ)."""
     template = app_templates["defaults"]
-    (mapping,) = (r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping")
-    assert mapping["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "QueueMaximumConcurrency"}}
+    resources = template["Resources"]
+    mappings = {
+        r["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
+    assert set(mappings) == {"WorkQueue", "DeadLetterQueue"}
+    assert mappings["WorkQueue"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "QueueMaximumConcurrency"}}
+    assert mappings["DeadLetterQueue"]["ScalingConfig"] == {"MaximumConcurrency": 2}
     parameters = template["Parameters"]
-    assert int(parameters["QueueMaximumConcurrency"]["Default"]) < int(parameters["ReservedConcurrency"]["Default"])
+    both = int(parameters["QueueMaximumConcurrency"]["Default"]) + 2
+    assert both < int(parameters["ReservedConcurrency"]["Default"])
+
+
+def test_given_up_work_reaches_its_consumer(app_templates: dict[str, dict[str, Any]]) -> None:
+    """Timeouts and out-of-memory kills never reach the handler: SQS dead-letters the message, Lambda sends a failed
+    asynchronous (SNS) invocation to its on-failure destination, and the function consumes both from one queue."""
+    resources = app_templates["defaults"]["Resources"]
+    queue = resources["DeadLetterQueue"]["Properties"]
+    # an event source mapping needs the visibility timeout to cover the function's
+    assert queue["VisibilityTimeout"] == resources["WorkQueue"]["Properties"]["VisibilityTimeout"]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["ParkedMessagesQueue", "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    (mapping,) = (
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    )
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    (invoke_config,) = (r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig")
+    assert invoke_config["DestinationConfig"] == {
+        "OnFailure": {"Destination": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+    }
+    variables = resources["DiarizationFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["DEAD_LETTER_QUEUE_ARN"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert variables["ORDERING_TABLE"] == {"Ref": "OrderingTable"}
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    watched = {
+        alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: alarm["MetricName"]
+        for alarm in alarms.values()
+        if alarm["Namespace"] == "AWS/SQS"
+    }
+    # a redrive does not count as "sent", and the consumer empties the queue at once: its receives are what counts
+    assert watched == {
+        "DeadLetterQueue": "NumberOfMessagesReceived",
+        "ParkedMessagesQueue": "ApproximateNumberOfMessagesVisible",
+    }
 
 
 @pytest.mark.parametrize("case", PARAMETER_SETS)
@@ -303,6 +350,10 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole",
     ]
     inline = [render(s, values) for policy in role["Policies"] for s in statements(policy["PolicyDocument"])]
+    # SAM's statement for the on-failure destination has no Sid: exactly one, for exactly that queue
+    (on_failure,) = [s for s in inline if "Sid" not in s]
+    assert on_failure == {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": "<DeadLetterQueue.Arn>"}
+    inline = [s for s in inline if "Sid" in s]
     expected = {
         "ReadInputs",
         "ListInputsSoMissingObjectsAre404",
@@ -315,7 +366,8 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         expected |= {"PublishCompletionEvents", "RouteToGpu", "ReadGpuOutputs"}
     assert {s["Sid"] for s in inline} == expected
     bucket = "my-audio" if "ExistingBucketName" in PARAMETER_SETS[case] else "<AudioBucket>"
-    assert_scoped(inline, bucket, "<WorkQueue.Arn>", {"<IdempotencyTable.Arn>", "<JobsTable.Arn>"})
+    tables = {"<IdempotencyTable.Arn>", "<JobsTable.Arn>", "<OrderingTable.Arn>"}
+    assert_scoped(inline, bucket, "<WorkQueue.Arn>", tables)
     if case == "gpu":
         (invoke,) = [s for s in inline if s["Sid"] == "RouteToGpu"]
         assert (
@@ -504,13 +556,17 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
     }
     assert (variables["EVENT_BUS_NAME"], variables["SAGEMAKER_ENDPOINT_NAME"]) == ("", "")
 
-    (mapping,) = lambda_.list_event_source_mappings(FunctionName=physical["DiarizationFunction"])["EventSourceMappings"]
-    assert mapping["EventSourceArn"] == queue["QueueArn"]
-    assert mapping["FunctionArn"] == configuration["FunctionArn"]
-    assert (mapping["BatchSize"], mapping["FunctionResponseTypes"]) == (1, ["ReportBatchItemFailures"])
+    listed = lambda_.list_event_source_mappings(FunctionName=physical["DiarizationFunction"])["EventSourceMappings"]
+    mappings = {mapping["EventSourceArn"]: mapping for mapping in listed}
+    assert set(mappings) == {queue["QueueArn"], dlq_arn}
+    assert {mapping["FunctionArn"] for mapping in listed} == {configuration["FunctionArn"]}
+    work, dead_letters = mappings[queue["QueueArn"]], mappings[dlq_arn]
+    assert (work["BatchSize"], work["FunctionResponseTypes"]) == (1, ["ReportBatchItemFailures"])
+    assert (dead_letters["BatchSize"], dead_letters["FunctionResponseTypes"]) == (10, ["ReportBatchItemFailures"])
+    assert variables["DEAD_LETTER_QUEUE_ARN"] == dlq_arn and variables["ORDERING_TABLE"] == physical["OrderingTable"]
 
     dynamodb = boto3.client("dynamodb")
-    for table, key in (("IdempotencyTable", "id"), ("JobsTable", "job_id")):
+    for table, key in (("IdempotencyTable", "id"), ("JobsTable", "job_id"), ("OrderingTable", "object")):
         description = dynamodb.describe_table(TableName=physical[table])["Table"]
         assert description["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
         assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
@@ -538,6 +594,9 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
             iam.get_role_policy(RoleName=physical["DiarizationFunctionRole"], PolicyName=name)["PolicyDocument"]
         )
     ]
+    (on_failure,) = [s for s in inline if "Sid" not in s]  # SAM's, for the on-failure destination
+    assert (on_failure["Action"], on_failure["Resource"]) == ("sqs:SendMessage", dlq_arn)
+    inline = [s for s in inline if "Sid" in s]
     assert {s["Sid"] for s in inline} == {
         "ReadInputs",
         "ListInputsSoMissingObjectsAre404",
@@ -547,7 +606,8 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
         "QueueJobs",
     }
     tables = {
-        dynamodb.describe_table(TableName=physical[t])["Table"]["TableArn"] for t in ("IdempotencyTable", "JobsTable")
+        dynamodb.describe_table(TableName=physical[t])["Table"]["TableArn"]
+        for t in ("IdempotencyTable", "JobsTable", "OrderingTable")
     }
     assert_scoped(inline, physical["AudioBucket"], queue["QueueArn"], tables)
 

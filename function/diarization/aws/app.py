@@ -171,14 +171,15 @@ class FunctionApp:
         return [self.process(request, context) for request in work.items]
 
     def _dead_letter_record(self, record: SQSRecord) -> list[dict[str, Any]]:
-        """A message the function gave up on: its objects get error objects and their jobs fail. A message that is
-        not work (malformed, an SNS confirmation) fails here too, so it stays in the queue for a person."""
+        """A message the function gave up on (an SQS message, or an asynchronous invocation's on-failure record): its
+        objects get error objects and their jobs fail. A message that is not work (malformed, an SNS confirmation)
+        fails here too; after 3 tries the queue's own redrive policy parks it for a person."""
         self.logger.append_keys(message_id=record.message_id)
         deliveries = int(record.attributes.approximate_receive_count)
         invocation = invocation_of(self.batch.lambda_context)
         return [
             self.abandon_object(request, invocation, deliveries).to_dict()
-            for request in events.from_sqs_body(record.body)
+            for request in events.from_dead_letter_body(record.body)
         ]
 
     def _sqs_record(self, record: SQSRecord) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 Shapes handled: S3 notifications (direct, inside SQS bodies, or wrapped in SNS: S3 -> SNS -> Lambda and
 S3 -> SNS -> SQS), EventBridge "Object Created" (direct or via SQS), job messages that POST /jobs puts on
 the queue, direct invocations ``{"bucket", "key", hints...}`` (what `sam local invoke` and Step Functions
-send), and SageMaker async completions (SNS -> Lambda).
+send), SageMaker async completions (SNS -> Lambda), and what the dead-letter queue holds (SQS messages given up
+on, and Lambda's on-failure destination records of failed asynchronous invocations).
 
 SNS records are told apart by their message, one record at a time: an S3 notification (``Records`` from
 ``aws:s3``, or ``s3:TestEvent``) becomes object requests; a SageMaker async notification (``invocationStatus``,
@@ -139,12 +140,7 @@ def from_sns_record(record: Mapping[str, Any]) -> SnsWork:
 
 
 def from_sqs_body(body: str) -> list[ObjectRequest]:
-    try:
-        message = json.loads(body)
-    except ValueError as error:
-        raise InvalidRequestError(f"SQS message body is not JSON: {error}.") from error
-    if not isinstance(message, dict):
-        raise InvalidRequestError("SQS message body is not a JSON object.")
+    message = _json_object(body, "SQS message body")
     if message.get("Type") in SNS_TYPES and "TopicArn" in message:
         return _from_sns_envelope(message)
     if message.get("Event") == "s3:TestEvent" or "Records" in message:
@@ -154,6 +150,54 @@ def from_sqs_body(body: str) -> list[ObjectRequest]:
     if "bucket" in message and "key" in message:
         return from_direct(message)
     raise UnsupportedEventError(f"Unsupported SQS message (keys: {sorted(message)[:8]}).")
+
+
+def from_dead_letter_body(body: str) -> list[ObjectRequest]:
+    """A message of the dead-letter queue: a work-queue message SQS gave up on (its body unchanged), or the record
+    Lambda's on-failure destination writes for an asynchronous invocation that failed after its retries
+    (``requestContext`` + ``requestPayload``, the original event: S3 -> SNS -> Lambda, a SageMaker completion,
+    S3 or EventBridge straight to the function).
+
+    A failed completion names its input (``requestParameters.inputLocation``): that object is what ends
+    unprocessed. Its jobs are not named there; the GPU inference's record ends them (see the overdue sweep).
+    """
+    message = _json_object(body, "SQS message body")
+    payload = message.get("requestPayload")
+    context = message.get("requestContext")
+    if not (isinstance(context, dict) and "functionArn" in context and isinstance(payload, dict)):
+        return from_sqs_body(body)
+    kind = kind_of(payload)
+    if kind == "sns":
+        items: list[ObjectRequest] = []
+        for record in payload["Records"]:
+            work = from_sns_record(record)
+            items.extend(work.items if work.completion is None else [_completion_input(work.completion)])
+        return items
+    if kind == "s3":
+        return from_s3_notification(payload)
+    if kind == "eventbridge":
+        return from_eventbridge(payload)
+    if kind == "direct":
+        return from_direct(payload)
+    raise UnsupportedEventError(f"A failed {kind} invocation cannot be given up on here (keys: {sorted(payload)[:8]}).")
+
+
+def _completion_input(completion: Mapping[str, Any]) -> ObjectRequest:
+    uri = (completion.get("requestParameters") or {}).get("inputLocation")
+    if not isinstance(uri, str) or not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise InvalidRequestError(f"The failed SageMaker notification names no input (inputLocation {uri!r}).")
+    bucket, _, key = uri[5:].partition("/")
+    return ObjectRequest(ObjectRef(bucket, key))
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+    except ValueError as error:
+        raise InvalidRequestError(f"{what} is not JSON: {error}.") from error
+    if not isinstance(message, dict):
+        raise InvalidRequestError(f"{what} is not a JSON object.")
+    return message
 
 
 def is_s3_notification(message: Mapping[str, Any]) -> bool:
