@@ -131,3 +131,13 @@ def test_the_estimate_holds_for_pyannotes_real_clustering() -> None:
     measured = row["peak_increase_bytes"]
     estimated = capacity.clustering_bytes_for_embeddings(row["embeddings"])
     assert measured <= estimated <= 4 * measured, (measured, estimated)
+
+
+def test_the_budget_of_a_lambda_function_is_its_configured_memory() -> None:
+    budget = capacity.MemoryBudget.of_this_process({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"})
+    assert budget is not None and budget.limit_bytes == 3008 * MIB
+    capacity.MemoryBudget(3008 * MIB, lambda: BASELINE).check(600)
+    with pytest.raises(AudioTooLongForMemoryError):
+        capacity.MemoryBudget(3008 * MIB, lambda: BASELINE).check(4 * 3600)
+    # where the memory in use cannot be read there is nothing to compare with: no check
+    capacity.MemoryBudget(3008 * MIB, lambda: None).check(4 * 3600)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from diarization.aws.settings import AwsSettings
+from diarization.capacity import MemoryBudget
 from diarization.config import Settings
 from diarization.engine import Diarizer
 from diarization.errors import TooLongForSyncError
@@ -46,7 +47,14 @@ class Service:
     abandon: AbandonObject
 
 
-def make_service(diarizer: Diarizer, workdir: Path, versioned: bool = False, gpu_above: float = 1e9) -> Service:
+def make_service(
+    diarizer: Diarizer,
+    workdir: Path,
+    versioned: bool = False,
+    gpu_above: float = 1e9,
+    memory: MemoryBudget | None = None,
+    gpu: bool = True,
+) -> Service:
     store, jobs, notifier = MemoryStore(versioned=versioned), MemoryJobs(), MemoryNotifier()
     telemetry, router = RecordingTelemetry(), FakeRouter(gpu_above)
     locations = Locations(AwsSettings(input_bucket=BUCKET))
@@ -62,7 +70,8 @@ def make_service(diarizer: Diarizer, workdir: Path, versioned: bool = False, gpu
         deadline_margin_seconds=5.0,
         speed=SpeedEstimate(0.5),
         workdir=workdir,
-        router=router,
+        router=router if gpu else None,
+        memory=memory,
     )
     complete = CompleteInference(locations, store, publisher, jobs, log, telemetry)
     abandon = AbandonObject(locations, store, publisher, jobs, log)
@@ -160,6 +169,46 @@ def test_too_little_time_left_is_an_error_object_not_a_timeout(service: Service,
     service.store.put(BUCKET, "audio/late.wav", encoded_samples["wav"].read_bytes())
     outcome = service.diarize_object(request("audio/late.wav"), Invocation.from_remaining(10.0, "r-2"))
     assert isinstance(outcome, Failed) and outcome.error["code"] == "AUDIO_TOO_LONG_FOR_LAMBDA"
+
+
+GIB = 2**30
+
+
+def test_audio_whose_clustering_would_not_fit_is_refused_before_diarizing(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    """An out-of-memory kill leaves no error object: the estimate refuses the file first (a stand-in budget of 1 GiB
+    with 1 GiB in use; the estimate itself is tested against pyannote's clustering in test_capacity.py)."""
+    service = make_service(diarizer, tmp_path, memory=MemoryBudget(GIB, lambda: GIB), gpu=False)
+    service.store.put(BUCKET, "audio/huge.wav", encoded_samples["wav"].read_bytes())
+    service.jobs.create("job3")
+
+    outcome = service.diarize_object(request("audio/huge.wav", job_id="job3"), Invocation())
+
+    assert isinstance(outcome, Failed) and outcome.error["code"] == "AUDIO_TOO_LONG_FOR_MEMORY"
+    details = outcome.error["details"]
+    assert details["limit_bytes"] == GIB and details["baseline_bytes"] == GIB and details["max_audio_seconds"] == 0
+    assert service.store.keys(BUCKET, "results/") == ["results/huge.wav.error.json"]
+    assert service.store.get_json(BUCKET, "results/huge.wav.error.json")["error"]["code"] == "AUDIO_TOO_LONG_FOR_MEMORY"
+    assert service.jobs.jobs["job3"]["status"] == "failed"
+
+
+def test_audio_whose_clustering_would_not_fit_goes_to_the_gpu(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    service = make_service(diarizer, tmp_path, memory=MemoryBudget(GIB, lambda: GIB))
+    service.store.put(BUCKET, "audio/huge.wav", encoded_samples["wav"].read_bytes())
+    outcome = service.diarize_object(request("audio/huge.wav"), Invocation())
+    assert isinstance(outcome, Routed) and "would not fit in this function's memory" in outcome.reason
+    assert service.store.keys(BUCKET, "results/") == []
+
+
+def test_audio_that_fits_the_memory_budget_is_diarized_here(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    service = make_service(diarizer, tmp_path, memory=MemoryBudget(64 * GIB, lambda: GIB))
+    service.store.put(BUCKET, "audio/fits.wav", encoded_samples["wav"].read_bytes())
+    assert isinstance(service.diarize_object(request("audio/fits.wav"), Invocation()), Succeeded)
 
 
 def test_long_audio_is_routed_and_its_job_finishes_on_completion(

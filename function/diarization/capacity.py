@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,28 @@ def current_rss_bytes() -> int | None:
         return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, IndexError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """The memory a host may use, and how to read what is in use when a file is checked (right after decoding,
+    so the loaded model and the waveform are part of it)."""
+
+    limit_bytes: int
+    in_use: Callable[[], int | None] = current_rss_bytes
+
+    def check(self, audio_seconds: float) -> None:
+        """Raise :class:`AudioTooLongForMemoryError` when ``audio_seconds`` would not fit; no check where the
+        memory in use cannot be read (not Linux)."""
+        baseline = self.in_use()
+        if baseline is not None:
+            check_memory(audio_seconds, self.limit_bytes, baseline)
+
+    @classmethod
+    def of_this_process(cls, env: Mapping[str, str] | None = None) -> MemoryBudget | None:
+        """From :func:`memory_limit_bytes`; None when no limit is known."""
+        limit = memory_limit_bytes(env)
+        return None if limit is None else cls(limit)
 
 
 def _duration(seconds: float) -> str:

@@ -35,6 +35,7 @@ from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
 from diarization.aws_ports.eventbridge import Notifier
 from diarization.aws_ports.s3 import S3Store
 from diarization.aws_ports.sagemaker import GpuRouter
+from diarization.capacity import MemoryBudget
 from diarization.config import Settings
 from diarization.engine import Diarizer
 from diarization.service.abandon import AbandonObject
@@ -108,6 +109,7 @@ class FunctionApp:
             workdir=workdir,
             router=router,
             idempotent=idempotent,
+            memory=MemoryBudget.of_this_process(env),
         )
         self.complete_inference = CompleteInference(locations, store, publisher, jobs, self.logger, telemetry)
         self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)

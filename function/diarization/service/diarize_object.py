@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from diarization.capacity import MemoryBudget
 from diarization.engine import Diarizer, decode_within_limits
 from diarization.errors import (
     AudioTooLargeError,
     AudioTooLongForLambdaError,
+    AudioTooLongForMemoryError,
     DiarizationError,
     EmptyAudioError,
     InputChangedError,
@@ -147,6 +149,7 @@ class DiarizeObject:
         workdir: Path,
         router: GpuRouter | None = None,
         idempotent: Idempotent | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.diarizer = diarizer
         self.locations = locations
@@ -159,6 +162,7 @@ class DiarizeObject:
         self.speed = speed
         self.workdir = workdir
         self.router = router
+        self.memory = memory
         self._run_once = idempotent(self._run_stored) if idempotent else self._run_stored
 
     def __call__(self, request: ObjectRequest, invocation: Invocation) -> Outcome:
@@ -229,6 +233,7 @@ class DiarizeObject:
             available = self._available_seconds(invocation)
             needed = self.speed.seconds_for(audio.duration_seconds)
             route = self.router.reason(audio.duration_seconds, needed, available) if self.router else None
+            route = route or self._memory_route(audio.duration_seconds)
             if route and self.router:
                 return self._route(self.router, run, audio.duration_seconds, route)
             self._check_deadline(audio.duration_seconds, needed, available)
@@ -303,6 +308,19 @@ class DiarizeObject:
             output_location=submitted.get("output_location"),
             failure_location=submitted.get("failure_location"),
         )
+
+    def _memory_route(self, audio_seconds: float) -> str | None:
+        """Why a file that would not fit this host's memory goes to the GPU (more memory there); without a GPU
+        endpoint, AUDIO_TOO_LONG_FOR_MEMORY (an error object now, instead of an out-of-memory kill later)."""
+        if self.memory is None:
+            return None
+        try:
+            self.memory.check(audio_seconds)
+        except AudioTooLongForMemoryError as error:
+            if self.router is None:
+                raise
+            return f"clustering would not fit in this function's memory: {error.message}"
+        return None
 
     def _check_deadline(self, audio_seconds: float, needed: float, available: float | None) -> None:
         if available is not None and needed > available:
