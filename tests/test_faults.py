@@ -184,6 +184,27 @@ def test_reordered_versions_in_a_versioned_bucket(
     assert_invariant(deployment)
 
 
+def test_reordered_versions_in_an_unversioned_bucket(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """v1 then v2 uploaded, v2's event processed first, then v1's late one: its ETag is gone, so the current version
+    (v2) is what it names now, and the run is v2's again (replayed); v2's result stays."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/talk.wav"
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    v1 = as_s3_sends(deployment.notifications(1), eTag=put["ETag"].strip('"'), sequencer="0065A1B2C3D4E5F601")
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
+    v2 = as_s3_sends(deployment.notifications(1), eTag=put["ETag"].strip('"'), sequencer="0065A1B2C3D4E5F602")
+
+    assert app.lambda_handler(deployment.sqs_event(v2), LambdaContext()) == {"batchItemFailures": []}
+    assert app.lambda_handler(deployment.sqs_event(v1), LambdaContext()) == {"batchItemFailures": []}
+
+    assert deployment.object_keys("results/") == ["results/talk.wav.json", "results/talk.wav.rttm"]
+    assert deployment.get_json("results/talk.wav.json")["audio"]["original"]["codec"] == "flac"
+    assert [event["detail-type"] for event in deployment.captured_events()] == ["Diarization Succeeded"]
+    assert_invariant(deployment)
+
+
 class NewerVersionFirst:
     """Between v1's HEAD and its download, v2 is uploaded and fully processed: v1 then reads INPUT_CHANGED."""
 
