@@ -7,7 +7,6 @@ exists and it describes the newest version; every job is terminal, or running wh
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.hints import SpeakerHints
 from local_aws import Deployment, LambdaContext, create_deployment
 from test_api import call
+from test_lambda import make_app
 
 TERMINAL = ("succeeded", "failed")
 
@@ -27,13 +27,6 @@ TERMINAL = ("succeeded", "failed")
 @pytest.fixture()
 def deployment(moto_endpoint: str) -> Deployment:
     return create_deployment()
-
-
-def make_app(deployment: Deployment, model_dir: Path, scratch: Path, **extra: str) -> FunctionApp:
-    env = {**os.environ, **deployment.env, "MODEL_DIR": str(model_dir), "NUM_THREADS": "2", **extra}
-    app = FunctionApp(env)
-    app.diarize_object.workdir = app.api.diarize_sync.workdir = scratch
-    return app
 
 
 @pytest.fixture()
