@@ -15,7 +15,7 @@ import pytest
 from diarization.aws.app import FunctionApp
 from diarization.result import load_schema
 from local_aws import Deployment, LambdaContext, create_deployment
-from media import encode_as, speech_like
+from media import encode_as, flac_declaring, speech_like
 
 
 @pytest.fixture()
@@ -191,3 +191,11 @@ def test_sync_diarize_refuses_what_cannot_finish_in_time(app: FunctionApp, encod
     audio = base64.b64encode(encoded_samples["opus"].read_bytes()).decode()
     status, body = call(app, "POST", "/diarize", {"audio_base64": audio})
     assert status == 422 and body["error"]["code"] == "TOO_LONG_FOR_SYNC" and "POST /jobs" in body["error"]["message"]
+
+
+def test_sync_diarize_refuses_a_declared_4_hours_without_decoding(app: FunctionApp) -> None:
+    """The header says 4 h, the file holds 2 s (decoding would find it truncated): the 422 comes from the header."""
+    audio = base64.b64encode(flac_declaring(2.0, 4 * 3600)).decode()
+    status, body = call(app, "POST", "/diarize", {"audio_base64": audio})
+    assert status == 422 and body["error"]["code"] == "TOO_LONG_FOR_SYNC", body
+    assert body["error"]["details"]["declared_seconds"] == 14400.0 and "audio_seconds" not in body["error"]["details"]

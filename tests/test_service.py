@@ -13,7 +13,7 @@ import pytest
 from diarization.aws.settings import AwsSettings
 from diarization.config import Settings
 from diarization.engine import Diarizer
-from diarization.errors import TooLongForSyncError
+from diarization.errors import InvalidAudioError, TooLongForSyncError
 from diarization.hints import SpeakerHints
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
@@ -24,6 +24,7 @@ from diarization.service.outcomes import Failed, Routed, Skipped, Succeeded
 from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget, SyncRequest
 from fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
+from media import flac_declaring, mp3_bytes, speech_like
 
 BUCKET = "audio"
 log = logging.getLogger("tests.service")
@@ -210,6 +211,39 @@ def test_synchronous_diarization_keeps_to_its_budget(diarizer: Diarizer, encoded
     )
     with pytest.raises(TooLongForSyncError):
         slow(SyncRequest(encoded_samples["wav"].read_bytes(), SpeakerHints()))
+
+
+def test_the_sync_budget_is_checked_from_the_header_before_decoding(diarizer: Diarizer, tmp_path: Path) -> None:
+    """2 s of real FLAC whose header declares 4 h. Decoding it would end in INVALID_AUDIO (truncated), so a
+    TOO_LONG_FOR_SYNC naming the declared duration can only come from the header, before any decoding."""
+    lying = flac_declaring(2.0, 4 * 3600)
+    store = MemoryStore()
+    store.put(BUCKET, "audio/4h.flac", lying)
+    sync = DiarizeSync(
+        diarizer, store, tmp_path, SyncBudget(seconds=25.0, max_object_bytes=1 << 25), SpeedEstimate(0.1)
+    )
+
+    for source in (lying, ObjectRef(BUCKET, "audio/4h.flac")):
+        with pytest.raises(TooLongForSyncError) as caught:
+            sync(SyncRequest(source, SpeakerHints()))
+        assert caught.value.details == {"declared_seconds": 14400.0, "estimated_seconds": 1442.0}
+        assert "declares 14400 s" in caught.value.message and "POST /jobs" in caught.value.message
+
+    without_budget = DiarizeSync(diarizer, store)
+    with pytest.raises(InvalidAudioError, match="truncated"):
+        without_budget(SyncRequest(lying, SpeakerHints()))
+
+
+def test_the_sync_budget_is_checked_again_after_decoding_when_the_header_understates(
+    diarizer: Diarizer, tmp_path: Path
+) -> None:
+    """3 s at 160 kb/s then 12 s at 8 kb/s: FFmpeg estimates ~3.7 s from the first bit rate; 15 s decode."""
+    glued = mp3_bytes(speech_like(3.0), 160_000) + mp3_bytes(speech_like(12.0, seed=1), 8_000)
+    sync = DiarizeSync(diarizer, None, tmp_path, SyncBudget(seconds=10.0, max_object_bytes=1 << 25), SpeedEstimate(1.0))
+    with pytest.raises(TooLongForSyncError) as caught:
+        sync(SyncRequest(glued, SpeakerHints()))
+    assert caught.value.details["audio_seconds"] == pytest.approx(15.0, abs=0.3)  # MP3 frame padding
+    assert "declared_seconds" not in caught.value.details
 
 
 def test_the_service_and_the_server_import_no_lambda_host() -> None:
