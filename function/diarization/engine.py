@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from diarization.audio import AudioSource, DecodedAudio, DeclaredCheck, decode_audio
+from diarization.audio import AudioSource, DeclaredCheck, DecodedAudio, decode_audio
 from diarization.config import Settings
 from diarization.hints import SpeakerHints
 from diarization.loader import LoadedPipeline, load_pipeline
