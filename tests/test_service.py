@@ -24,7 +24,7 @@ from diarization.service.outcomes import Failed, Routed, Skipped, Succeeded
 from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget, SyncRequest
 from fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
-from media import flac_declaring, mp3_bytes, speech_like
+from media import encode_as, flac_declaring, mp3_bytes, speech_like
 
 BUCKET = "audio"
 log = logging.getLogger("tests.service")
@@ -145,6 +145,36 @@ def test_given_up_work_ends_its_job_but_never_undoes_a_success(service: Service,
     late = service.abandon(request("audio/ok.wav"), Invocation(), deliveries=3)
     assert isinstance(late, Skipped)
     assert service.store.keys(BUCKET, "results/ok") == ["results/ok.wav.json", "results/ok.wav.rttm"]
+
+
+def test_an_upload_for_a_job_that_has_ended_is_not_diarized_again(service: Service, tmp_path: Path) -> None:
+    service.jobs.create("job5")
+    short = encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes()
+    service.store.put(BUCKET, "audio/uploads/job5/a.flac", short)
+    first = service.diarize_object(request("audio/uploads/job5/a.flac"), Invocation())
+    assert isinstance(first, Succeeded) and service.jobs.jobs["job5"]["status"] == "succeeded"
+    described = service.store.get_json(BUCKET, "results/uploads/job5/a.flac.json")
+
+    service.store.put(BUCKET, "audio/uploads/job5/a.flac", short + b"\0")  # the upload URL, used again
+    again = service.diarize_object(request("audio/uploads/job5/a.flac"), Invocation())
+
+    assert isinstance(again, Skipped) and again.job_id == "job5"
+    assert again.reason == "job job5 has already ended (succeeded); a new upload needs a new job (POST /jobs)"
+    assert ("WorkForEndedJobs", 1) in service.telemetry.metrics
+    assert (
+        service.jobs.jobs["job5"]["status"] == "succeeded" and service.jobs.jobs["job5"]["outcome"] == first.to_dict()
+    )
+    assert service.store.get_json(BUCKET, "results/uploads/job5/a.flac.json") == described
+
+
+def test_a_redelivery_for_a_running_job_still_runs(service: Service, tmp_path: Path) -> None:
+    """The first delivery marked the job running and then died (timeout, crash): the redelivery finishes it."""
+    service.jobs.create("job6")
+    assert service.jobs.mark_running("job6")
+    short = encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes()
+    service.store.put(BUCKET, "audio/uploads/job6/a.flac", short)
+    outcome = service.diarize_object(request("audio/uploads/job6/a.flac"), Invocation())
+    assert isinstance(outcome, Succeeded) and service.jobs.jobs["job6"]["status"] == "succeeded"
 
 
 def test_outputs_are_never_inputs(service: Service) -> None:
