@@ -129,6 +129,7 @@ class LocalAws:
             TableName=env["JOBS_TABLE"],
             Item={
                 "job_id": {"S": EXAMPLE_JOB_ID},
+                "owner": {"S": "anonymous"},  # what the sample event, without an IAM context, calls itself
                 "status": {"S": "queued"},
                 "input": {"S": f"s3://{BUCKET}/audio/interview.mp3"},
                 "created_at": {"N": str(now)},

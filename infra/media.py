@@ -103,3 +103,26 @@ def mp3_bytes(samples: np.ndarray, bit_rate: int, rate: int = 16_000) -> bytes:
         tag_size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
         data = data[10 + tag_size :]
     return data
+
+
+def flac_declaring(seconds: float, declared_seconds: float, rate: int = 16_000) -> bytes:
+    """A real FLAC file of `seconds` whose STREAMINFO claims `declared_seconds`: what FFmpeg reports as its duration
+    before decoding (it trusts the header), while a full decode finds it truncated."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="flac") as container:
+        stream = container.add_stream("flac", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(speech_like(seconds, rate).reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        for converted in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(converted):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    data = bytearray(buffer.getvalue())
+    # "fLaC", a 4-byte block header, then STREAMINFO; its bytes 10-17 end with the 36-bit total sample count.
+    start = 4 + 4 + 10
+    packed = int.from_bytes(data[start : start + 8], "big")
+    packed = (packed & ~((1 << 36) - 1)) | int(declared_seconds * rate)
+    data[start : start + 8] = packed.to_bytes(8, "big")
+    return bytes(data)

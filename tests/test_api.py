@@ -5,17 +5,20 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import boto3
 import jsonschema
 import pytest
+import requests
 
 from diarization.aws.app import FunctionApp
 from diarization.result import load_schema
 from local_aws import Deployment, LambdaContext, create_deployment
-from media import encode_as, speech_like
+from media import encode_as, flac_declaring, speech_like
 
 
 @pytest.fixture()
@@ -31,8 +34,36 @@ def app(deployment: Deployment, tiny_model_dir: Path, tmp_path: Path) -> Functio
     return app
 
 
-def call(app: FunctionApp, method: str, path: str, body: Any = None, raw: str | None = None) -> tuple[int, Any]:
-    """An HTTP API (payload format 2.0) request, as API Gateway delivers it, and the decoded response."""
+def iam(principal: str, session: str | None = None, account: str = "123456789012") -> dict[str, Any]:
+    """`requestContext.authorizer.iam` as API Gateway fills it for a SigV4-signed request: an assumed role's
+    session (`AROA...:session`) or an IAM user (`AIDA...`)."""
+    caller_id = f"{principal}:{session}" if session else principal
+    arn = f"arn:aws:sts::{account}:assumed-role/caller/{session}" if session else f"arn:aws:iam::{account}:user/u"
+    return {
+        "accessKey": "ASIAEXAMPLE",
+        "accountId": account,
+        "callerId": caller_id,
+        "cognitoIdentity": None,
+        "principalOrgId": None,
+        "userArn": arn,
+        "userId": caller_id,
+    }
+
+
+ALICE, ALICE_AGAIN = iam("AROAALICE", "session-1"), iam("AROAALICE", "session-2")
+BOB = iam("AIDABOB")
+
+
+def call(
+    app: FunctionApp,
+    method: str,
+    path: str,
+    body: Any = None,
+    raw: str | None = None,
+    caller: dict[str, Any] | None = None,
+) -> tuple[int, Any]:
+    """An HTTP API (payload format 2.0) request, as API Gateway delivers it, and the decoded response. Without a
+    `caller` there is no IAM context, as under `sam local start-api`."""
     event = {
         "version": "2.0",
         "routeKey": "$default",
@@ -49,6 +80,7 @@ def call(app: FunctionApp, method: str, path: str, body: Any = None, raw: str | 
             "stage": "$default",
             "time": "25/Nov/2026:00:00:00 +0000",
             "timeEpoch": 0,
+            **({"authorizer": {"iam": caller}} if caller else {}),
         },
         "body": raw if raw is not None else (json.dumps(body) if body is not None else None),
         "isBase64Encoded": False,
@@ -70,18 +102,24 @@ def process_queue(app: FunctionApp, deployment: Deployment, expected: int) -> No
     raise AssertionError(f"only {delivered} of {expected} messages arrived")
 
 
+def post_upload(job: dict[str, Any], data: bytes) -> int:
+    """What a browser or `curl -F` does with the job's upload form: a multipart POST, the file last."""
+    form = job["upload"]
+    assert form["method"] == "POST"
+    response = requests.post(form["url"], data=form["fields"], files={"file": ("audio", data)}, timeout=60)
+    return response.status_code
+
+
 def test_upload_job_end_to_end(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
     status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "call 1.m4a", "num_speakers": 2})
     assert status == 202 and job["status"] == "queued" and job["status_url"] == f"/jobs/{job['job_id']}"
     assert job["input"] == f"s3://{deployment.bucket}/audio/uploads/{job['job_id']}/call 1.m4a"
     assert job["result"]["json"] == f"s3://{deployment.bucket}/results/uploads/{job['job_id']}/call 1.m4a.json"
+    assert sorted(job["upload"]) == ["expires_in", "fields", "max_bytes", "method", "url"]
+    assert job["upload"]["fields"]["key"] == f"audio/uploads/{job['job_id']}/call 1.m4a"
     assert call(app, "GET", job["status_url"])[1]["status"] == "queued"
 
-    put = urllib.request.Request(
-        job["upload"]["url"], data=encoded_samples["m4a"].read_bytes(), method="PUT", headers=job["upload"]["headers"]
-    )
-    with urllib.request.urlopen(put) as response:
-        assert response.status == 200
+    assert post_upload(job, encoded_samples["m4a"].read_bytes()) == 204
     process_queue(app, deployment, 1)
 
     status, done = call(app, "GET", job["status_url"])
@@ -92,6 +130,82 @@ def test_upload_job_end_to_end(app: FunctionApp, deployment: Deployment, encoded
     assert result["parameters"]["num_speakers"] == 2  # the job's hints reached the pipeline
     with urllib.request.urlopen(done["download"]["rttm"]) as response:
         assert response.read().decode().startswith("SPEAKER call_1 1 ")
+
+
+def test_the_upload_form_bounds_size_key_and_lifetime(app: FunctionApp, deployment: Deployment) -> None:
+    """S3 enforces a POST policy's conditions; moto (5.2.5) stores whatever is posted and checks none of them, so
+    the conditions are read from the signed policy itself: what S3 would refuse is decided there."""
+    before = time.time()
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "big.wav"})
+    assert status == 202
+    form = job["upload"]
+    policy = json.loads(base64.b64decode(form["fields"]["policy"]))
+    limit = app.settings.max_audio_bytes
+    assert form["max_bytes"] == limit and form["expires_in"] == app.aws.url_expiry_seconds == 3600
+    assert ["content-length-range", 1, limit] in policy["conditions"]
+    assert {"key": f"audio/uploads/{job['job_id']}/big.wav"} in policy["conditions"]
+    assert {"bucket": deployment.bucket} in policy["conditions"]
+    assert not [c for c in policy["conditions"] if isinstance(c, list) and c[0] == "starts-with"]  # no wildcard key
+    expires = time.mktime(time.strptime(policy["expiration"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert before + 3600 - 5 <= expires <= time.time() + 3600 + 5
+    assert form["fields"]["x-amz-algorithm"] == "AWS4-HMAC-SHA256"  # SigV4, not botocore's SigV2 default
+
+
+def test_an_upload_form_used_again_after_the_job_ended_is_not_diarized(
+    app: FunctionApp, deployment: Deployment, tmp_path: Path
+) -> None:
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "once.flac"}, caller=ALICE)
+    assert status == 202
+    assert post_upload(job, encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes()) == 204
+    process_queue(app, deployment, 1)
+    _, done = call(app, "GET", job["status_url"], caller=ALICE)
+    assert done["status"] == "succeeded"
+    key = f"results/uploads/{job['job_id']}/once.flac.json"
+    first = deployment.get_json(key)
+
+    assert post_upload(job, encode_as(speech_like(6.0, seed=3), 16_000, tmp_path, "flac").read_bytes()) == 204
+    process_queue(app, deployment, 1)  # acknowledged: skipped, not failed
+
+    _, after = call(app, "GET", job["status_url"], caller=ALICE)
+    assert after["status"] == "succeeded" and after["updated_at"] == done["updated_at"]
+    assert after["duration_seconds"] == pytest.approx(4.0, abs=0.05)
+    assert deployment.get_json(key) == first
+
+
+def test_jobs_belong_to_their_caller(app: FunctionApp, deployment: Deployment, tmp_path: Path) -> None:
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "mine.flac"}, caller=ALICE)
+    assert status == 202
+    assert post_upload(job, encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes()) == 204
+    stored = boto3.resource("dynamodb").Table(deployment.jobs_table).get_item(Key={"job_id": job["job_id"]})["Item"]
+    assert stored["owner"] == "123456789012:AROAALICE"
+
+    # Every session of Alice's role sees the job; Bob, another account's Alice and the anonymous caller do not,
+    # and what they get is exactly what a job id that never existed gets.
+    assert call(app, "GET", job["status_url"], caller=ALICE_AGAIN)[0] == 200
+    missing_id = "f" * 32
+    _, never = call(app, "GET", f"/jobs/{missing_id}", caller=BOB)
+    for stranger in (BOB, iam("AROAALICE", "session-1", account="210987654321"), None):
+        status, body = call(app, "GET", job["status_url"], caller=stranger)
+        assert (status, json.dumps(body).replace(job["job_id"], missing_id)) == (404, json.dumps(never))
+
+    # Bob may not use Alice's upload as an input, and cannot tell it from an upload that does not exist.
+    for route, extra in (("/jobs", {}), ("/diarize", {})):
+        status, body = call(app, "POST", route, {"s3_uri": job["input"], **extra}, caller=BOB)
+        assert (status, body["error"]["code"]) == (404, "INPUT_NOT_FOUND"), body
+        ghost = f"s3://{deployment.bucket}/audio/uploads/{missing_id}/mine.flac"
+        _, ghost_body = call(app, "POST", route, {"s3_uri": ghost}, caller=BOB)
+        assert json.dumps(body).replace(job["input"], ghost) == json.dumps(ghost_body)
+
+    # Alice may; and anything else under the input prefix is the deployment's shared space.
+    status, result = call(app, "POST", "/diarize", {"s3_uri": job["input"]}, caller=ALICE_AGAIN)
+    assert status == 200 and result["input"]["uri"] == job["input"]
+    deployment.s3.put_object(
+        Bucket=deployment.bucket,
+        Key="audio/shared.flac",
+        Body=encode_as(speech_like(3.0), 16_000, tmp_path, "flac").read_bytes(),
+    )
+    status, shared = call(app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/audio/shared.flac"}, caller=BOB)
+    assert status == 202 and call(app, "GET", shared["status_url"], caller=BOB)[0] == 200
 
 
 def test_job_for_an_existing_object(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
@@ -191,3 +305,11 @@ def test_sync_diarize_refuses_what_cannot_finish_in_time(app: FunctionApp, encod
     audio = base64.b64encode(encoded_samples["opus"].read_bytes()).decode()
     status, body = call(app, "POST", "/diarize", {"audio_base64": audio})
     assert status == 422 and body["error"]["code"] == "TOO_LONG_FOR_SYNC" and "POST /jobs" in body["error"]["message"]
+
+
+def test_sync_diarize_refuses_a_declared_4_hours_without_decoding(app: FunctionApp) -> None:
+    """The header says 4 h, the file holds 2 s (decoding would find it truncated): the 422 comes from the header."""
+    audio = base64.b64encode(flac_declaring(2.0, 4 * 3600)).decode()
+    status, body = call(app, "POST", "/diarize", {"audio_base64": audio})
+    assert status == 422 and body["error"]["code"] == "TOO_LONG_FOR_SYNC", body
+    assert body["error"]["details"]["declared_seconds"] == 14400.0 and "audio_seconds" not in body["error"]["details"]

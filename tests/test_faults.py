@@ -85,7 +85,7 @@ def assert_invariant(deployment: Deployment) -> None:
 
 def test_a_job_ends_once(deployment: Deployment) -> None:
     jobs = JobStore(deployment.jobs_table, 1)
-    jobs.create("a" * 32)
+    jobs.create("a" * 32, owner="anonymous")
     assert jobs.mark_running("a" * 32)
     assert jobs.finish("a" * 32, {"status": "succeeded", "speaker_count": 2})
     assert not jobs.finish("a" * 32, {"status": "failed", "error": {"code": "GPU_INFERENCE_FAILED"}})

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from diarization.aws.settings import AwsSettings
 from diarization.service.locations import Locations, ObjectRef
@@ -161,10 +162,9 @@ def test_sam_local_invoke_of_each_shipped_event(local_aws: LocalAws, name: str, 
         assert result["speaker_count"] >= 1
 
 
-def request(url: str, method: str = "GET", body: Any = None, data: bytes | None = None) -> tuple[int, Any]:
-    payload = data if data is not None else (json.dumps(body).encode() if body is not None else None)
-    headers = {"Content-Type": "application/octet-stream" if data is not None else "application/json"}
-    call = urllib.request.Request(url, data=payload, method=method, headers=headers)
+def request(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+    payload = json.dumps(body).encode() if body is not None else None
+    call = urllib.request.Request(url, data=payload, method=method, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(call, timeout=600) as response:  # loopback only
             raw = response.read()
@@ -204,8 +204,8 @@ def test_sam_local_start_api_serves_the_three_routes(local_api: str, local_aws: 
     # is on loopback. moto checks no signature, so only the address changes.
     upload = urllib.parse.urlsplit(job["upload"]["url"])._replace(netloc=f"127.0.0.1:{local_aws.port}").geturl()
     audio = local_aws.client("s3").get_object(Bucket=BUCKET, Key="audio/interview.mp3")["Body"].read()
-    status, _ = request(upload, "PUT", data=audio)
-    assert status == 200
+    posted = requests.post(upload, data=job["upload"]["fields"], files={"file": ("audio", audio)}, timeout=60)
+    assert posted.status_code == 204
 
     status, polled = request(f"{local_api}/jobs/{job['job_id']}")
     assert status == 200 and polled["job_id"] == job["job_id"] and polled["status"] == "queued", polled

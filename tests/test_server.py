@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -190,3 +191,89 @@ def test_train_is_refused() -> None:
         text=True,
     )
     assert done.returncode == 2 and "does not train" in done.stderr
+
+
+def raw_exchange(container: Container, request: bytes) -> tuple[int, dict[str, Any], bytes]:
+    """Bytes no well-behaved client library would send; the server closes the connection after each of these."""
+    with socket.create_connection(("127.0.0.1", container.port), timeout=30) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)  # what a client that stops sending looks like to the server
+        raw = b""
+        while chunk := connection.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body), raw
+
+
+INVOCATIONS = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code", "message"),
+    [
+        (INVOCATIONS + b"\r\n", 400, "INVALID_REQUEST", "Content-Length is required"),
+        (INVOCATIONS + b"Content-Length: abc\r\n\r\nabc", 400, "INVALID_REQUEST", "non-negative whole number"),
+        (INVOCATIONS + b"Content-Length: -5\r\n\r\n", 400, "INVALID_REQUEST", "non-negative whole number"),
+        (INVOCATIONS + b"Content-Length: 1_0\r\n\r\n0123456789", 400, "INVALID_REQUEST", "non-negative whole number"),
+        (INVOCATIONS + b"Content-Length: +3\r\n\r\nabc", 400, "INVALID_REQUEST", "non-negative whole number"),
+        (INVOCATIONS + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400, "INVALID_REQUEST", "one "),
+        (INVOCATIONS + b"Content-Length: 100\r\n\r\n" + b"x" * 10, 400, "INVALID_REQUEST", "ended after 10 of"),
+        (INVOCATIONS + b"Content-Length: 6000001\r\n\r\n" + b"x" * 10, 413, "AUDIO_TOO_LARGE", "6000001 bytes"),
+        (b"GARBAGE\r\n\r\n", 400, "INVALID_REQUEST", "Bad request"),
+        (b"POST /invocations HTTP/9.9\r\n\r\n", 505, "INVALID_REQUEST", "Invalid HTTP version"),
+        (b"PUT /invocations HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, "INVALID_REQUEST", "'PUT' is not allowed"),
+        (INVOCATIONS + b"X-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431, "INVALID_REQUEST", "Line too long"),
+    ],
+    ids=[
+        "no-length",
+        "not-a-number",
+        "negative",
+        "underscore",
+        "plus-sign",
+        "two-lengths",
+        "short-body",
+        "over-the-limit-announced",
+        "bad-request-line",
+        "bad-version",
+        "unknown-method",
+        "header-too-long",
+    ],
+)
+def test_malformed_requests_get_a_4xx_error_body_and_no_internals(
+    container: Container, request_bytes: bytes, status: int, code: str, message: str
+) -> None:
+    got_status, body, raw = raw_exchange(container, request_bytes)
+    assert (got_status, body["error"]["code"]) == (status, code), body
+    assert message in body["error"]["message"]
+    assert b"Traceback" not in raw and b"ValueError" not in raw and b"invalid literal" not in raw
+    assert b"Content-Type: application/json" in raw
+    assert container.request("GET", "/ping")[0] == 200
+
+
+def test_an_unexpected_failure_is_a_500_with_an_error_id_and_no_exception_text(
+    moto_endpoint: str, encoded_samples, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A real fault on the server's side: its temporary directory disappears after startup (a lost volume). Once torch
+    is imported Python keeps the resolved directory, so the next S3 input cannot be staged: an OSError no code maps."""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="server-faults")
+    boto3.client("s3").put_object(Bucket="server-faults", Key="a.flac", Body=encoded_samples["flac"].read_bytes())
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    log = tmp_path / "server.log"
+    server = Container(tiny_model_dir, log, TMPDIR=str(scratch))
+    try:
+        server.wait_ready()
+        scratch.rmdir()
+        body = json.dumps({"s3_uri": "s3://server-faults/a.flac"}).encode()
+        status, error = server.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        assert server.request("GET", "/ping")[0] == 200
+    finally:
+        server.stop()
+    assert status == 500 and error["error"]["code"] == "INTERNAL_ERROR", error
+    error_id = error["error"]["details"]["error_id"]
+    assert error["error"]["message"] == f"An unexpected error occurred; the server logged it with error id {error_id}."
+    assert str(scratch) not in json.dumps(error) and "FileNotFoundError" not in json.dumps(error)
+    logged = log.read_text()
+    assert f"error id {error_id}" in logged and "FileNotFoundError" in logged and "Traceback" in logged

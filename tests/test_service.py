@@ -14,7 +14,7 @@ from diarization.aws.settings import AwsSettings
 from diarization.capacity import MemoryBudget
 from diarization.config import Settings
 from diarization.engine import Diarizer
-from diarization.errors import TooLongForSyncError
+from diarization.errors import InvalidAudioError, TooLongForSyncError
 from diarization.hints import SpeakerHints
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
@@ -25,6 +25,7 @@ from diarization.service.outcomes import Failed, Routed, Skipped, Succeeded
 from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget, SyncRequest
 from fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
+from media import encode_as, flac_declaring, mp3_bytes, speech_like
 
 BUCKET = "audio"
 log = logging.getLogger("tests.service")
@@ -155,6 +156,36 @@ def test_given_up_work_ends_its_job_but_never_undoes_a_success(service: Service,
     assert service.store.keys(BUCKET, "results/ok") == ["results/ok.wav.json", "results/ok.wav.rttm"]
 
 
+def test_an_upload_for_a_job_that_has_ended_is_not_diarized_again(service: Service, tmp_path: Path) -> None:
+    service.jobs.create("job5")
+    short = encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes()
+    service.store.put(BUCKET, "audio/uploads/job5/a.flac", short)
+    first = service.diarize_object(request("audio/uploads/job5/a.flac"), Invocation())
+    assert isinstance(first, Succeeded) and service.jobs.jobs["job5"]["status"] == "succeeded"
+    described = service.store.get_json(BUCKET, "results/uploads/job5/a.flac.json")
+
+    service.store.put(BUCKET, "audio/uploads/job5/a.flac", short + b"\0")  # the upload URL, used again
+    again = service.diarize_object(request("audio/uploads/job5/a.flac"), Invocation())
+
+    assert isinstance(again, Skipped) and again.job_id == "job5"
+    assert again.reason == "job job5 has already ended (succeeded); a new upload needs a new job (POST /jobs)"
+    assert ("WorkForEndedJobs", 1) in service.telemetry.metrics
+    assert (
+        service.jobs.jobs["job5"]["status"] == "succeeded" and service.jobs.jobs["job5"]["outcome"] == first.to_dict()
+    )
+    assert service.store.get_json(BUCKET, "results/uploads/job5/a.flac.json") == described
+
+
+def test_a_redelivery_for_a_running_job_still_runs(service: Service, tmp_path: Path) -> None:
+    """The first delivery marked the job running and then died (timeout, crash): the redelivery finishes it."""
+    service.jobs.create("job6")
+    assert service.jobs.mark_running("job6")
+    short = encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes()
+    service.store.put(BUCKET, "audio/uploads/job6/a.flac", short)
+    outcome = service.diarize_object(request("audio/uploads/job6/a.flac"), Invocation())
+    assert isinstance(outcome, Succeeded) and service.jobs.jobs["job6"]["status"] == "succeeded"
+
+
 def test_outputs_are_never_inputs(service: Service) -> None:
     outcome = service.diarize_object(request("results/a.wav.json"), Invocation())
     assert isinstance(outcome, Skipped) and "output prefix" in outcome.reason
@@ -259,6 +290,39 @@ def test_synchronous_diarization_keeps_to_its_budget(diarizer: Diarizer, encoded
     )
     with pytest.raises(TooLongForSyncError):
         slow(SyncRequest(encoded_samples["wav"].read_bytes(), SpeakerHints()))
+
+
+def test_the_sync_budget_is_checked_from_the_header_before_decoding(diarizer: Diarizer, tmp_path: Path) -> None:
+    """2 s of real FLAC whose header declares 4 h. Decoding it would end in INVALID_AUDIO (truncated), so a
+    TOO_LONG_FOR_SYNC naming the declared duration can only come from the header, before any decoding."""
+    lying = flac_declaring(2.0, 4 * 3600)
+    store = MemoryStore()
+    store.put(BUCKET, "audio/4h.flac", lying)
+    sync = DiarizeSync(
+        diarizer, store, tmp_path, SyncBudget(seconds=25.0, max_object_bytes=1 << 25), SpeedEstimate(0.1)
+    )
+
+    for source in (lying, ObjectRef(BUCKET, "audio/4h.flac")):
+        with pytest.raises(TooLongForSyncError) as caught:
+            sync(SyncRequest(source, SpeakerHints()))
+        assert caught.value.details == {"declared_seconds": 14400.0, "estimated_seconds": 1442.0}
+        assert "declares 14400 s" in caught.value.message and "POST /jobs" in caught.value.message
+
+    without_budget = DiarizeSync(diarizer, store)
+    with pytest.raises(InvalidAudioError, match="truncated"):
+        without_budget(SyncRequest(lying, SpeakerHints()))
+
+
+def test_the_sync_budget_is_checked_again_after_decoding_when_the_header_understates(
+    diarizer: Diarizer, tmp_path: Path
+) -> None:
+    """3 s at 160 kb/s then 12 s at 8 kb/s: FFmpeg estimates ~3.7 s from the first bit rate; 15 s decode."""
+    glued = mp3_bytes(speech_like(3.0), 160_000) + mp3_bytes(speech_like(12.0, seed=1), 8_000)
+    sync = DiarizeSync(diarizer, None, tmp_path, SyncBudget(seconds=10.0, max_object_bytes=1 << 25), SpeedEstimate(1.0))
+    with pytest.raises(TooLongForSyncError) as caught:
+        sync(SyncRequest(glued, SpeakerHints()))
+    assert caught.value.details["audio_seconds"] == pytest.approx(15.0, abs=0.3)  # MP3 frame padding
+    assert "declared_seconds" not in caught.value.details
 
 
 def test_the_service_and_the_server_import_no_lambda_host() -> None:

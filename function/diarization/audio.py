@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -33,6 +34,9 @@ TRUNCATION_TOLERANCE_SECONDS = 1.0
 """Decoded audio this much shorter than the container declares is treated as truncated."""
 
 AudioSource = str | Path | bytes
+
+DeclaredCheck = Callable[[float], None]
+"""Called with the duration the container declares, before any decoding; raises to stop (e.g. a time budget)."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,13 @@ class DecodedAudio:
         return len(self.samples) / self.sample_rate
 
 
-def decode_audio(source: AudioSource, *, max_bytes: int, max_seconds: float) -> DecodedAudio:
+def decode_audio(
+    source: AudioSource, *, max_bytes: int, max_seconds: float, check_declared: DeclaredCheck | None = None
+) -> DecodedAudio:
     """Decode ``source`` (a path or the file's bytes) to 16 kHz mono float32.
 
-    Raises a :class:`~diarization.errors.DiarizationError` subclass for every bad input.
+    Raises a :class:`~diarization.errors.DiarizationError` subclass for every bad input. ``check_declared`` sees
+    the declared duration (when the container has one) after the MAX_AUDIO_SECONDS check, before decoding.
     """
     stream_in, size = _open_source(source)
     with stream_in:
@@ -76,7 +83,7 @@ def decode_audio(source: AudioSource, *, max_bytes: int, max_seconds: float) -> 
                 size_bytes=size,
                 max_bytes=max_bytes,
             )
-        return _decode(stream_in, size, max_seconds)
+        return _decode(stream_in, size, max_seconds, check_declared)
 
 
 def _open_source(source: AudioSource) -> tuple[BinaryIO, int]:
@@ -91,7 +98,7 @@ def _open_source(source: AudioSource) -> tuple[BinaryIO, int]:
     return open(path, "rb"), os.path.getsize(path)
 
 
-def _decode(file: BinaryIO, size: int, max_seconds: float) -> DecodedAudio:
+def _decode(file: BinaryIO, size: int, max_seconds: float, check_declared: DeclaredCheck | None) -> DecodedAudio:
     try:
         container = av.open(file, mode="r", metadata_errors="ignore")
     except av.FFmpegError as error:
@@ -115,6 +122,8 @@ def _decode(file: BinaryIO, size: int, max_seconds: float) -> DecodedAudio:
                 duration_seconds=round(declared, 3),
                 max_seconds=max_seconds,
             )
+        if declared is not None and check_declared is not None:
+            check_declared(declared)
 
         samples = _decode_stream(container, stream, max_seconds, size)
         facts = AudioFacts(

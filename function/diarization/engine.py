@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from diarization.audio import AudioSource, DecodedAudio, decode_audio
+from diarization.audio import AudioSource, DeclaredCheck, DecodedAudio, decode_audio
 from diarization.config import Settings
 from diarization.hints import SpeakerHints
 from diarization.loader import LoadedPipeline, load_pipeline
@@ -24,10 +24,18 @@ SILENCE_PEAK = 10 ** (-80 / 20)
 SILENCE_WARNING = "The audio is silent (peak below -80 dBFS): no speech to diarize."
 
 
-def decode_within_limits(settings: Settings, source: AudioSource) -> tuple[DecodedAudio, float]:
-    """Decode within the deployment's size and duration limits; returns (audio, seconds taken)."""
+def decode_within_limits(
+    settings: Settings, source: AudioSource, check_declared: DeclaredCheck | None = None
+) -> tuple[DecodedAudio, float]:
+    """Decode within the deployment's size and duration limits (and the caller's `check_declared`, which sees the
+    declared duration before decoding); returns (audio, seconds taken)."""
     started = time.perf_counter()
-    audio = decode_audio(source, max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds)
+    audio = decode_audio(
+        source,
+        max_bytes=settings.max_audio_bytes,
+        max_seconds=settings.max_audio_seconds,
+        check_declared=check_declared,
+    )
     return audio, time.perf_counter() - started
 
 

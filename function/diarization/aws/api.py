@@ -4,7 +4,8 @@ POST /jobs      {"s3_uri": ...} or {"upload": true, "filename": ...} (+ hints)  
 GET  /jobs/{id}                                                                -> job status
 POST /diarize   {"audio_base64": ..., "filename"?} or {"s3_uri": ...} (+ hints) -> 200 result, if it fits 30 s
 
-Every user mistake is a 4xx with ``{"error": {"code", "message"}}``; never a 500.
+Every user mistake is a 4xx with ``{"error": {"code", "message"}}``; never a 500. A job belongs to the caller
+that created it (:func:`owner_of`): to anyone else it, its results and its upload do not exist (404).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -24,6 +26,7 @@ from diarization.errors import (
     AudioTooLargeError,
     ConfigurationError,
     DiarizationError,
+    InputNotFoundError,
     InvalidParameterError,
     InvalidRequestError,
     NotFoundError,
@@ -36,6 +39,21 @@ MAX_INLINE_AUDIO_BYTES = 4 * 1024 * 1024
 """Base64 inflates by 4/3 and a synchronous Lambda request stops at 6 MB."""
 MAX_SYNC_OBJECT_BYTES = MAX_INLINE_AUDIO_BYTES * 8
 """POST /diarize with an `s3_uri`: larger objects are not worth downloading for a 30 s answer."""
+ANONYMOUS = "anonymous"
+"""The owner of requests without an IAM context (`sam local start-api`, direct invokes): one shared tenant."""
+
+
+def owner_of(request_context: Mapping[str, Any]) -> str:
+    """`{accountId}:{principal id}` of the IAM principal that signed the request.
+
+    The principal id is the caller id up to its first ':': the role id (AROA...) for an assumed role, so every
+    session of one role shares its jobs, or the user id (AIDA...) for an IAM user. Ids, not ARNs: a role or user
+    deleted and created again under the same name is a different principal and does not inherit the jobs.
+    """
+    iam = (request_context.get("authorizer") or {}).get("iam") or {}
+    account = str(iam.get("accountId") or "")
+    principal = str(iam.get("callerId") or iam.get("userId") or "").split(":", 1)[0]
+    return f"{account}:{principal}" if account and principal else ANONYMOUS
 
 
 def error_response(error: DiarizationError) -> Response[str]:
@@ -60,8 +78,10 @@ class Api:
         jobs: JobStore | None,
         queue: Any | None,
         logger: Logger,
+        max_upload_bytes: int,
     ) -> None:
         self.diarize_sync = diarize_sync
+        self.max_upload_bytes = max_upload_bytes
         self.settings = settings
         self.locations = locations
         self.store = store
@@ -99,6 +119,20 @@ class Api:
             )
         return body
 
+    def _owner(self) -> str:
+        return owner_of(self.app.current_event.raw_event.get("requestContext") or {})
+
+    def _input(self, uri: Any, owner: str) -> ObjectRef:
+        """An `s3_uri` the caller may use: anything under the input prefix (the deployment's shared space) except
+        the uploads of other callers' jobs, which answer exactly like a missing object, whether they exist or not."""
+        ref = self.locations.parse_input_uri(uri)
+        job_id = self.locations.job_id_of_upload(ref)
+        if job_id is not None:
+            job = self.jobs.get(job_id) if self.jobs else None
+            if job is None or job.get("owner") != owner:
+                raise InputNotFoundError(f"{ref.uri} does not exist, or is not yours.", uri=ref.uri)
+        return ref
+
     def _require_jobs(self) -> JobStore:
         if self.jobs is None:
             raise ConfigurationError("JOBS_TABLE is not set: this deployment has no job store.")
@@ -106,13 +140,14 @@ class Api:
 
     def create_job(self) -> Response[str]:
         jobs = self._require_jobs()
+        owner = self._owner()
         body = self._body({"s3_uri", "upload", "filename", *HINT_NAMES})
         hints = SpeakerHints.from_mapping(body)
         job_id = new_job_id()
         if "s3_uri" in body:
             if "upload" in body or "filename" in body:
                 raise InvalidRequestError('Give either "s3_uri", or "upload": true with "filename", not both.')
-            ref = self.locations.parse_input_uri(body["s3_uri"])
+            ref = self._input(body["s3_uri"], owner)
             if self.queue is None or not self.settings.work_queue_url:
                 raise ConfigurationError("WORK_QUEUE_URL is not set: jobs for existing objects cannot be queued.")
             self.store.head(ref)  # 404/403 now, not later in the job
@@ -126,11 +161,12 @@ class Api:
                 raise ConfigurationError("INPUT_BUCKET is not set: upload URLs cannot be issued.")
             ref_key = self.locations.upload_key(job_id, filename)
             ref = ObjectRef(self.settings.input_bucket, ref_key)
+            expiry = self.settings.url_expiry_seconds
             upload = {
-                "url": self.store.presign_put(ref.bucket, ref.key, self.settings.url_expiry_seconds),
-                "method": "PUT",
-                "headers": {"Content-Type": "application/octet-stream"},
-                "expires_in": self.settings.url_expiry_seconds,
+                **self.store.presign_post(ref.bucket, ref.key, expiry, self.max_upload_bytes),
+                "method": "POST",
+                "expires_in": expiry,
+                "max_bytes": self.max_upload_bytes,
             }
         else:
             raise InvalidRequestError('Give "s3_uri", or "upload": true with "filename".')
@@ -141,7 +177,7 @@ class Api:
             "rttm": outputs.uri(outputs.rttm_key),
             "error": outputs.uri(outputs.error_key),
         }
-        jobs.create(job_id, input=ref.uri, hints=hints.to_dict(), result=result, upload=upload is not None)
+        jobs.create(job_id, owner=owner, input=ref.uri, hints=hints.to_dict(), result=result, upload=upload is not None)
         if upload is None and self.queue is not None:
             self.queue.send_message(
                 QueueUrl=self.settings.work_queue_url,
@@ -163,7 +199,7 @@ class Api:
 
     def get_job(self, job_id: str) -> Response[str]:
         job = self._require_jobs().get(job_id)
-        if job is None:
+        if job is None or job.get("owner") != self._owner():  # another caller's job does not exist for this one
             raise NotFoundError(f"No job {job_id!r} (jobs expire {self.settings.job_ttl_days} days after creation).")
         body: dict[str, Any] = {
             "job_id": job_id,
@@ -199,7 +235,7 @@ class Api:
                 raise InvalidParameterError('"filename" must be a string.', parameter="filename")
             request = SyncRequest(self._inline_audio(body["audio_base64"]), hints, name)
         else:
-            ref = self.locations.parse_input_uri(body["s3_uri"])
+            ref = self._input(body["s3_uri"], self._owner())
             request = SyncRequest(ref, hints, ref.uri)
         return json_response(200, self.diarize_sync(request).to_dict())
 

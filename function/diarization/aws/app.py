@@ -116,7 +116,9 @@ class FunctionApp:
         budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
         diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
-        self.api = Api(diarize_sync, locations, self.aws, store, jobs, queue, self.logger)
+        self.api = Api(
+            diarize_sync, locations, self.aws, store, jobs, queue, self.logger, self.settings.max_audio_bytes
+        )
         self.batch = BatchProcessor(event_type=EventType.SQS)
         self.lambda_handler = self.logger.inject_lambda_context(clear_state=True)(
             self.tracer.capture_lambda_handler(self.metrics.log_metrics(capture_cold_start_metric=True)(self.handle))

@@ -32,10 +32,12 @@ class JobStore:
         self.table = (resource or boto3.resource("dynamodb")).Table(table_name)
         self.ttl_seconds = ttl_days * 86400
 
-    def create(self, job_id: str, **fields: Any) -> dict[str, Any]:
+    def create(self, job_id: str, *, owner: str, **fields: Any) -> dict[str, Any]:
+        """`owner`: the caller that created the job (see diarization.aws.api.owner_of); only it may see the job."""
         now = int(time.time())
         item = {
             "job_id": job_id,
+            "owner": owner,
             "status": "queued",
             "created_at": now,
             "updated_at": now,

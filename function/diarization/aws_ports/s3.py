@@ -21,7 +21,9 @@ CHANGED = {"412", "PreconditionFailed"}
 
 class S3Store:
     def __init__(self, client: Any | None = None) -> None:
-        self.client = client or boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+        # SigV4 for presigned URLs and forms too: botocore would sign them with SigV2 in us-east-1.
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, signature_version="s3v4")
+        self.client = client or boto3.client("s3", config=config)
 
     def head(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
         """Size in bytes and the exact version to read (the event's version/ETag, else the current one).
@@ -73,14 +75,13 @@ class S3Store:
     def delete(self, bucket: str, key: str) -> None:
         self.client.delete_object(Bucket=bucket, Key=key)
 
-    def presign_put(self, bucket: str, key: str, expires: int) -> str:
-        return str(
-            self.client.generate_presigned_url(
-                "put_object",
-                Params={"Bucket": bucket, "Key": key, "ContentType": "application/octet-stream"},
-                ExpiresIn=expires,
-            )
+    def presign_post(self, bucket: str, key: str, expires: int, max_bytes: int) -> dict[str, Any]:
+        """An upload form (URL + fields) for exactly this key, valid `expires` seconds, taking 1 to `max_bytes`
+        bytes: S3 itself refuses anything else, so an oversize upload never reaches the function."""
+        form = self.client.generate_presigned_post(
+            bucket, key, Conditions=[["content-length-range", 1, max_bytes]], ExpiresIn=expires
         )
+        return {"url": str(form["url"]), "fields": dict(form["fields"])}
 
     def presign_get(self, bucket: str, key: str, expires: int) -> str:
         return str(

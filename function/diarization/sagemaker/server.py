@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ logger = logging.getLogger("diarization.server")
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 AUDIO_TYPES = ("audio/", "video/webm", "video/mp4", "video/ogg", "application/octet-stream")
+CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}$")
+"""Digits only: `int()` would also take signs, blanks and underscores, which no HTTP client sends."""
 
 
 class UnsupportedMediaTypeError(DiarizationError):
@@ -191,16 +196,29 @@ class Handler(BaseHTTPRequestHandler):
             result = self.service.invoke(self.headers.get("Content-Type", ""), body, attributes)
         except DiarizationError as error:
             return self._error(error)
-        except Exception as error:  # the server must survive anything a request does
-            logger.exception("unexpected failure")
-            return self._error(DiarizationError(f"{type(error).__name__}: {error}"))
+        except Exception:  # the server must survive anything a request does, and tell the caller nothing internal
+            error_id = uuid.uuid4().hex
+            logger.exception("unexpected failure, error id %s", error_id)
+            return self._error(
+                DiarizationError(
+                    f"An unexpected error occurred; the server logged it with error id {error_id}.",
+                    error_id=error_id,
+                )
+            )
         self._send(200, result)
 
     def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None:
+        """Exactly Content-Length bytes, at most MAX_AUDIO_BYTES; a malformed length is the caller's mistake (400)."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            self.close_connection = True  # a body of unknown length may follow: the connection cannot be reused
             raise InvalidRequestError("Content-Length is required.")
-        size = int(length)
+        if len(lengths) > 1 or not CONTENT_LENGTH.match(lengths[0]):
+            self.close_connection = True  # where this body ends is unknown
+            raise InvalidRequestError(
+                "Content-Length must be one non-negative whole number of bytes.", content_length=lengths[:3]
+            )
+        size = int(lengths[0])
         limit = self.service.settings.max_audio_bytes
         if size > limit:
             # Drain it without keeping it: a client still sending would otherwise see a broken pipe, not the 413.
@@ -210,8 +228,29 @@ class Handler(BaseHTTPRequestHandler):
                 if not chunk:
                     break
                 remaining -= len(chunk)
+            self.close_connection = True
             raise AudioTooLargeError(f"The body is {size} bytes; the limit is {limit} bytes (MAX_AUDIO_BYTES).")
-        return self.rfile.read(size)
+        body = self.rfile.read(size)
+        if len(body) != size:
+            self.close_connection = True
+            raise InvalidRequestError(
+                f"The body ended after {len(body)} of the {size} bytes Content-Length announced.",
+                received_bytes=len(body),
+                content_length=size,
+            )
+        return body
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line or headers, an unknown method): our error body, not
+        its HTML page. An unknown method is a 405 here, not 501: it is the caller's mistake, not a server fault."""
+        self.close_connection = True
+        if self.request_version == self.default_request_version:
+            # An unreadable request line leaves "HTTP/0.9", which would answer without a status line or headers.
+            self.request_version = self.protocol_version
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"Method {self.command!r} is not allowed: use GET or POST."
+        reason = message or HTTPStatus(code).phrase
+        self._send(code, {"error": {"code": InvalidRequestError.code, "message": reason}})
 
     def _error(self, error: DiarizationError) -> None:
         self._send(error.http_status, {"error": error.to_dict()})

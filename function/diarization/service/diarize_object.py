@@ -174,7 +174,10 @@ class DiarizeObject:
             return Skipped(input=ref.uri, reason=reason)
         job_id = request.job_id or self.locations.job_id_of_upload(ref)
         if job_id and self.jobs and not self.jobs.mark_running(job_id):
-            self.log.warning("no open job %s for this object; processing it as a plain upload", job_id)
+            ended = self.jobs.get(job_id)
+            if ended is not None:
+                return self._skip_ended_job(ref, job_id, ended["status"])
+            self.log.warning("no job %s for this object; processing it as a plain upload", job_id)
             job_id = None
         outcome: Outcome
         run: PinnedRun | None = None
@@ -194,6 +197,15 @@ class DiarizeObject:
         if job_id and self.jobs:
             self._end_job(self.jobs, job_id, outcome)
         return outcome
+
+    def _skip_ended_job(self, ref: ObjectRef, job_id: str, status: str) -> Skipped:
+        """A job runs once: an upload URL used again before it expires (or a late job message) after the job ended
+        would otherwise diarize again and replace the outputs the job reported. A running job is not ended: its
+        redelivery (a crash, a timeout) runs."""
+        reason = f"job {job_id} has already ended ({status}); a new upload needs a new job (POST /jobs)"
+        self.log.warning("skipping object: %s", reason, extra={"job_id": job_id, "job_status": status})
+        self.telemetry.metric("WorkForEndedJobs", "Count", 1)
+        return Skipped(input=ref.uri, reason=reason, job_id=job_id)
 
     @staticmethod
     def _end_job(jobs: JobStore, job_id: str, outcome: Outcome) -> None:
