@@ -14,16 +14,17 @@ a permanent error and an error object of its own (never a result):
 
 No two inputs share an output key. Write ``M`` and ``N`` for two different names (of one input prefix) and
 let every key below follow the output prefix. Results exist only for accepted names. ``M.json = N.json``
-or ``M.rttm = N.rttm`` gives ``M = N``; ``.json`` and ``.rttm`` keys never equal each other. A result
+or ``M.rttm = N.rttm`` would need ``M = N``; ``.json`` and ``.rttm`` keys never equal each other. A result
 ``M.json`` equals an error object ``N.error.json`` only if ``M = N.error``, a name ending in ``.error``,
-which is refused and has no result. Error objects ``M.error.json = N.error.json`` give ``M = N``. A key
-starts with ``_key-too-long/`` only if its name does (every suffix starts with ``.``), and those names are
-refused; so the fallback folder holds only fallback error objects, one per input key (named by the key's
-SHA-256).
+which is refused and has no result. Error objects ``M.error.json = N.error.json`` would need ``M = N``. A
+key starts with ``_key-too-long/`` only if its name does (the folder has no ``.``; every suffix starts with one),
+and those names are
+refused and their natural keys never written; so the fallback folder holds only fallback error objects, one per
+input key (named by the key's SHA-256: distinct keys, distinct names, barring a SHA-256 collision).
 
 Byte limits: S3 keys are at most 1,024 bytes of UTF-8. The longest key an input can have is its error
 object, ``{OUTPUT_PREFIX}{name}.error.json``; if that or the input key itself does not fit, the input is
-refused up front (KEY_TOO_LONG). Its error object then cannot live at its natural key and goes to
+refused up front (KEY_TOO_LONG). An error object that cannot live at its natural key goes to
 ``{OUTPUT_PREFIX}_key-too-long/{sha256 hex of the input key}.error.json``; the body names the full input
 URI. Names under ``_key-too-long/`` use the same fallback, so their natural error key (which could be
 some other input's fallback key) is never written.
