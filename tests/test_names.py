@@ -122,6 +122,15 @@ def test_the_boundary_is_counted_in_utf8_bytes() -> None:
     assert "at most 1005 bytes" in error.message
 
 
+def test_an_input_key_over_the_limit_keeps_its_natural_error_key_when_that_fits() -> None:
+    """A long input prefix and a short output prefix: the input key cannot exist in S3, its error object can."""
+    locations = Locations(AwsSettings(input_bucket=BUCKET, input_prefix="i" * 100 + "/", output_prefix="r/"))
+    ref = ObjectRef(BUCKET, "i" * 100 + "/" + "n" * 990)
+    error = locations.refusal(ref)
+    assert isinstance(error, KeyTooLongError) and error.details["key_bytes"] == 1091
+    assert locations.error_location(ref).error_key == "r/" + "n" * 990 + ".error.json"
+
+
 def test_safe_names_are_limited_in_bytes_not_characters() -> None:
     assert check_safe_name("a" * 1000, "filename")  # the old 900-character rule is gone
     assert check_safe_name("é" * 512, "filename")  # exactly 1,024 bytes
