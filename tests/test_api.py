@@ -231,6 +231,18 @@ def test_failed_job_reports_the_error(app: FunctionApp, deployment: Deployment) 
     assert done["error"]["location"] == job["result"]["error"]
 
 
+def test_upload_names_are_limited_in_utf8_bytes_before_any_job(app: FunctionApp, deployment: Deployment) -> None:
+    """The upload key is `audio/uploads/{32 hex}/{filename}` and its error object `results/uploads/{32 hex}/
+    {filename}.error.json`: 964 bytes of filename fit S3's 1,024, whatever the number of characters."""
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "é" * 482})
+    assert status == 202 and len(job["result"]["error"].removeprefix(f"s3://{deployment.bucket}/").encode()) == 1024
+    status, body = call(app, "POST", "/jobs", {"upload": True, "filename": "é" * 482 + "a"})
+    assert (status, body["error"]["code"]) == (400, "KEY_TOO_LONG") and "1025 bytes" in body["error"]["message"]
+    assert body["error"]["details"]["key_bytes"] == 1025
+    jobs = boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"]
+    assert [item["job_id"]["S"] for item in jobs] == [job["job_id"]]  # the refused one left no job behind
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "raw", "status", "code"),
     [
@@ -247,6 +259,12 @@ def test_failed_job_reports_the_error(app: FunctionApp, deployment: Deployment) 
         ("POST", "/jobs", {"upload": True, "filename": "../../etc/passwd"}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True, "filename": ".."}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/x.wav.error"}, None, 400, "INPUT_NAME_RESERVED"),
+        ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/_key-too-long/x.wav"}, None, 400, "INPUT_NAME_RESERVED"),
+        ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/" + "k" * 1018}, None, 400, "KEY_TOO_LONG"),
+        ("POST", "/jobs", {"upload": True, "filename": "x.wav.error"}, None, 400, "INPUT_NAME_RESERVED"),
+        ("POST", "/jobs", {"upload": True, "filename": "é" * 880}, None, 400, "KEY_TOO_LONG"),
+        ("POST", "/diarize", {"s3_uri": "s3://{bucket}/audio/x.wav.error"}, None, 400, "INPUT_NAME_RESERVED"),
         (
             "POST",
             "/jobs",

@@ -55,6 +55,25 @@ class InvalidRequestError(DiarizationError):
     http_status = 400
 
 
+class InputNameReservedError(DiarizationError):
+    """The input's name is reserved for outputs: it ends in ``.error`` (its result ``{name}.json`` would be the
+    error object of the input without that suffix) or lies under ``_key-too-long/`` (the fallback folder for error
+    objects). Permanent: rename the input. The error object goes to ``{name}.error.json`` (or the fallback), which
+    no other input's outputs use (see ``diarization.service.locations``)."""
+
+    code = "INPUT_NAME_RESERVED"
+    http_status = 400
+
+
+class KeyTooLongError(DiarizationError):
+    """The input key, or its longest output key (``{OUTPUT_PREFIX}{name}.error.json``), is longer than S3's 1,024
+    bytes of UTF-8. ``details``: ``key_bytes`` (of the longest key), ``max_bytes``. Permanent: the keys depend only
+    on the name and the deployment's prefixes; an S3-triggered input gets its error object in the fallback folder."""
+
+    code = "KEY_TOO_LONG"
+    http_status = 400
+
+
 class InputNotFoundError(DiarizationError):
     """The audio file does not exist."""
 
@@ -210,6 +229,8 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         ConfigurationError,
         InvalidParameterError,
         InvalidRequestError,
+        InputNameReservedError,
+        KeyTooLongError,
         InputNotFoundError,
         AccessDeniedError,
         InputChangedError,

@@ -160,7 +160,7 @@ class Api:
             if not self.settings.input_bucket:
                 raise ConfigurationError("INPUT_BUCKET is not set: upload URLs cannot be issued.")
             ref_key = self.locations.upload_key(job_id, filename)
-            ref = ObjectRef(self.settings.input_bucket, ref_key)
+            ref = self.locations.check(ObjectRef(self.settings.input_bucket, ref_key))  # before any URL or job
             expiry = self.settings.url_expiry_seconds
             upload = {
                 **self.store.presign_post(ref.bucket, ref.key, expiry, self.max_upload_bytes),

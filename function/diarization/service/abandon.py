@@ -9,7 +9,7 @@ keeps its state.
 
 from __future__ import annotations
 
-from diarization.errors import AccessDeniedError, DiarizationError, InputNotFoundError
+from diarization.errors import AccessDeniedError, DiarizationError, InputNotFoundError, KeyTooLongError
 from diarization.service.diarize_object import pin_version
 from diarization.service.locations import Locations
 from diarization.service.model import Invocation, ObjectRequest
@@ -46,14 +46,17 @@ class AbandonObject:
         if reason:
             return Skipped(input=ref.uri, reason=reason)
         job_id = request.job_id or self.locations.job_id_of_upload(ref)
-        error = DiarizationError(GAVE_UP.format(uri=ref.uri), deliveries=deliveries)
+        gave_up = DiarizationError(GAVE_UP.format(uri=ref.uri), deliveries=deliveries)
         outcome: Outcome
+        # A refused name (see diarization.service.locations) is reported as such: that is what a run would write.
         try:
             _, exact, sequencer = pin_version(self.store, request, self.log)
-        except (InputNotFoundError, AccessDeniedError):
-            outcome = self.publisher.failed(ref, self.locations.outputs(ref), error, invocation.request_id)
+        except (InputNotFoundError, AccessDeniedError, KeyTooLongError):
+            error = self.locations.refusal(ref) or gave_up
+            outcome = self.publisher.failed(ref, self.locations.error_location(ref), error, invocation.request_id)
         else:
-            outputs = self.locations.outputs(exact)
+            error = self.locations.refusal(exact) or gave_up
+            outputs = self.locations.error_location(exact)
             order = order_of(exact, sequencer)
             outcome = self.publisher.failed(exact, outputs, error, invocation.request_id, order=order)
         outcome = with_job(outcome, job_id)

@@ -29,9 +29,10 @@ from diarization.errors import (
     EmptyAudioError,
     InputChangedError,
     InputNotFoundError,
+    KeyTooLongError,
 )
 from diarization.hints import SpeakerHints
-from diarization.service.locations import Locations, ObjectRef
+from diarization.service.locations import Locations, ObjectRef, key_too_long
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
@@ -100,10 +101,12 @@ def inference_id_for(run: PinnedRun) -> str:
 
 
 def pin_version(store: ObjectStore, request: ObjectRequest, log: Log) -> tuple[int, ObjectRef, str | None]:
-    """Size, the exact version, and the event's sequencer if that version is the one the event named."""
+    """Size, the exact version, and the event's sequencer if that version is the one the event named.
+    A key longer than S3 allows is KEY_TOO_LONG without asking S3: no such object can exist, and S3's answer (a 400)
+    would be an unmapped error, retried and dead-lettered."""
     try:
         return _pin(store, request.ref, request.sequencer, log)
-    except InputNotFoundError:
+    except (InputNotFoundError, KeyTooLongError):
         decoded = unquote_plus(request.ref.key)
         if not request.key_may_be_encoded or decoded == request.ref.key:
             raise
@@ -119,6 +122,9 @@ def _pin(store: ObjectStore, ref: ObjectRef, sequencer: str | None, log: Log) ->
     change between here and the download is still INPUT_CHANGED, and the idempotency key (built from
     this ref) makes the late event and the newer version's own event one run.
     """
+    too_long = key_too_long(ref)
+    if too_long:
+        raise too_long
     try:
         size, exact = store.head(ref)
         return size, exact, sequencer
@@ -185,12 +191,15 @@ class DiarizeObject:
             hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
             size, exact, sequencer = pin_version(self.store, request, self.log)
             run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer))
+            # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
+            # every version alike; pinned first, so its error object describes and is ordered as that version.
+            self.locations.check(exact)
             outcome = from_dict(self._run_once(request=run.to_dict(), invocation=invocation))
         except DiarizationError as error:  # before the idempotent part (no version known yet), or not permanent
             failed = run.ref if run else ref
             order = run.order if run else None
             outcome = self.publisher.failed(
-                failed, self.locations.outputs(failed), error, invocation.request_id, order=order
+                failed, self.locations.error_location(failed), error, invocation.request_id, order=order
             )
         self.telemetry.metric("ObjectsProcessed", "Count", 1)
         outcome = with_job(outcome, job_id)

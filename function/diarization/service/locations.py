@@ -3,18 +3,52 @@
 ``s3://B/{INPUT_PREFIX}{name}`` -> ``s3://{OUTPUT_BUCKET or B}/{OUTPUT_PREFIX}{name}.json`` (+ ``.rttm``,
 or ``.error.json`` on failure). ``{name}`` keeps sub-folders. Keys under the output prefix are never
 inputs, whatever the bucket notification says, so a misconfigured trigger cannot loop.
+
+The mapping keeps these user-facing names and is made injective by refusing two kinds of names, each with
+a permanent error and an error object of its own (never a result):
+
+- a name ending in ``.error`` (INPUT_NAME_RESERVED): its result ``{name}.json`` would be the error object
+  of the input without the suffix. Its error object is ``{name}.error.json`` (``x.wav.error.error.json``);
+- a name under ``_key-too-long/`` (INPUT_NAME_RESERVED): that folder of the output prefix holds the
+  fallback error objects below.
+
+No two inputs share an output key. Write ``M`` and ``N`` for two different names (of one input prefix) and
+let every key below follow the output prefix. Results exist only for accepted names. ``M.json = N.json``
+or ``M.rttm = N.rttm`` would need ``M = N``; ``.json`` and ``.rttm`` keys never equal each other. A result
+``M.json`` equals an error object ``N.error.json`` only if ``M = N.error``, a name ending in ``.error``,
+which is refused and has no result. Error objects ``M.error.json = N.error.json`` would need ``M = N``. A
+key starts with ``_key-too-long/`` only if its name does (the folder has no ``.``; every suffix starts with one),
+and those names are
+refused and their natural keys never written; so the fallback folder holds only fallback error objects, one per
+input key (named by the key's SHA-256: distinct keys, distinct names, barring a SHA-256 collision).
+
+Byte limits: S3 keys are at most 1,024 bytes of UTF-8. The longest key an input can have is its error
+object, ``{OUTPUT_PREFIX}{name}.error.json``; if that or the input key itself does not fit, the input is
+refused up front (KEY_TOO_LONG). An error object that cannot live at its natural key goes to
+``{OUTPUT_PREFIX}_key-too-long/{sha256 hex of the input key}.error.json``; the body names the full input
+URI. Names under ``_key-too-long/`` use the same fallback, so their natural error key (which could be
+some other input's fallback key) is never written.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from diarization.errors import InvalidParameterError
+from diarization.errors import ConfigurationError, InputNameReservedError, InvalidParameterError, KeyTooLongError
 
 UPLOADS_FOLDER = "uploads/"
 """Under the input prefix: ``uploads/{job_id}/{filename}`` for files sent through the API's upload URL."""
+MAX_KEY_BYTES = 1024
+"""S3's limit on an object key, in bytes of UTF-8."""
+RESERVED_SUFFIX = ".error"
+"""An input name ending in it would have a result named like another input's error object."""
+KEY_TOO_LONG_FOLDER = "_key-too-long/"
+"""Under the output prefix: error objects of inputs whose natural error key does not fit (or is reserved)."""
+ERROR_SUFFIX = ".error.json"
+"""The longest suffix an output key gets."""
 
 
 class Layout(Protocol):
@@ -57,9 +91,32 @@ class OutputLocations:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
+    @property
+    def results(self) -> tuple[str, ...]:
+        """What an error object replaces (a failure removes a stale result)."""
+        return (self.json_key, self.rttm_key)
+
+
+@dataclass(frozen=True)
+class ErrorLocation:
+    """Where the error object of a refused input goes. It has no result keys: those would be another input's."""
+
+    bucket: str
+    error_key: str
+    results: tuple[str, ...] = ()
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
 
 class Locations:
     def __init__(self, settings: Layout) -> None:
+        fallback = settings.output_prefix + KEY_TOO_LONG_FOLDER + "0" * 64 + ERROR_SUFFIX
+        if utf8_bytes(fallback) > MAX_KEY_BYTES:
+            raise ConfigurationError(
+                f"OUTPUT_PREFIX is {utf8_bytes(settings.output_prefix)} bytes long: error objects of over-long "
+                f"names would not fit S3's {MAX_KEY_BYTES}-byte keys. Use a shorter OUTPUT_PREFIX."
+            )
         self.settings = settings
 
     def output_bucket(self, input_bucket: str) -> str:
@@ -81,7 +138,40 @@ class Locations:
     def name(self, ref: ObjectRef) -> str:
         return ref.key[len(self.settings.input_prefix) :]
 
+    def refusal(self, ref: ObjectRef) -> InputNameReservedError | KeyTooLongError | None:
+        """Why this input can have no outputs of its own (None: it can); see the module's docstring."""
+        name = self.name(ref)
+        if name.endswith(RESERVED_SUFFIX) or name.startswith(KEY_TOO_LONG_FOLDER):
+            return InputNameReservedError(
+                f"{ref.uri}: names ending in {RESERVED_SUFFIX!r} or starting with {KEY_TOO_LONG_FOLDER!r} are "
+                f"reserved for outputs (the result of 'x{RESERVED_SUFFIX}' would be the error object of 'x'). "
+                "Rename the input.",
+                uri=ref.uri,
+            )
+        too_long = key_too_long(ref)
+        if too_long:
+            return too_long
+        longest = self.settings.output_prefix + name + ERROR_SUFFIX
+        if utf8_bytes(longest) > MAX_KEY_BYTES:
+            return KeyTooLongError(
+                f"The name is too long: its error object's key (OUTPUT_PREFIX + name + {ERROR_SUFFIX!r}) would be "
+                f"{utf8_bytes(longest)} bytes of UTF-8; S3 keys end at {MAX_KEY_BYTES}. Use a name of at most "
+                f"{MAX_KEY_BYTES - utf8_bytes(longest) + utf8_bytes(name)} bytes.",
+                uri=ref.uri,
+                key_bytes=utf8_bytes(longest),
+                max_bytes=MAX_KEY_BYTES,
+            )
+        return None
+
+    def check(self, ref: ObjectRef) -> ObjectRef:
+        refusal = self.refusal(ref)
+        if refusal:
+            raise refusal
+        return ref
+
     def outputs(self, ref: ObjectRef) -> OutputLocations:
+        """Result and error keys of an accepted input; a refused one raises its refusal (it has no result keys)."""
+        self.check(ref)
         base = self.settings.output_prefix + self.name(ref)
         return OutputLocations(
             bucket=self.output_bucket(ref.bucket),
@@ -89,6 +179,20 @@ class Locations:
             rttm_key=f"{base}.rttm",
             error_key=f"{base}.error.json",
         )
+
+    def error_location(self, ref: ObjectRef) -> OutputLocations | ErrorLocation:
+        """Where a failure of this input is written, whatever its name: its outputs if it is accepted, else its
+        natural error key (names ending in ``.error``) or, when that does not fit or is reserved, the fallback;
+        a refused input has no result keys to remove."""
+        if self.refusal(ref) is None:
+            return self.outputs(ref)
+        bucket = self.output_bucket(ref.bucket)
+        name = self.name(ref)
+        natural = self.settings.output_prefix + name + ERROR_SUFFIX
+        if utf8_bytes(natural) > MAX_KEY_BYTES or name.startswith(KEY_TOO_LONG_FOLDER):
+            digest = hashlib.sha256(ref.key.encode("utf-8")).hexdigest()
+            return ErrorLocation(bucket, f"{self.settings.output_prefix}{KEY_TOO_LONG_FOLDER}{digest}{ERROR_SUFFIX}")
+        return ErrorLocation(bucket, natural)
 
     def upload_key(self, job_id: str, filename: str) -> str:
         return f"{self.settings.input_prefix}{UPLOADS_FOLDER}{job_id}/{filename}"
@@ -115,7 +219,7 @@ class Locations:
                 f"s3_uri {uri!r} is {reason}; put audio under s3://{ref.bucket}/{self.settings.input_prefix}.",
                 parameter="s3_uri",
             )
-        return ref
+        return self.check(ref)
 
 
 def parse_s3_uri(uri: object) -> ObjectRef:
@@ -130,18 +234,43 @@ def parse_s3_uri(uri: object) -> ObjectRef:
     return ObjectRef(bucket, key)
 
 
+def utf8_bytes(text: str) -> int:
+    """S3 counts key lengths in bytes of UTF-8, not characters: "é" is 2."""
+    return len(text.encode("utf-8"))
+
+
+def key_too_long(ref: ObjectRef) -> KeyTooLongError | None:
+    """A key S3 cannot hold names no object: asking S3 about it only returns an unmapped 400."""
+    size = utf8_bytes(ref.key)
+    if size <= MAX_KEY_BYTES:
+        return None
+    return KeyTooLongError(
+        f"s3://{ref.bucket}/{ref.key[:64]}… is {size} bytes long (UTF-8); S3 keys end at {MAX_KEY_BYTES}.",
+        uri=ref.uri,
+        key_bytes=size,
+        max_bytes=MAX_KEY_BYTES,
+    )
+
+
 def check_safe_name(name: str, parameter: str) -> str:
-    """Reject names that could escape their folder or confuse S3 consoles and shells."""
+    """Reject names that could escape their folder or confuse S3 consoles and shells, and names longer than any
+    S3 key may be (the tighter limit, that every output key fits, is `Locations.refusal`'s)."""
+    if utf8_bytes(name) > MAX_KEY_BYTES:
+        raise KeyTooLongError(
+            f"{parameter} is {utf8_bytes(name)} bytes long (UTF-8); S3 keys end at {MAX_KEY_BYTES} bytes.",
+            parameter=parameter,
+            key_bytes=utf8_bytes(name),
+            max_bytes=MAX_KEY_BYTES,
+        )
     segments = name.split("/")
     if (
         not name
-        or len(name) > 900
         or any(segment in ("", ".", "..") for segment in segments)
         or any(ord(char) < 32 or char in "\\\x7f" for char in name)
     ):
         raise InvalidParameterError(
             f"{parameter} {name!r} is not a safe object name (no empty, '.' or '..' segments, "
-            "backslashes or control characters; at most 900 characters).",
+            "backslashes or control characters).",
             parameter=parameter,
         )
     return name

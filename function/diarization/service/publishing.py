@@ -8,7 +8,7 @@ import datetime
 from typing import Any
 
 from diarization.errors import AccessDeniedError, DiarizationError, InputNotFoundError
-from diarization.service.locations import ObjectRef, OutputLocations
+from diarization.service.locations import ErrorLocation, ObjectRef, OutputLocations
 from diarization.service.ordering import SUPERSEDED, Order, version_of
 from diarization.service.outcomes import Failed, Skipped, Succeeded
 from diarization.service.ports import Log, Notifier, ObjectStore, OrderingRecord, Telemetry
@@ -65,13 +65,15 @@ class Publisher:
     def failed(
         self,
         ref: ObjectRef,
-        outputs: OutputLocations,
+        outputs: OutputLocations | ErrorLocation,
         error: DiarizationError,
         request_id: str | None,
         inference_id: str | None = None,
         order: Order | None = None,
     ) -> Failed | Skipped:
-        """`order` None: the version is unknown (it could not be read at all); written as the key's latest word."""
+        """`order` None: the version is unknown (it could not be read at all); written as the key's latest word.
+        `outputs` is an `ErrorLocation` for a refused name (see ``diarization.service.locations``): its error object,
+        possibly in the fallback folder, and no results to remove (the keys they would have are another input's)."""
         if self._superseded(ref, order, succeeded=False):
             self.log.warning("not published, %s: %s", SUPERSEDED, error, extra={"error_code": error.code})
             return Skipped(input=ref.uri, reason=SUPERSEDED)
@@ -84,7 +86,7 @@ class Publisher:
             "failed_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         self.store.put_json(outputs.bucket, outputs.error_key, body)
-        for stale in (outputs.json_key, outputs.rttm_key):
+        for stale in outputs.results:
             self.store.delete(outputs.bucket, stale)
         self.telemetry.failure(error.code)
         self.log.warning("failed: %s", error, extra={"error_code": error.code})
