@@ -14,7 +14,7 @@ from diarization.aws.settings import AwsSettings
 from diarization.capacity import MemoryBudget
 from diarization.config import Settings
 from diarization.engine import Diarizer
-from diarization.errors import InvalidAudioError, TooLongForSyncError
+from diarization.errors import AudioTooLongForMemoryError, InvalidAudioError, TooLongForSyncError
 from diarization.hints import SpeakerHints
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
@@ -240,6 +240,14 @@ def test_audio_that_fits_the_memory_budget_is_diarized_here(
     service = make_service(diarizer, tmp_path, memory=MemoryBudget(64 * GIB, lambda: GIB))
     service.store.put(BUCKET, "audio/fits.wav", encoded_samples["wav"].read_bytes())
     assert isinstance(service.diarize_object(request("audio/fits.wav"), Invocation()), Succeeded)
+
+
+def test_synchronous_diarization_refuses_what_would_not_fit_in_memory(diarizer: Diarizer, encoded_samples) -> None:
+    """The SageMaker server's path: the instance's memory, checked after decoding, before the pipeline runs."""
+    sync = DiarizeSync(diarizer, None, memory=MemoryBudget(GIB, lambda: GIB))
+    with pytest.raises(AudioTooLongForMemoryError) as caught:
+        sync(SyncRequest(encoded_samples["wav"].read_bytes(), SpeakerHints()))
+    assert caught.value.http_status == 413 and caught.value.details["limit_bytes"] == GIB
 
 
 def test_long_audio_is_routed_and_its_job_finishes_on_completion(

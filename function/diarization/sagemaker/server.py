@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from diarization.capacity import MemoryBudget
 from diarization.config import Settings
 from diarization.engine import Diarizer
 from diarization.errors import (
@@ -96,6 +97,9 @@ class InferenceService:
         self.active = 0
         self._count = threading.Lock()
         self._store: ObjectStore | None = None
+        # Clustering runs in the instance's host memory: a file that would not fit gets AUDIO_TOO_LONG_FOR_MEMORY
+        # (413) instead of a killed worker (docs/CAPACITY.md). The limit is the cgroup's, else MemTotal.
+        self.memory = MemoryBudget.of_this_process()
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -156,7 +160,7 @@ class InferenceService:
                 'application/octet-stream) or application/json {"s3_uri": ...}.'
             )
         store = self._object_store() if isinstance(work.source, ObjectRef) else None
-        return DiarizeSync(self.diarizer, store)(work, gate=self.slot()).to_dict()
+        return DiarizeSync(self.diarizer, store, memory=self.memory)(work, gate=self.slot()).to_dict()
 
     def _object_store(self) -> ObjectStore:
         """S3, created on first use: endpoints fed with bytes never need boto3."""

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from diarization.capacity import MemoryBudget
 from diarization.engine import Diarizer, decode_within_limits
 from diarization.errors import AudioTooLargeError, ConfigurationError, TooLongForSyncError
 from diarization.hints import SpeakerHints
@@ -43,12 +44,14 @@ class DiarizeSync:
         workdir: Path | None = None,
         budget: SyncBudget | None = None,
         speed: SpeedEstimate | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.diarizer = diarizer
         self.store = store
         self.workdir = workdir
         self.budget = budget
         self.speed = speed
+        self.memory = memory
 
     def __call__(self, request: SyncRequest, gate: AbstractContextManager[object] | None = None) -> DiarizationResult:
         """`gate` wraps the decode and the diarization (the server's concurrency slot)."""
@@ -68,11 +71,11 @@ class DiarizeSync:
                 local = Path(scratch) / "input"
                 self.store.download(exact, local)
                 audio, decode_seconds = decode_within_limits(settings, local, self._check_declared)
-                self._check_budget(audio.duration_seconds)
+                self._check_decoded(audio.duration_seconds)
                 return self.diarizer.diarize_decoded(audio, request.hints, ref.uri, decode_seconds)
         with gate or nullcontext():
             audio, decode_seconds = decode_within_limits(settings, request.source, self._check_declared)
-            self._check_budget(audio.duration_seconds)
+            self._check_decoded(audio.duration_seconds)
             return self.diarizer.diarize_decoded(audio, request.hints, request.name, decode_seconds)
 
     def _check_declared(self, declared_seconds: float) -> None:
@@ -89,8 +92,11 @@ class DiarizeSync:
                 estimated_seconds=round(needed, 1),
             )
 
-    def _check_budget(self, audio_seconds: float) -> None:
-        """After decoding: the decoded length, whatever the header said."""
+    def _check_decoded(self, audio_seconds: float) -> None:
+        """After decoding: the decoded length, whatever the header said, against the time budget and the memory
+        clustering it would need (the GPU endpoint's host memory: AUDIO_TOO_LONG_FOR_MEMORY, not a killed worker)."""
+        if self.memory is not None:
+            self.memory.check(audio_seconds)
         if self.budget is None or self.speed is None:
             return
         needed = self.speed.seconds_for(audio_seconds)
