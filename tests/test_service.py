@@ -242,7 +242,8 @@ def routed_job(diarizer: Diarizer, tmp_path: Path, encoded_samples: dict[str, Pa
 
 
 def notification(inference_id: str, input_uri: str, output: str | None, status: str = "Completed") -> dict:
-    response = {"outputLocation": output} if output else {}
+    """`output` is the outputLocation of a success, the failureLocation of a failure."""
+    response = {"outputLocation" if status == "Completed" else "failureLocation": output} if output else {}
     return {
         "invocationStatus": status,
         "inferenceId": inference_id,
@@ -259,6 +260,7 @@ def notification(inference_id: str, input_uri: str, output: str | None, status: 
         ("job4", "s3://audio/elsewhere/long.wav", "s3://gpu/out/job4.out", "is not the input routed"),
         ("job4", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "outputLocation"),
         ("job4", "not a uri", "s3://gpu/out/job4.out", "not an s3:// URI"),
+        ("job4", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "failureLocation"),
     ],
 )
 def test_a_completion_that_does_not_match_its_routing_changes_nothing(
@@ -267,8 +269,9 @@ def test_a_completion_that_does_not_match_its_routing_changes_nothing(
     service = routed_job(diarizer, tmp_path, encoded_samples, "job4")
     service.store.put_json("gpu", "out/forged.out", {"schema_version": "1.0", "segments": []})
     before = sorted(service.store.objects)
+    status = "Failed" if reason == "failureLocation" else "Completed"
 
-    outcome = service.complete(notification(inference_id, input_uri, output), Invocation())
+    outcome = service.complete(notification(inference_id, input_uri, output, status), Invocation())
 
     assert (
         isinstance(outcome, Skipped) and outcome.reason.startswith("untrusted completion") and reason in outcome.reason
@@ -340,3 +343,13 @@ def test_the_sweep_ends_an_overdue_lambda_job_and_leaves_a_success_and_ended_job
     assert "location" not in ended.error  # the success owns the outputs: no error object was written
     assert service.store.keys(BUCKET, "results/") == ["results/done.wav.json", "results/done.wav.rttm"]
     assert service.jobs.jobs["job8"]["status"] == "succeeded"
+
+
+def test_the_sweep_ends_a_job_without_a_valid_input_without_writing(service: Service) -> None:
+    service.jobs.create("job9", input="made by hand")
+    assert service.jobs.mark_running("job9")
+
+    (ended,) = service.overdue(service.jobs.jobs["job9"]["deadline"] + 1, Invocation())
+
+    assert isinstance(ended, Failed) and ended.error["code"] == "JOB_DEADLINE_EXCEEDED"
+    assert service.jobs.jobs["job9"]["status"] == "failed" and service.store.objects == {}

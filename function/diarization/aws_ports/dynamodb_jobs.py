@@ -80,9 +80,9 @@ class JobStore:
         return self._update(
             job_id,
             "running",
-            {"running": RUNNING},
-            sets=["#d = if_not_exists(#d, :deadline)"],
-            values={":deadline": deadline},
+            {},
+            sets=["#r = :one", "#d = if_not_exists(#d, :deadline)"],
+            values={":one": RUNNING, ":deadline": deadline},
         )
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:

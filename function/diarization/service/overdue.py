@@ -18,6 +18,7 @@ from diarization.errors import (
     DiarizationError,
     InputChangedError,
     InputNotFoundError,
+    InvalidParameterError,
     JobDeadlineExceededError,
 )
 from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
@@ -99,13 +100,16 @@ class EndOverdueJobs:
         # The index lags behind the table: a job that has just ended, or whose deadline moved, is left alone.
         if job is None or job.get("status") != "running" or not float(job.get("deadline") or now) < now:
             return None
+        error = _late("lambda", str(job.get("input")), job.get("deadline"))
         try:
-            ref = parse_s3_uri(job.get("input"))
-        except DiarizationError:
-            self.log.warning("overdue job %s names no readable input; failing it without an error object", job_id)
+            ref: ObjectRef | None = parse_s3_uri(job.get("input"))
+        except InvalidParameterError:  # only a job item made by hand has no valid input: it still ends
             ref = None
-        error = _late("lambda", ref.uri if ref else str(job.get("input")), job.get("deadline"))
-        outcome = self._publish(ref, error, invocation, None) if ref else Skipped(str(job.get("input")), "no input")
+        outcome = (
+            self._publish(ref, error, invocation, None)
+            if ref
+            else Skipped(input=str(job.get("input")), reason="the job names no valid input")
+        )
         job_outcome = with_job(_as_failure(outcome, ref, error, None), job_id)
         if not self.jobs.end_overdue(job_id, job_outcome.to_dict(), now):
             return None
@@ -128,8 +132,8 @@ class EndOverdueJobs:
         )
 
 
-def _late(where: str, uri: str, deadline: object, inference_id: str | None = None) -> JobDeadlineExceededError:
-    seconds = int(float(str(deadline))) if deadline is not None else 0
+def _late(where: str, uri: str, deadline: float | None, inference_id: str | None = None) -> JobDeadlineExceededError:
+    seconds = int(deadline or 0)
     when = datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
     message = LATE[where].format(uri=uri, deadline=when, inference_id=inference_id)
     details = {"deadline": seconds, "where": where}
