@@ -256,6 +256,7 @@ def notification(inference_id: str, input_uri: str, output: str | None, status: 
     ("inference_id", "input_uri", "output", "reason"),
     [
         ("nobody", "s3://audio/audio/long.wav", "s3://gpu/out/job4.out", "was not routed"),
+        ("x" * 5000, "s3://audio/audio/long.wav", "s3://gpu/out/job4.out", "was not routed"),
         ("job4", "s3://other/audio/long.wav", "s3://gpu/out/job4.out", "is not the input routed"),
         ("job4", "s3://audio/elsewhere/long.wav", "s3://gpu/out/job4.out", "is not the input routed"),
         ("job4", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "outputLocation"),

@@ -32,6 +32,8 @@ from diarization.service.publishing import Publisher
 from diarization.service.routing import Completion, check_completion
 
 UNTRUSTED = "untrusted completion"
+MAX_INFERENCE_ID = 64
+"""InvokeEndpointAsync's limit on InferenceId."""
 
 
 class CompleteInference:
@@ -53,8 +55,10 @@ class CompleteInference:
 
     def __call__(self, notification: dict[str, Any], invocation: Invocation) -> Succeeded | Failed | Skipped:
         inference_id = str(notification.get("inferenceId") or "")
-        # Without a jobs table nothing was routed (the host refuses SAGEMAKER_ENDPOINT_NAME without JOBS_TABLE).
-        routing = self.jobs.routing(inference_id) if self.jobs and inference_id else None
+        # Without a jobs table nothing was routed (the host refuses SAGEMAKER_ENDPOINT_NAME without JOBS_TABLE). An id
+        # longer than SageMaker allows was never routed, and is not looked up (an oversized key would raise).
+        known = 0 < len(inference_id) <= MAX_INFERENCE_ID
+        routing = self.jobs.routing(inference_id) if self.jobs and known else None
         completion, reason = check_completion(notification, routing, self.locations)
         if completion is None:
             return self._untrusted(notification, inference_id, str(reason))
