@@ -37,6 +37,28 @@ def start_local_aws() -> tuple[ThreadedMotoServer, str]:
     return server, endpoint
 
 
+JOBS_TABLE: dict[str, Any] = {
+    "KeySchema": [{"AttributeName": "job_id", "KeyType": "HASH"}],
+    "AttributeDefinitions": [
+        {"AttributeName": "job_id", "AttributeType": "S"},
+        {"AttributeName": "running", "AttributeType": "S"},
+        {"AttributeName": "deadline", "AttributeType": "N"},
+    ],
+    "GlobalSecondaryIndexes": [
+        {
+            "IndexName": "running-by-deadline",
+            "KeySchema": [
+                {"AttributeName": "running", "KeyType": "HASH"},
+                {"AttributeName": "deadline", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+"""The jobs table as template.yaml defines it: key `job_id`, and the sparse index the overdue-job sweep queries."""
+
+
 @dataclass
 class Deployment:
     """One isolated stack: bucket -> notification -> queue (+DLQ), tables, event bus -> capture queue."""
@@ -135,13 +157,14 @@ def create_deployment(versioned: bool = False) -> Deployment:
         },
     )
     idempotency_table, jobs_table, ordering_table = f"idempotency-{suffix}", f"jobs-{suffix}", f"ordering-{suffix}"
-    for table, key in ((idempotency_table, "id"), (jobs_table, "job_id"), (ordering_table, "object")):
+    for table, key in ((idempotency_table, "id"), (ordering_table, "object")):
         ddb.create_table(
             TableName=table,
             KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
+    ddb.create_table(TableName=jobs_table, **JOBS_TABLE)
     bus_name = f"bus-{suffix}"
     events.create_event_bus(Name=bus_name)
     events_queue_url = sqs.create_queue(QueueName=f"events-{suffix}")["QueueUrl"]

@@ -8,7 +8,7 @@ host. Nothing is addressed by a bridge or host IP: traffic stays on loopback or 
 
 The deployment is seeded with what the files in ``events/`` refer to: bucket ``example-audio-bucket`` with the
 objects they name (pyannote's sample recording, encoded as the name says), the work and dead-letter queues, the
-tables, an event bus, a job for ``events/api-get-job.json``, and the GPU output that
+tables, an event bus, a job for ``events/api-get-job.json``, and the routing and GPU output that
 ``events/sagemaker-completion.json`` reports.
 
 Usage (the Makefile's local-invoke / local-api):
@@ -34,6 +34,10 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.service.locations import ObjectRef
+from diarization.service.routing import Routing
+from local_aws import JOBS_TABLE
 from local_build import MOTO_IMAGE, ROOT, build_moto_image, run, tool_env
 from media import encode_as, read_wav, sample_wav
 
@@ -47,6 +51,8 @@ EXAMPLE_JOB_ID = "0123456789abcdef0123456789abcdef"
 AUDIO_OBJECTS = {"audio/interview.mp3": "mp3", "audio/meetings/weekly sync.m4a": "m4a", "audio/voicemail.wav": "wav"}
 GPU_OUTPUT_KEY = "async-output/interview.out"
 GPU_OUTPUT_FIXTURE = ROOT / "infra/sam-local/gpu-output.json"
+EXAMPLE_INFERENCE_ID = "example-inference"
+"""The inference `events/sagemaker-completion.json` reports; seeded as routed, with GPU_OUTPUT_KEY as its output."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,15 @@ class LocalAws:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
             config=Config(retries={"max_attempts": 2}),
+        )
+
+    def resource(self, service: str) -> Any:
+        return boto3.resource(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
         )
 
     def start(self) -> None:
@@ -115,15 +130,17 @@ class LocalAws:
         s3.put_object(Bucket=BUCKET, Key=GPU_OUTPUT_KEY, Body=GPU_OUTPUT_FIXTURE.read_bytes())
         sqs.create_queue(QueueName=env["WORK_QUEUE_URL"].rsplit("/", 1)[-1])
         sqs.create_queue(QueueName=env["DEAD_LETTER_QUEUE_ARN"].rsplit(":", 1)[-1])
-        tables = ((env["IDEMPOTENCY_TABLE"], "id"), (env["JOBS_TABLE"], "job_id"), (env["ORDERING_TABLE"], "object"))
-        for table, key in tables:
-            if table not in ddb.list_tables()["TableNames"]:
+        tables = ddb.list_tables()["TableNames"]
+        for table, key in ((env["IDEMPOTENCY_TABLE"], "id"), (env["ORDERING_TABLE"], "object")):
+            if table not in tables:
                 ddb.create_table(
                     TableName=table,
                     KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
                     BillingMode="PAY_PER_REQUEST",
                 )
+        if env["JOBS_TABLE"] not in tables:
+            ddb.create_table(TableName=env["JOBS_TABLE"], **JOBS_TABLE)
         now = int(time.time())
         ddb.put_item(
             TableName=env["JOBS_TABLE"],
@@ -136,6 +153,16 @@ class LocalAws:
                 "updated_at": {"N": str(now)},
                 "expires_at": {"N": str(now + 86400)},
             },
+        )
+        # What routing would have recorded for the inference events/sagemaker-completion.json reports: a completion
+        # is only trusted if it matches its routing (diarization.service.routing).
+        JobStore(env["JOBS_TABLE"], 1, resource=self.resource("dynamodb")).record_routing(
+            Routing(
+                EXAMPLE_INFERENCE_ID,
+                ObjectRef(BUCKET, "audio/interview.mp3"),
+                output_location=f"s3://{BUCKET}/{GPU_OUTPUT_KEY}",
+                failure_location=None,
+            )
         )
         if env["EVENT_BUS_NAME"] not in {bus["Name"] for bus in events.list_event_buses()["EventBuses"]}:
             events.create_event_bus(Name=env["EVENT_BUS_NAME"])

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from diarization.errors import InputChangedError, InputNotFoundError
 from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
 from diarization.service.ordering import Order
+from diarization.service.routing import Routing
 
 log = logging.getLogger("tests.fakes")
 
@@ -96,10 +98,12 @@ class MemoryStore:
 
 @dataclass
 class MemoryJobs:
-    """queued -> running -> one terminal state, once."""
+    """queued -> running -> one terminal state, once; deadlines and routings like the DynamoDB store's."""
 
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     inferences: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job_deadline_seconds: float = 3600.0
+    gpu_deadline_seconds: float = 7200.0
 
     def create(self, job_id: str, **fields: Any) -> None:
         self.jobs[job_id] = {"job_id": job_id, "status": "queued", **fields}
@@ -112,6 +116,7 @@ class MemoryJobs:
         if job is None or job["status"] not in ("queued", "running"):
             return False
         job["status"] = "running"
+        job.setdefault("deadline", time.time() + self.job_deadline_seconds)
         return True
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
@@ -120,9 +125,39 @@ class MemoryJobs:
             return False
         job["status"] = "succeeded" if outcome.get("status") == "succeeded" else "failed"
         job["outcome"] = outcome
+        job.pop("deadline", None)
         return True
 
+    def end_overdue(self, job_id: str, outcome: dict[str, Any], now: float) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job["status"] != "running" or not job.get("deadline", now) < now:
+            return False
+        return self.finish(job_id, outcome)
+
+    def overdue_jobs(self, now: float) -> list[str]:
+        return sorted(
+            job_id for job_id, job in self.jobs.items() if job["status"] == "running" and job.get("deadline", now) < now
+        )
+
+    def record_routing(self, routing: Routing) -> None:
+        inference = self.inferences.setdefault(routing.inference_id, {"waiting": set()})
+        inference.pop("outcome", None)
+        now = time.time()
+        inference["routing"] = replace(routing, submitted_at=now, deadline=now + self.gpu_deadline_seconds)
+
+    def routing(self, inference_id: str) -> Routing | None:
+        inference = self.inferences.get(inference_id, {})
+        routing = inference.get("routing")
+        return None if routing is None else replace(routing, ended="outcome" in inference)
+
+    def overdue_routings(self, now: float) -> list[Routing]:
+        found = [self.routing(inference_id) for inference_id in sorted(self.inferences)]
+        return [r for r in found if r is not None and not r.ended and r.deadline is not None and r.deadline < now]
+
     def wait_for_inference(self, job_id: str, inference_id: str) -> dict[str, Any] | None:
+        job = self.jobs.get(job_id)
+        if job is not None and job["status"] == "running":
+            job.pop("deadline", None)  # the inference's deadline ends it now
         inference = self.inferences.setdefault(inference_id, {"waiting": set()})
         inference["waiting"].add(job_id)
         return inference.get("outcome")

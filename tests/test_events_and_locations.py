@@ -342,6 +342,9 @@ def test_unsafe_or_malformed_uris(uri: str) -> None:
         ({"OUTPUT_PREFIX": "/results/"}, "leading slash"),
         ({"EXPECTED_REAL_TIME_FACTOR": "fast"}, "not a number"),
         ({"DEADLINE_MARGIN_SECONDS": "-1"}, "at least 0"),
+        ({"SAGEMAKER_ENDPOINT_NAME": "gpu"}, "SAGEMAKER_ENDPOINT_NAME is set without JOBS_TABLE"),
+        ({"JOB_DEADLINE_SECONDS": "10"}, "JOB_DEADLINE_SECONDS=10 must be at least 60"),
+        ({"GPU_DEADLINE_SECONDS": "soon"}, "GPU_DEADLINE_SECONDS='soon' is not a number"),
     ],
 )
 def test_invalid_deployment_settings(env: dict[str, str], fragment: str) -> None:

@@ -49,11 +49,15 @@ def completion(deployment: Deployment, key: str, inference_id: str, status: str,
     return {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(notification)}}]}
 
 
-def gpu_result(app: FunctionApp, deployment: Deployment, key: str, audio: Path, name: str) -> str:
-    """What the endpoint would have written for `key`: a schema v1 result in its output location."""
+def gpu_result(app: FunctionApp, deployment: Deployment, key: str, audio: Path, inference_id: str) -> str:
+    """What the endpoint would have written for `key`: a schema v1 result in the output location that
+    InvokeEndpointAsync gave when the inference was routed (moto's: a bucket of its own)."""
     result = app.diarizer.diarize(audio, SpeakerHints(), f"s3://{deployment.bucket}/{key}").to_dict()
-    deployment.s3.put_object(Bucket=deployment.bucket, Key=f"async/{name}.out", Body=json.dumps(result))
-    return f"s3://{deployment.bucket}/async/{name}.out"
+    routing = JobStore(deployment.jobs_table, 1).routing(inference_id)
+    assert routing is not None and routing.output_location
+    bucket, _, output_key = routing.output_location.removeprefix("s3://").partition("/")
+    deployment.s3.put_object(Bucket=bucket, Key=output_key, Body=json.dumps(result))
+    return routing.output_location
 
 
 def jobs_of(deployment: Deployment) -> dict[str, dict[str, Any]]:
@@ -111,7 +115,7 @@ def test_jobs_sharing_a_routed_inference_all_end_with_it(
     running = {job_id for job_id, item in jobs_of(deployment).items() if item["status"]["S"] == "running"}
     assert running == {first["job_id"], second["job_id"]}  # while the inference is in flight
 
-    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], "one")
+    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], first["job_id"])
     (done,) = gpu_app.lambda_handler(
         completion(deployment, key, first["job_id"], "Completed", output), LambdaContext()
     )["outcomes"]
@@ -135,7 +139,7 @@ def test_a_late_gpu_failure_after_success_changes_nothing(
     job = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
     messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
     gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
-    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], "late")
+    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], job["job_id"])
     gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Completed", output), LambdaContext())
     before = deployment.object_keys("results/")
 

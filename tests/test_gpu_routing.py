@@ -16,8 +16,11 @@ import jsonschema
 import pytest
 
 from diarization.aws.app import FunctionApp
+from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.aws_ports.sagemaker import GpuRouter
 from diarization.result import load_schema
+from diarization.service.locations import ObjectRef
+from diarization.service.routing import Routing
 from inference_container import Container
 from local_aws import Deployment, LambdaContext, create_deployment
 from local_sagemaker import AsyncEndpointStandIn, sns_event, topic_with_queue
@@ -157,6 +160,9 @@ def test_a_gpu_failure_becomes_the_error_object(gpu: GpuStack, tmp_path: Path) -
 
 
 def test_a_failure_without_a_body_is_gpu_inference_failed(gpu: GpuStack) -> None:
+    lost = ObjectRef(gpu.deployment.bucket, "audio/lost.wav")
+    jobs = JobStore(gpu.deployment.jobs_table, 1)
+    jobs.record_routing(Routing("abc", lost, output_location=None, failure_location=None))
     notification = {
         "invocationStatus": "Failed",
         "failureReason": "ModelError: the container was stopped",

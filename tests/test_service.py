@@ -22,7 +22,9 @@ from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
 from diarization.service.locations import Locations, ObjectRef
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Routed, Skipped, Succeeded
+from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
+from diarization.service.routing import Routing
 from diarization.service.sync import DiarizeSync, SyncBudget, SyncRequest
 from fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
 from media import encode_as, flac_declaring, mp3_bytes, speech_like
@@ -46,6 +48,7 @@ class Service:
     diarize_object: DiarizeObject
     complete: CompleteInference
     abandon: AbandonObject
+    overdue: EndOverdueJobs
 
 
 def make_service(
@@ -76,7 +79,8 @@ def make_service(
     )
     complete = CompleteInference(locations, store, publisher, jobs, log, telemetry)
     abandon = AbandonObject(locations, store, publisher, jobs, log)
-    return Service(store, jobs, notifier, telemetry, router, diarize_object, complete, abandon)
+    overdue = EndOverdueJobs(locations, store, publisher, jobs, log, telemetry)
+    return Service(store, jobs, notifier, telemetry, router, diarize_object, complete, abandon, overdue)
 
 
 @pytest.fixture()
@@ -347,3 +351,127 @@ def test_the_service_and_the_server_import_no_lambda_host() -> None:
         [sys.executable, "-c", code], cwd=root / "function", capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def routed_job(diarizer: Diarizer, tmp_path: Path, encoded_samples: dict[str, Path], job_id: str) -> Service:
+    """`audio/long.wav` routed to the GPU for `job_id`; the fake router's output location is s3://gpu/out/{id}.out."""
+    service = make_service(diarizer, tmp_path, gpu_above=10.0)
+    service.store.put(BUCKET, "audio/long.wav", encoded_samples["wav"].read_bytes())
+    service.jobs.create(job_id, input=f"s3://{BUCKET}/audio/long.wav")
+    assert isinstance(service.diarize_object(request("audio/long.wav", job_id=job_id), Invocation()), Routed)
+    return service
+
+
+def notification(inference_id: str, input_uri: str, output: str | None, status: str = "Completed") -> dict:
+    """`output` is the outputLocation of a success, the failureLocation of a failure."""
+    response = {"outputLocation" if status == "Completed" else "failureLocation": output} if output else {}
+    return {
+        "invocationStatus": status,
+        "inferenceId": inference_id,
+        "requestParameters": {"inputLocation": input_uri},
+        "responseParameters": response,
+    }
+
+
+@pytest.mark.parametrize(
+    ("inference_id", "input_uri", "output", "reason"),
+    [
+        ("nobody", "s3://audio/audio/long.wav", "s3://gpu/out/job4.out", "was not routed"),
+        ("x" * 5000, "s3://audio/audio/long.wav", "s3://gpu/out/job4.out", "was not routed"),
+        ("job4", "s3://other/audio/long.wav", "s3://gpu/out/job4.out", "is not the input routed"),
+        ("job4", "s3://audio/elsewhere/long.wav", "s3://gpu/out/job4.out", "is not the input routed"),
+        ("job4", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "outputLocation"),
+        ("job4", "not a uri", "s3://gpu/out/job4.out", "not an s3:// URI"),
+        ("job4", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "failureLocation"),
+    ],
+)
+def test_a_completion_that_does_not_match_its_routing_changes_nothing(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples, inference_id: str, input_uri: str, output: str, reason: str
+) -> None:
+    service = routed_job(diarizer, tmp_path, encoded_samples, "job4")
+    service.store.put_json("gpu", "out/forged.out", {"schema_version": "1.0", "segments": []})
+    before = sorted(service.store.objects)
+    status = "Failed" if reason == "failureLocation" else "Completed"
+
+    outcome = service.complete(notification(inference_id, input_uri, output, status), Invocation())
+
+    assert (
+        isinstance(outcome, Skipped) and outcome.reason.startswith("untrusted completion") and reason in outcome.reason
+    )
+    assert sorted(service.store.objects) == before  # nothing written or deleted
+    assert service.jobs.jobs["job4"]["status"] == "running"
+    assert ("UntrustedCompletions", 1) in service.telemetry.metrics and service.notifier.published == []
+
+
+def test_the_routed_input_is_checked_against_the_input_prefix(diarizer: Diarizer, tmp_path: Path) -> None:
+    """A record is no licence to write outside the configured inputs (here: one made under the output prefix)."""
+    service = make_service(diarizer, tmp_path)
+    service.jobs.record_routing(Routing("x", ObjectRef(BUCKET, "results/x.wav"), "s3://gpu/out/x.out", None))
+    outcome = service.complete(notification("x", "s3://audio/results/x.wav", "s3://gpu/out/x.out"), Invocation())
+    assert isinstance(outcome, Skipped) and "output prefix" in outcome.reason
+    assert service.store.keys(BUCKET) == []
+
+
+@pytest.mark.parametrize("output", [None, "s3://gpu/out/job5.out"])
+def test_a_success_without_its_output_fails_the_job_with_an_error_object(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples, output: str | None
+) -> None:
+    """No outputLocation, or nothing there: GPU_INFERENCE_FAILED where the user looks, never an exception."""
+    service = routed_job(diarizer, tmp_path, encoded_samples, "job5")
+
+    outcome = service.complete(notification("job5", "s3://audio/audio/long.wav", output), Invocation())
+
+    assert isinstance(outcome, Failed) and outcome.error["code"] == "GPU_INFERENCE_FAILED"
+    assert service.store.keys(BUCKET, "results/") == ["results/long.wav.error.json"]
+    assert service.jobs.jobs["job5"]["status"] == "failed"
+    assert service.jobs.jobs["job5"]["outcome"]["error"]["code"] == "GPU_INFERENCE_FAILED"
+
+
+def test_the_sweep_ends_a_routed_job_whose_gpu_never_answers(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    service = routed_job(diarizer, tmp_path, encoded_samples, "job6")
+    routing = service.jobs.routing("job6")
+    assert routing is not None and routing.deadline is not None
+    assert service.overdue(routing.deadline - 1, Invocation()) == []  # not yet
+
+    ended = service.overdue(routing.deadline + 1, Invocation(request_id="sweep"))
+
+    assert [outcome.status for outcome in ended] == ["failed", "failed"]  # the inference, and its job
+    job = service.jobs.jobs["job6"]
+    assert job["status"] == "failed" and job["outcome"]["error"]["code"] == "JOB_DEADLINE_EXCEEDED"
+    body = service.store.get_json(BUCKET, "results/long.wav.error.json")
+    assert body["error"]["code"] == "JOB_DEADLINE_EXCEEDED" and body["error"]["details"]["where"] == "gpu"
+    assert service.overdue(routing.deadline + 1, Invocation()) == []  # ended once
+    late = service.complete(notification("job6", "s3://audio/audio/long.wav", None, "Failed"), Invocation())
+    assert isinstance(late, Failed) and service.jobs.jobs["job6"]["outcome"]["error"]["code"] == "JOB_DEADLINE_EXCEEDED"
+
+
+def test_the_sweep_ends_an_overdue_lambda_job_and_leaves_a_success_and_ended_jobs(
+    service: Service, encoded_samples
+) -> None:
+    """The run wrote its result, then died before ending the job: the job fails, the result stays."""
+    service.store.put(BUCKET, "audio/done.wav", encoded_samples["wav"].read_bytes())
+    assert isinstance(service.diarize_object(request("audio/done.wav"), Invocation()), Succeeded)
+    service.jobs.create("job7", input=f"s3://{BUCKET}/audio/done.wav")
+    service.jobs.create("job8", input=f"s3://{BUCKET}/audio/done.wav")
+    assert service.jobs.mark_running("job7") and service.jobs.mark_running("job8")
+    assert service.jobs.finish("job8", {"status": "succeeded"})
+    deadline = service.jobs.jobs["job7"]["deadline"]
+
+    (ended,) = service.overdue(deadline + 1, Invocation())
+
+    assert isinstance(ended, Failed) and ended.job_id == "job7" and ended.error["code"] == "JOB_DEADLINE_EXCEEDED"
+    assert "location" not in ended.error  # the success owns the outputs: no error object was written
+    assert service.store.keys(BUCKET, "results/") == ["results/done.wav.json", "results/done.wav.rttm"]
+    assert service.jobs.jobs["job8"]["status"] == "succeeded"
+
+
+def test_the_sweep_ends_a_job_without_a_valid_input_without_writing(service: Service) -> None:
+    service.jobs.create("job9", input="made by hand")
+    assert service.jobs.mark_running("job9")
+
+    (ended,) = service.overdue(service.jobs.jobs["job9"]["deadline"] + 1, Invocation())
+
+    assert isinstance(ended, Failed) and ended.error["code"] == "JOB_DEADLINE_EXCEEDED"
+    assert service.jobs.jobs["job9"]["status"] == "failed" and service.store.objects == {}

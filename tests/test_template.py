@@ -361,13 +361,14 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         "PresignUploads",
         "StateTables",
         "QueueJobs",
+        "FindOverdueJobs",
     }
     if case == "gpu":
         expected |= {"PublishCompletionEvents", "RouteToGpu", "ReadGpuOutputs"}
     assert {s["Sid"] for s in inline} == expected
     bucket = "my-audio" if "ExistingBucketName" in PARAMETER_SETS[case] else "<AudioBucket>"
     tables = {"<IdempotencyTable.Arn>", "<JobsTable.Arn>", "<OrderingTable.Arn>"}
-    assert_scoped(inline, bucket, "<WorkQueue.Arn>", tables)
+    assert_scoped(inline, bucket, "<WorkQueue.Arn>", tables, "<JobsTable.Arn>")
     if case == "gpu":
         (invoke,) = [s for s in inline if s["Sid"] == "RouteToGpu"]
         assert (
@@ -377,8 +378,9 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         assert events["Resource"] == "arn:aws:events:us-east-1:123456789012:event-bus/diarization-events"
 
 
-def assert_scoped(inline: list[dict[str, Any]], bucket: str, queue: str, tables: set[str]) -> None:
-    """Objects only under the input, output and async-output prefixes; listing only those prefixes; nothing '*'."""
+def assert_scoped(inline: list[dict[str, Any]], bucket: str, queue: str, tables: set[str], jobs_table: str) -> None:
+    """Objects only under the input, output and async-output prefixes; listing only those prefixes; queries only on
+    the jobs table's deadline index; nothing '*'."""
     prefixes = ("audio/", "results/", "async-output/")
     for statement in inline:
         assert statement["Effect"] == "Allow"
@@ -393,6 +395,8 @@ def assert_scoped(inline: list[dict[str, Any]], bucket: str, queue: str, tables:
             for resource in resources:
                 key = resource.removeprefix(f"arn:aws:s3:::{bucket}/")
                 assert key != resource and key.startswith(prefixes) and key.endswith("*"), statement
+        elif actions == ["dynamodb:Query"]:  # the overdue-job sweep reads the jobs table's deadline index only
+            assert resources == [f"{jobs_table}/index/running-by-deadline"], statement
         elif any(action.startswith("dynamodb:") for action in actions):
             assert set(resources) == tables
         elif any(action.startswith("sqs:") for action in actions):
@@ -555,6 +559,7 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
         "WORK_QUEUE_URL": physical["WorkQueue"],
     }
     assert (variables["EVENT_BUS_NAME"], variables["SAGEMAKER_ENDPOINT_NAME"]) == ("", "")
+    assert variables["JOB_DEADLINE_SECONDS"] == "32400"  # 6 x the queue's 5,400 s visibility timeout
 
     listed = lambda_.list_event_source_mappings(FunctionName=physical["DiarizationFunction"])["EventSourceMappings"]
     mappings = {mapping["EventSourceArn"]: mapping for mapping in listed}
@@ -570,6 +575,15 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
         description = dynamodb.describe_table(TableName=physical[table])["Table"]
         assert description["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
         assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    (index,) = dynamodb.describe_table(TableName=physical["JobsTable"])["Table"]["GlobalSecondaryIndexes"]
+    assert (index["IndexName"], index["Projection"]) == ("running-by-deadline", {"ProjectionType": "KEYS_ONLY"})
+    assert index["KeySchema"] == [
+        {"AttributeName": "running", "KeyType": "HASH"},
+        {"AttributeName": "deadline", "KeyType": "RANGE"},
+    ]
+    events = boto3.client("events")
+    (rule,) = events.list_rule_names_by_target(TargetArn=configuration["FunctionArn"])["RuleNames"]
+    assert events.describe_rule(Name=rule)["ScheduleExpression"] == "rate(15 minutes)"  # the overdue-job sweep
     # moto's CloudFormation drops TimeToLiveSpecification: the attribute names are checked on the template.
     resources = stacks["defaults"]["template"]["Resources"]
     assert resources["IdempotencyTable"]["Properties"]["TimeToLiveSpecification"] == {
@@ -604,12 +618,13 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
         "PresignUploads",
         "StateTables",
         "QueueJobs",
+        "FindOverdueJobs",
     }
-    tables = {
-        dynamodb.describe_table(TableName=physical[t])["Table"]["TableArn"]
+    arns = {
+        t: dynamodb.describe_table(TableName=physical[t])["Table"]["TableArn"]
         for t in ("IdempotencyTable", "JobsTable", "OrderingTable")
     }
-    assert_scoped(inline, physical["AudioBucket"], queue["QueueArn"], tables)
+    assert_scoped(inline, physical["AudioBucket"], queue["QueueArn"], set(arns.values()), arns["JobsTable"])
 
     logs = boto3.client("logs")
     stack_name = stacks["defaults"]["stack"]["StackName"]

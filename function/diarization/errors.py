@@ -145,6 +145,15 @@ class GpuInferenceFailedError(DiarizationError):
     http_status = 502
 
 
+class JobDeadlineExceededError(DiarizationError):
+    """Work that was started (in Lambda) or routed (to the GPU endpoint) was not done by its deadline: every delivery
+    ended without an answer, or the endpoint never reported back. The overdue-job sweep writes it.
+    ``details``: ``deadline`` (Unix seconds), ``where`` (``lambda`` or ``gpu``), ``inference_id`` for routed work."""
+
+    code = "JOB_DEADLINE_EXCEEDED"
+    http_status = 504
+
+
 class EmptyAudioError(DiarizationError):
     """The input has no bytes, or decodes to zero samples."""
 
@@ -240,6 +249,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         AudioTooLongForLambdaError,
         AudioTooLongForMemoryError,
         GpuInferenceFailedError,
+        JobDeadlineExceededError,
         EmptyAudioError,
         NoAudioStreamError,
         InvalidAudioError,

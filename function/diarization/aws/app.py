@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ from diarization.service.completion import CompleteInference
 from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
 from diarization.service.locations import Locations
 from diarization.service.model import Invocation, ObjectRequest
+from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget
 
@@ -64,7 +66,16 @@ class FunctionApp:
         self.diarizer = Diarizer.from_settings(self.settings)
 
         store = S3Store()
-        jobs = JobStore(self.aws.jobs_table, self.aws.job_ttl_days) if self.aws.jobs_table else None
+        jobs = (
+            JobStore(
+                self.aws.jobs_table,
+                self.aws.job_ttl_days,
+                job_deadline_seconds=self.aws.job_deadline_seconds,
+                gpu_deadline_seconds=self.aws.gpu_deadline_seconds,
+            )
+            if self.aws.jobs_table
+            else None
+        )
         notifier = Notifier(self.aws.event_bus_name) if self.aws.event_bus_name else None
         self.idempotency_config: IdempotencyConfig | None = None
         idempotent: Idempotent | None = None
@@ -113,6 +124,9 @@ class FunctionApp:
         )
         self.complete_inference = CompleteInference(locations, store, publisher, jobs, self.logger, telemetry)
         self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
+        self.end_overdue_jobs = (
+            EndOverdueJobs(locations, store, publisher, jobs, self.logger, telemetry) if jobs else None
+        )
         budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
         diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
@@ -136,6 +150,9 @@ class FunctionApp:
     def handle(self, event: Any, context: Any) -> Any:
         if self.idempotency_config is not None:
             self.idempotency_config.register_lambda_context(context)
+        if is_schedule(event):
+            self.logger.append_keys(trigger="schedule")
+            return {"outcomes": self.sweep(context)}
         kind = events.kind_of(event)
         self.logger.append_keys(trigger=kind)
         if kind == "api":
@@ -166,6 +183,14 @@ class FunctionApp:
         outcome: dict[str, Any] = self.diarize_object(request, invocation_of(context)).to_dict()
         return outcome
 
+    def sweep(self, context: Any) -> list[dict[str, Any]]:
+        """The scheduled sweep of overdue work. The clock is this process's, never the event's: whoever may invoke
+        the function must not be able to end jobs early by sending a time in the future."""
+        if self.end_overdue_jobs is None:
+            self.logger.warning("scheduled sweep without JOBS_TABLE: there are no jobs to end")
+            return []
+        return [outcome.to_dict() for outcome in self.end_overdue_jobs(time.time(), invocation_of(context))]
+
     def _sns_record(self, record: dict[str, Any], context: Any) -> list[dict[str, Any]]:
         """S3 -> SNS -> Lambda or a SageMaker completion: each record by its own message."""
         work = events.from_sns_record(record)
@@ -191,6 +216,15 @@ class FunctionApp:
         self.logger.append_keys(message_id=record.message_id)
         context = self.batch.lambda_context
         return [self.process(request, context) for request in events.from_sqs_body(record.body)]
+
+
+def is_schedule(event: Any) -> bool:
+    """EventBridge's scheduled event (the template's `Schedule`): the overdue-job sweep."""
+    return (
+        isinstance(event, dict)
+        and event.get("source") == "aws.events"
+        and event.get("detail-type") == ("Scheduled Event")
+    )
 
 
 def invocation_of(context: Any) -> Invocation:

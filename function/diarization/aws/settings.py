@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from diarization.errors import ConfigurationError
+from diarization.service.overdue import DEFAULT_GPU_DEADLINE_SECONDS, DEFAULT_JOB_DEADLINE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class AwsSettings:
     sagemaker_endpoint_name: str | None = None
     """Route long audio to this SageMaker asynchronous endpoint (None: Lambda handles everything it can)."""
     gpu_threshold_seconds: float = 1800.0
+    job_deadline_seconds: float = DEFAULT_JOB_DEADLINE_SECONDS
+    """A job still running this long after its first start is ended by the overdue-job sweep."""
+    gpu_deadline_seconds: float = DEFAULT_GPU_DEADLINE_SECONDS
+    """A routed inference without a report this long after its submission is ended by the sweep."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AwsSettings:
@@ -92,7 +97,14 @@ class AwsSettings:
             job_ttl_days=int(number("JOB_TTL_DAYS", 30, 1)),
             sagemaker_endpoint_name=text("SAGEMAKER_ENDPOINT_NAME"),
             gpu_threshold_seconds=number("GPU_THRESHOLD_SECONDS", 1800.0, 0.0),
+            job_deadline_seconds=number("JOB_DEADLINE_SECONDS", DEFAULT_JOB_DEADLINE_SECONDS, 60.0),
+            gpu_deadline_seconds=number("GPU_DEADLINE_SECONDS", DEFAULT_GPU_DEADLINE_SECONDS, 60.0),
         )
+        if settings.sagemaker_endpoint_name and not settings.jobs_table:
+            problems.append(
+                "SAGEMAKER_ENDPOINT_NAME is set without JOBS_TABLE: routed work is recorded there, and a GPU "
+                "completion is only trusted if it matches its record."
+            )
         if problems:
             raise ConfigurationError(
                 "Invalid configuration: " + " ".join(problems) + " See README.md, section The Lambda function.",

@@ -3,7 +3,13 @@
 Every change is conditional, so a job ends once: a late or repeated report (a second delivery, a GPU
 failure notification after its success) finds the job ended and changes nothing. Jobs that wait for the
 same GPU inference are listed on one item of the same table, ``inference-{id}``, which also keeps the
-inference's outcome once it has ended, so a job that starts waiting afterwards ends at once.
+inference's outcome once it has ended, so a job that starts waiting afterwards ends at once, and what was routed
+(input, SageMaker's output and failure locations), against which a completion notification is checked.
+
+Deadlines: a running job, and a routed inference without an outcome, carry ``running`` = "1" and ``deadline``
+(Unix seconds), the keys of the sparse index ``running-by-deadline``; ending removes both, so the index holds only
+open work and the overdue-job sweep queries exactly what is late. A job waiting for an inference leaves the
+index: the inference's deadline ends it (see ``diarization.service.overdue``).
 """
 
 from __future__ import annotations
@@ -17,10 +23,16 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from diarization.service.locations import ObjectRef
+from diarization.service.overdue import DEFAULT_GPU_DEADLINE_SECONDS, DEFAULT_JOB_DEADLINE_SECONDS
+from diarization.service.routing import Routing
+
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 OPEN = "#s IN (:queued, :running)"
 INFERENCE_PREFIX = "inference-"
 """Not a job id (JOB_ID), so GET /jobs/{id} can never read these items."""
+OVERDUE_INDEX = "running-by-deadline"
+RUNNING = "1"
 
 
 def new_job_id() -> str:
@@ -28,9 +40,19 @@ def new_job_id() -> str:
 
 
 class JobStore:
-    def __init__(self, table_name: str, ttl_days: int, resource: Any | None = None) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        ttl_days: int,
+        resource: Any | None = None,
+        *,
+        job_deadline_seconds: float = DEFAULT_JOB_DEADLINE_SECONDS,
+        gpu_deadline_seconds: float = DEFAULT_GPU_DEADLINE_SECONDS,
+    ) -> None:
         self.table = (resource or boto3.resource("dynamodb")).Table(table_name)
         self.ttl_seconds = ttl_days * 86400
+        self.job_deadline_seconds = job_deadline_seconds
+        self.gpu_deadline_seconds = gpu_deadline_seconds
 
     def create(self, job_id: str, *, owner: str, **fields: Any) -> dict[str, Any]:
         """`owner`: the caller that created the job (see diarization.aws.api.owner_of); only it may see the job."""
@@ -54,17 +76,83 @@ class JobStore:
         return None if item is None else _plain(item)
 
     def mark_running(self, job_id: str) -> bool:
-        """False when the job does not exist (e.g. an upload path invented by hand) or has ended."""
-        return self._update(job_id, "running", {})
+        """False when the job does not exist (e.g. an upload path invented by hand) or has ended. A redelivery
+        keeps the first start's deadline: it bounds all deliveries together."""
+        deadline = int(time.time() + self.job_deadline_seconds)
+        return self._update(
+            job_id,
+            "running",
+            {},
+            sets=["#r = :one", "#d = if_not_exists(#d, :deadline)"],
+            values={":one": RUNNING, ":deadline": deadline},
+        )
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
         """False when the job had already ended: the first terminal state stays."""
-        status = "succeeded" if outcome.get("status") == "succeeded" else "failed"
-        fields = {"outcome": _storable(outcome)}
-        return self._update(job_id, status, fields)
+        return self._end(job_id, outcome, "")
+
+    def end_overdue(self, job_id: str, outcome: dict[str, Any], now: float) -> bool:
+        """`finish`, only while the job is still running and its deadline has passed."""
+        return self._end(job_id, outcome, " AND #s = :running AND #d < :now", {":now": _storable(float(now))})
+
+    def overdue_jobs(self, now: float) -> list[str]:
+        return [item_id for item_id in self._overdue(now) if not item_id.startswith(INFERENCE_PREFIX)]
+
+    def record_routing(self, routing: Routing) -> None:
+        """Overwrites an earlier routing of the same id and its outcome: a new submission is a new inference."""
+        now = int(time.time())
+        ref = routing.ref
+        fields = {
+            "input_bucket": ref.bucket,
+            "input_key": ref.key,
+            "version_id": ref.version_id,
+            "etag": ref.etag,
+            "output_location": routing.output_location,
+            "failure_location": routing.failure_location,
+            "submitted_at": now,
+            "deadline": int(now + self.gpu_deadline_seconds),
+            "running": RUNNING,
+        }
+        names = {f"#f{index}": name for index, name in enumerate(fields)}
+        values = {f":f{index}": value for index, value in enumerate(fields.values())}
+        sets = [f"#f{index} = :f{index}" for index in range(len(fields))]
+        self.table.update_item(
+            Key={"job_id": INFERENCE_PREFIX + routing.inference_id},
+            UpdateExpression="SET " + ", ".join([*sets, "#e = if_not_exists(#e, :expires)"]) + " REMOVE #o",
+            ExpressionAttributeNames={**names, "#e": "expires_at", "#o": "outcome"},
+            ExpressionAttributeValues={**values, ":expires": now + self.ttl_seconds},
+        )
+
+    def routing(self, inference_id: str) -> Routing | None:
+        key = {"job_id": INFERENCE_PREFIX + inference_id}
+        item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
+        if item is None or "input_key" not in item:
+            return None  # no routing recorded: only jobs waiting (or an item from before routings were recorded)
+        item = _plain(item)
+        return Routing(
+            inference_id=inference_id,
+            ref=ObjectRef(item["input_bucket"], item["input_key"], item.get("version_id"), item.get("etag")),
+            output_location=item.get("output_location"),
+            failure_location=item.get("failure_location"),
+            submitted_at=item.get("submitted_at"),
+            deadline=item.get("deadline"),
+            ended="outcome" in item,
+        )
+
+    def overdue_routings(self, now: float) -> list[Routing]:
+        found = []
+        for item_id in self._overdue(now):
+            if item_id.startswith(INFERENCE_PREFIX):
+                routing = self.routing(item_id.removeprefix(INFERENCE_PREFIX))
+                # The index is eventually consistent: the item itself says whether it is still open and late.
+                if routing is not None and not routing.ended and (routing.deadline or now) < now:
+                    found.append(routing)
+        return found
 
     def wait_for_inference(self, job_id: str, inference_id: str) -> dict[str, Any] | None:
-        """List the job under the inference; the inference's outcome if it has already ended."""
+        """List the job under the inference; the inference's outcome if it has already ended. The job leaves the
+        deadline index: the inference's own deadline ends it together with the inference."""
+        self._leave_index(job_id)
         now = int(time.time())
         response = self.table.update_item(
             Key={"job_id": INFERENCE_PREFIX + inference_id},
@@ -82,9 +170,9 @@ class JobStore:
         try:
             self.table.update_item(
                 Key={"job_id": INFERENCE_PREFIX + inference_id},
-                UpdateExpression="SET #o = :outcome, #e = if_not_exists(#e, :expires)",
+                UpdateExpression="SET #o = :outcome, #e = if_not_exists(#e, :expires) REMOVE #r, #d",
                 ConditionExpression="attribute_not_exists(#o)",
-                ExpressionAttributeNames={"#o": "outcome", "#e": "expires_at"},
+                ExpressionAttributeNames={"#o": "outcome", "#e": "expires_at", "#r": "running", "#d": "deadline"},
                 ExpressionAttributeValues={":outcome": _storable(outcome), ":expires": now + self.ttl_seconds},
             )
         except ClientError as error:
@@ -93,24 +181,70 @@ class JobStore:
         item = self.table.get_item(Key={"job_id": INFERENCE_PREFIX + inference_id}, ConsistentRead=True).get("Item")
         return sorted(str(job) for job in (item or {}).get("waiting", set()))
 
-    def _update(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
-        """Only while the job is open (queued or running)."""
-        names = {"#s": "status", "#u": "updated_at"}
-        values: dict[str, Any] = {":s": status, ":u": int(time.time())}
-        sets = ["#s = :s", "#u = :u"]
-        for index, (name, value) in enumerate(fields.items()):
-            names[f"#f{index}"] = name
-            values[f":f{index}"] = value
-            sets.append(f"#f{index} = :f{index}")
-        condition = f"attribute_exists(job_id) AND {OPEN}"
-        values.update({":queued": "queued", ":running": "running"})
+    def _end(self, job_id: str, outcome: dict[str, Any], condition: str, values: dict[str, Any] | None = None) -> bool:
+        """A terminal state; the job leaves the deadline index."""
+        status = "succeeded" if outcome.get("status") == "succeeded" else "failed"
+        fields = {"outcome": _storable(outcome)}
+        return self._update(job_id, status, fields, removes=["#r", "#d"], condition=condition, values=values)
+
+    def _overdue(self, now: float) -> list[str]:
+        """Ids of open items whose deadline has passed, from the sparse index (keys only)."""
+        ids: list[str] = []
+        query: dict[str, Any] = {
+            "IndexName": OVERDUE_INDEX,
+            "KeyConditionExpression": "#r = :running AND #d < :now",
+            "ExpressionAttributeNames": {"#r": "running", "#d": "deadline"},
+            "ExpressionAttributeValues": {":running": RUNNING, ":now": _storable(float(now))},
+        }
+        while True:
+            page = self.table.query(**query)
+            ids += [str(item["job_id"]) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return ids
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _leave_index(self, job_id: str) -> None:
         try:
             self.table.update_item(
                 Key={"job_id": job_id},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+                UpdateExpression="REMOVE #r, #d",
+                ConditionExpression="#s = :running",
+                ExpressionAttributeNames={"#r": "running", "#d": "deadline", "#s": "status"},
+                ExpressionAttributeValues={":running": "running"},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    def _update(
+        self,
+        job_id: str,
+        status: str,
+        fields: dict[str, Any],
+        *,
+        sets: list[str] | None = None,
+        removes: list[str] | None = None,
+        condition: str = "",
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """Only while the job is open (queued or running), and `condition` holds. `#r` and `#d` name the index keys."""
+        names = {"#s": "status", "#u": "updated_at", "#r": "running", "#d": "deadline"}
+        all_values: dict[str, Any] = {":s": status, ":u": int(time.time()), **(values or {})}
+        expressions = ["#s = :s", "#u = :u", *(sets or [])]
+        for index, (name, value) in enumerate(fields.items()):
+            names[f"#f{index}"] = name
+            all_values[f":f{index}"] = value
+            expressions.append(f"#f{index} = :f{index}")
+        all_values.update({":queued": "queued", ":running": "running"})
+        update = "SET " + ", ".join(expressions) + (" REMOVE " + ", ".join(removes) if removes else "")
+        used = {name for name in names if name in update or name in condition or name in OPEN}
+        try:
+            self.table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression=update,
+                ConditionExpression=f"attribute_exists(job_id) AND {OPEN}{condition}",
+                ExpressionAttributeNames={name: names[name] for name in used},
+                ExpressionAttributeValues=all_values,
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":

@@ -5,11 +5,14 @@ from the result's `model.device` and `timings`.
 
 SageMaker's notification: `invocationStatus` (`Completed` or `Failed`), `requestParameters.inputLocation`,
 `responseParameters.outputLocation` (or `failureLocation`), `failureReason`, `inferenceId`.
+
+Only a notification that matches what was routed is acted on (see ``diarization.service.routing``); any other is
+skipped with a warning and the ``UntrustedCompletions`` metric, never raised: SNS would retry it. A trusted success
+whose output cannot be read becomes GPU_INFERENCE_FAILED like any failure, so its job ends.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from diarization.errors import (
@@ -18,15 +21,19 @@ from diarization.errors import (
     DiarizationError,
     GpuInferenceFailedError,
     InputNotFoundError,
-    InvalidRequestError,
 )
 from diarization.result import Segment, rttm_from_segments
 from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
 from diarization.service.model import Invocation
 from diarization.service.ordering import Order, order_of
-from diarization.service.outcomes import Failed, Skipped, Succeeded
+from diarization.service.outcomes import Failed, Skipped, Succeeded, with_job
 from diarization.service.ports import JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher
+from diarization.service.routing import Completion, check_completion
+
+UNTRUSTED = "untrusted completion"
+MAX_INFERENCE_ID = 64
+"""InvokeEndpointAsync's limit on InferenceId."""
 
 
 class CompleteInference:
@@ -47,64 +54,94 @@ class CompleteInference:
         self.telemetry = telemetry
 
     def __call__(self, notification: dict[str, Any], invocation: Invocation) -> Succeeded | Failed | Skipped:
-        try:
-            input_uri = notification["requestParameters"]["inputLocation"]
-            status = notification["invocationStatus"]
-        except (KeyError, TypeError) as error:
-            raise InvalidRequestError(f"Not a SageMaker async notification: missing {error}.") from error
-        ref, order = self._current(parse_s3_uri(input_uri))
-        outputs = self.locations.outputs(ref)
         inference_id = str(notification.get("inferenceId") or "")
-        response = notification.get("responseParameters") or {}
+        # Without a jobs table nothing was routed (the host refuses SAGEMAKER_ENDPOINT_NAME without JOBS_TABLE). An id
+        # longer than SageMaker allows was never routed, and is not looked up (an oversized key would raise).
+        known = 0 < len(inference_id) <= MAX_INFERENCE_ID
+        routing = self.jobs.routing(inference_id) if self.jobs and known else None
+        completion, reason = check_completion(notification, routing, self.locations)
+        if completion is None:
+            return self._untrusted(notification, inference_id, str(reason))
+        ref, order = self._current(completion.routing.ref)
+        outputs = self.locations.outputs(ref)
         outcome: Succeeded | Failed | Skipped
-        if status == "Completed":
-            result = self.store.get_json(*_split(response["outputLocation"]))
-            if result.get("schema_version", "").split(".")[0] != "1" or "segments" not in result:
-                raise InvalidRequestError(f"{response['outputLocation']} is not a schema v1 result.")
-            rttm = rttm_from_segments(ref.uri, [Segment(**segment) for segment in result["segments"]])
-            outcome = Succeeded(
-                input=ref.uri,
-                version_id=ref.version_id,
-                etag=ref.etag,
-                output={"json": outputs.uri(outputs.json_key), "rttm": outputs.uri(outputs.rttm_key)},
-                speaker_count=result["speaker_count"],
-                duration_seconds=result["audio"]["duration_seconds"],
-                timings=result["timings"],
-                model={k: result["model"][k] for k in ("name", "trained", "device")},
-                inference_id=inference_id,
-            )
-            outcome = self.publisher.succeeded(ref, outputs, result, rttm, outcome, order)
-            self.telemetry.metric("GpuCompletions", "Count", 1)
-        else:
-            failure = self._error(notification, response)
-            outcome = self.publisher.failed(ref, outputs, failure, invocation.request_id, inference_id, order)
-        if self.jobs and inference_id:
+        error = None if completion.completed else self._error(completion)
+        if error is None:
+            try:
+                outcome = self._succeeded(ref, order, completion)
+            except GpuInferenceFailedError as unreadable:
+                error = unreadable
+        if error is not None:
+            outcome = self.publisher.failed(ref, outputs, error, invocation.request_id, inference_id, order)
+        if self.jobs:
             for job_id in self.jobs.end_inference(inference_id, outcome.to_dict()):
-                self.jobs.finish(job_id, replace(outcome, job_id=job_id).to_dict())
+                self.jobs.finish(job_id, with_job(outcome, job_id).to_dict())
         return outcome
+
+    def _succeeded(self, ref: ObjectRef, order: Order | None, completion: Completion) -> Succeeded | Skipped:
+        location = completion.output_location
+        if not location:
+            raise GpuInferenceFailedError("The GPU endpoint reported success without an outputLocation.")
+        try:
+            result = self.store.get_json(*_split(location))
+            if str(result.get("schema_version", "")).split(".")[0] != "1":
+                raise ValueError("not a schema v1 result")
+            rttm = rttm_from_segments(ref.uri, [Segment(**segment) for segment in result["segments"]])
+            model = {k: result["model"][k] for k in ("name", "trained", "device")}
+            found = (result["speaker_count"], result["audio"]["duration_seconds"], result["timings"])
+        except (DiarizationError, ValueError, KeyError, TypeError) as error:
+            raise GpuInferenceFailedError(
+                f"The GPU endpoint reported success, but its output {location} is unreadable: {error}",
+                output_location=location,
+            ) from error
+        outputs = self.locations.outputs(ref)
+        outcome = Succeeded(
+            input=ref.uri,
+            version_id=ref.version_id,
+            etag=ref.etag,
+            output={"json": outputs.uri(outputs.json_key), "rttm": outputs.uri(outputs.rttm_key)},
+            speaker_count=found[0],
+            duration_seconds=found[1],
+            timings=found[2],
+            model=model,
+            inference_id=completion.routing.inference_id,
+        )
+        published = self.publisher.succeeded(ref, outputs, result, rttm, outcome, order)
+        self.telemetry.metric("GpuCompletions", "Count", 1)
+        return published
+
+    def _untrusted(self, notification: dict[str, Any], inference_id: str, reason: str) -> Skipped:
+        request = notification.get("requestParameters")
+        named = request.get("inputLocation") if isinstance(request, dict) else None
+        self.log.warning(
+            "%s: %s", UNTRUSTED, reason, extra={"inference_id": inference_id[:100], "input": str(named)[:300]}
+        )
+        self.telemetry.metric("UntrustedCompletions", "Count", 1)
+        return Skipped(input=str(named)[:1100] if named else "", reason=f"{UNTRUSTED}: {reason}")
 
     def _current(self, ref: ObjectRef) -> tuple[ObjectRef, Order | None]:
         """SageMaker read the current object (it takes no version id): the report is ordered as that version.
         An input that is gone or unreadable has no version to order by: the report is written as its latest word."""
         try:
-            _, current = self.store.head(ref)
+            _, current = self.store.head(ObjectRef(ref.bucket, ref.key))
         except (InputNotFoundError, AccessDeniedError):
-            return ref, None
+            return ObjectRef(ref.bucket, ref.key), None
         return current, order_of(current, None)
 
-    def _error(self, notification: dict[str, Any], response: dict[str, Any]) -> DiarizationError:
+    def _error(self, completion: Completion) -> DiarizationError:
         """Our server's error body when the container answered one, else SageMaker's reason."""
-        location = response.get("failureLocation")
+        location = completion.failure_location
         if location:
             try:
                 body = self.store.get_json(*_split(location)).get("error") or {}
                 kind = ERROR_CODES.get(str(body.get("code")))
                 if kind is not None:
                     return kind(str(body.get("message", "")), **(body.get("details") or {}))
-            except (ValueError, KeyError, DiarizationError):
+            except (ValueError, KeyError, TypeError, DiarizationError):
                 self.log.warning("unreadable failure body at %s", location)
-        reason = str(notification.get("failureReason") or "no reason given")
-        return GpuInferenceFailedError(f"The GPU endpoint failed: {reason}", failure_location=location)
+        return GpuInferenceFailedError(
+            f"The GPU endpoint failed: {completion.failure_reason}", failure_location=location
+        )
 
 
 def _split(uri: str) -> tuple[str, str]:

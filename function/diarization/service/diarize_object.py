@@ -25,6 +25,7 @@ from diarization.errors import (
     AudioTooLargeError,
     AudioTooLongForLambdaError,
     AudioTooLongForMemoryError,
+    ConfigurationError,
     DiarizationError,
     EmptyAudioError,
     InputChangedError,
@@ -38,6 +39,7 @@ from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
 from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher
+from diarization.service.routing import Routing
 
 FIXED_OVERHEAD_SECONDS = 2.0
 """Upload, events and bookkeeping after diarization."""
@@ -315,7 +317,19 @@ class DiarizeObject:
         return None if left is None else left - self.deadline_margin_seconds
 
     def _route(self, router: GpuRouter, run: PinnedRun, audio_seconds: float, reason: str) -> Routed:
+        """Submit, then record what was submitted: its completion is only trusted if it matches the record
+        (``diarization.service.routing``), and the record's deadline ends it if the GPU never reports."""
+        if self.jobs is None:
+            raise ConfigurationError("Routing to the GPU needs JOBS_TABLE: completions are checked against it.")
         submitted = router.submit(run.ref, run.hints, inference_id_for(run))
+        self.jobs.record_routing(
+            Routing(
+                inference_id=submitted["inference_id"],
+                ref=run.ref,
+                output_location=submitted.get("output_location"),
+                failure_location=submitted.get("failure_location"),
+            )
+        )
         self.telemetry.metric("RoutedToGpu", "Count", 1)
         self.log.info("routed to the GPU endpoint: %s", reason, extra=submitted)
         return Routed(

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
 from diarization.service.ordering import Order
+from diarization.service.routing import Routing
 
 
 class ObjectStore(Protocol):
@@ -35,13 +36,27 @@ class JobStore(Protocol):
     def get(self, job_id: str) -> dict[str, Any] | None: ...
 
     def mark_running(self, job_id: str) -> bool:
-        """False when there is no such job, or it has already ended."""
+        """False when there is no such job, or it has already ended. The first start sets the job's deadline."""
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
         """False when the job had already ended: a job ends once."""
 
+    def end_overdue(self, job_id: str, outcome: dict[str, Any], now: float) -> bool:
+        """`finish`, only while the job is running past its deadline."""
+
+    def overdue_jobs(self, now: float) -> list[str]:
+        """Running jobs whose deadline is before `now` (jobs waiting for a routed inference have none)."""
+
+    def record_routing(self, routing: Routing) -> None:
+        """Remember what was routed (the same id again starts over); sets its submission time and deadline."""
+
+    def routing(self, inference_id: str) -> Routing | None: ...
+
+    def overdue_routings(self, now: float) -> list[Routing]:
+        """Routings without an outcome whose deadline is before `now`."""
+
     def wait_for_inference(self, job_id: str, inference_id: str) -> dict[str, Any] | None:
-        """The job ends with that GPU inference; its outcome if it has already ended."""
+        """The job ends with that GPU inference (whose deadline is now the job's); its outcome if it has ended."""
 
     def end_inference(self, inference_id: str, outcome: dict[str, Any]) -> list[str]:
         """Record the inference's outcome (the first one stays); the jobs waiting for it."""
