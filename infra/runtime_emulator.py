@@ -90,12 +90,13 @@ class Emulator:
         raise RuntimeError(f"the emulator did not listen on {self.port}: {log_path.read_text()[-2000:]}")
 
     def invoke(self, event: Any, timeout: float = 300) -> tuple[int, Any]:
+        """The status and the decoded answer; a timeout's answer is plain text ("Task timed out after …")."""
         request = urllib.request.Request(self.url, data=json.dumps(event).encode(), method="POST")  # noqa: S310 - loopback http
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback http
-                return response.status, json.loads(response.read() or b"null")
+                return response.status, _decoded(response.read())
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+            return error.code, _decoded(error.read())
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -107,3 +108,10 @@ class Emulator:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _decoded(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        return body.decode(errors="replace")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -154,9 +154,10 @@ def test_given_up_work_ends_its_job_but_never_undoes_a_success(service: Service,
     assert service.store.keys(BUCKET, "results/") == ["results/uploads/job3/a.wav.error.json"]
 
     service.store.put(BUCKET, "audio/ok.wav", encoded_samples["wav"].read_bytes())
-    assert isinstance(service.diarize_object(request("audio/ok.wav"), Invocation()), Succeeded)
+    done = service.diarize_object(request("audio/ok.wav"), Invocation())
+    assert isinstance(done, Succeeded)
     late = service.abandon(request("audio/ok.wav"), Invocation(), deliveries=3)
-    assert isinstance(late, Skipped)
+    assert late == replace(done, timings=late.timings)  # the success, read back from its result
     assert service.store.keys(BUCKET, "results/ok") == ["results/ok.wav.json", "results/ok.wav.rttm"]
 
 
@@ -188,6 +189,72 @@ def test_a_redelivery_for_a_running_job_still_runs(service: Service, tmp_path: P
     service.store.put(BUCKET, "audio/uploads/job6/a.flac", short)
     outcome = service.diarize_object(request("audio/uploads/job6/a.flac"), Invocation())
     assert isinstance(outcome, Succeeded) and service.jobs.jobs["job6"]["status"] == "succeeded"
+
+
+class DiesAfterPublishing:
+    """The job store of a process that dies right after the result is written, before its job is ended."""
+
+    def __init__(self, jobs: MemoryJobs) -> None:
+        self.jobs = jobs
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.jobs, name)
+
+    def finish(self, job_id: str, outcome: dict[str, object]) -> bool:
+        raise SystemExit("killed")
+
+
+def test_work_that_died_after_writing_its_result_ends_its_job_succeeded(service: Service, encoded_samples) -> None:
+    """After the retries the message is dead-lettered: the job ends with the written result, not a failure."""
+    service.store.put(BUCKET, "audio/uploads/job4/a.wav", encoded_samples["wav"].read_bytes())
+    service.jobs.create("job4")
+    service.diarize_object.jobs = DiesAfterPublishing(service.jobs)  # type: ignore[assignment]
+    with pytest.raises(SystemExit):
+        service.diarize_object(request("audio/uploads/job4/a.wav"), Invocation())
+    assert service.jobs.jobs["job4"]["status"] == "running"
+    written = service.store.get_json(BUCKET, "results/uploads/job4/a.wav.json")
+
+    outcome = service.abandon(request("audio/uploads/job4/a.wav"), Invocation(), deliveries=3)
+
+    assert isinstance(outcome, Succeeded) and outcome.job_id == "job4"
+    assert outcome.speaker_count == written["speaker_count"] and outcome.timings == written["timings"]
+    job = service.jobs.jobs["job4"]
+    assert job["status"] == "succeeded" and job["outcome"]["output"]["json"].endswith("a.wav.json")
+    assert service.store.keys(BUCKET, "results/uploads/job4/") == [
+        "results/uploads/job4/a.wav.json",
+        "results/uploads/job4/a.wav.rttm",
+    ]
+    assert len(service.notifier.published) == 1 and service.telemetry.failures == []
+
+
+def test_a_superseded_job_fails_with_input_changed_naming_the_newer_outputs(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    """The job's version was replaced before its outputs were written: its job says so and where to look."""
+    service = make_service(diarizer, tmp_path, versioned=True)
+    old = service.store.put(BUCKET, "audio/uploads/job5/a.wav", encoded_samples["wav"].read_bytes())
+    new = service.store.put(BUCKET, "audio/uploads/job5/a.wav", encoded_samples["flac"].read_bytes())
+    newer = service.diarize_object(request("audio/uploads/job5/a.wav", sequencer="02"), Invocation())
+    assert isinstance(newer, Succeeded)
+    before = {key: service.store.get_json(BUCKET, key) for key in ["results/uploads/job5/a.wav.json"]}
+    service.jobs.create("job6")
+    late = ObjectRequest(ObjectRef(BUCKET, "audio/uploads/job5/a.wav", old.version_id), job_id="job6", sequencer="01")
+
+    outcome = service.diarize_object(late, Invocation())
+
+    assert isinstance(outcome, Skipped) and outcome.reason.startswith("superseded") and outcome.error is not None
+    job = service.jobs.jobs["job6"]
+    assert job["status"] == "failed" and job["outcome"]["error"] == outcome.error
+    error = outcome.error
+    assert error["code"] == "INPUT_CHANGED"
+    assert error["details"]["version_id"] == old.version_id and error["details"]["current_version_id"] == new.version_id
+    assert error["details"]["result"] == f"s3://{BUCKET}/results/uploads/job5/a.wav.json"
+    assert f"s3://{BUCKET}/results/uploads/job5/a.wav.json" in error["message"]
+    assert {key: service.store.get_json(BUCKET, key) for key in before} == before
+    assert service.store.keys(BUCKET, "results/uploads/job5/") == [
+        "results/uploads/job5/a.wav.json",
+        "results/uploads/job5/a.wav.rttm",
+    ]
 
 
 def test_outputs_are_never_inputs(service: Service) -> None:

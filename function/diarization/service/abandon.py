@@ -4,7 +4,10 @@ the error object and fails the job, so nothing waits for a result that will not 
 
 It runs no diarization. The version is pinned and ordered like any run (see ``diarization.service.ordering``):
 an older version, or a version that has already succeeded, keeps its outputs; a job that has already ended
-keeps its state.
+keeps its state. A version that has already succeeded — the process died after writing the result, before
+ending the job, and every redelivery found the first run still in progress — ends its job ``succeeded`` with
+that result; a version a newer upload replaced ends its job failed with INPUT_CHANGED, naming the outputs
+that describe the object now (see ``Publisher.failed``).
 """
 
 from __future__ import annotations

@@ -60,12 +60,17 @@ class Failed:
 class Skipped:
     input: str
     reason: str
+    error: dict[str, Any] | None = None
+    """Why the run's job ends failed, when there is one to tell: its version was superseded (INPUT_CHANGED)."""
     job_id: str | None = None
 
     status = "skipped"
 
     def to_dict(self) -> dict[str, Any]:
-        return _with_ids({"status": self.status, "reason": self.reason, "input": self.input}, None, self.job_id)
+        body: dict[str, Any] = {"status": self.status, "reason": self.reason, "input": self.input}
+        if self.error is not None:
+            body["error"] = self.error
+        return _with_ids(body, None, self.job_id)
 
 
 @dataclass(frozen=True)

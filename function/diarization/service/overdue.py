@@ -24,7 +24,7 @@ from diarization.errors import (
 from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
 from diarization.service.model import Invocation
 from diarization.service.ordering import SUPERSEDED, order_of
-from diarization.service.outcomes import Failed, Outcome, Skipped, with_job
+from diarization.service.outcomes import Failed, Outcome, Skipped, Succeeded, with_job
 from diarization.service.ports import JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher
 from diarization.service.routing import Routing
@@ -90,7 +90,7 @@ class EndOverdueJobs:
         waiting = self.jobs.end_inference(routing.inference_id, outcome.to_dict())
         ended: list[Outcome] = [outcome]
         for job_id in waiting:
-            job_outcome = with_job(_as_failure(outcome, routing.ref, error, routing.inference_id), job_id)
+            job_outcome = with_job(_job_outcome(outcome, routing.ref, error, routing.inference_id), job_id)
             if self.jobs.finish(job_id, job_outcome.to_dict()):
                 ended.append(job_outcome)
         return ended
@@ -110,7 +110,7 @@ class EndOverdueJobs:
             if ref
             else Skipped(input=str(job.get("input")), reason="the job names no valid input")
         )
-        job_outcome = with_job(_as_failure(outcome, ref, error, None), job_id)
+        job_outcome = with_job(_job_outcome(outcome, ref, error, None), job_id)
         if not self.jobs.end_overdue(job_id, job_outcome.to_dict(), now):
             return None
         self.log.warning("ended an overdue job", extra={"job_id": job_id, "error_code": error.code})
@@ -118,7 +118,7 @@ class EndOverdueJobs:
 
     def _publish(
         self, ref: ObjectRef, error: DiarizationError, invocation: Invocation, inference_id: str | None
-    ) -> Failed | Skipped:
+    ) -> Failed | Skipped | Succeeded:
         """The error object for the version the work was about (the routed one, else the current one), ordered by
         its Last-Modified time: a newer version, or a success of this one, keeps its outputs."""
         try:
@@ -140,12 +140,13 @@ def _late(where: str, uri: str, deadline: float | None, inference_id: str | None
     return JobDeadlineExceededError(message, **details, **({"inference_id": inference_id} if inference_id else {}))
 
 
-def _as_failure(
-    outcome: Failed | Skipped, ref: ObjectRef | None, error: DiarizationError, inference_id: str | None
-) -> Failed:
+def _job_outcome(
+    outcome: Failed | Skipped | Succeeded, ref: ObjectRef | None, error: DiarizationError, inference_id: str | None
+) -> Failed | Succeeded:
     """What the job says: the error, with the error object's location when one was written (a skipped write means
-    a newer version, or this version's success, owns the outputs)."""
-    if isinstance(outcome, Failed):
+    a newer version owns the outputs); or the success of this version, whose result was written by a run that died
+    before it could end the job."""
+    if isinstance(outcome, Failed | Succeeded):
         return outcome
     return Failed(
         input=ref.uri if ref else outcome.input,

@@ -5,15 +5,24 @@ the GPU completion use cases alike."""
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from typing import Any
 
-from diarization.errors import AccessDeniedError, DiarizationError, InputNotFoundError
+from diarization.errors import AccessDeniedError, DiarizationError, InputChangedError, InputNotFoundError
 from diarization.service.locations import ErrorLocation, ObjectRef, OutputLocations
 from diarization.service.ordering import SUPERSEDED, Order, version_of
 from diarization.service.outcomes import Failed, Skipped, Succeeded
 from diarization.service.ports import Log, Notifier, ObjectStore, OrderingRecord, Telemetry
 
 ERROR_SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Whether a version may write its outputs, and the key's current version (None: gone or unreadable)."""
+
+    granted: bool
+    current: ObjectRef | None = None
 
 
 class Publisher:
@@ -41,8 +50,9 @@ class Publisher:
         order: Order | None,
     ) -> Succeeded | Skipped:
         """Result and RTTM, then drop a stale error object: the prefix describes the latest version."""
-        if self._superseded(ref, order, succeeded=True):
-            return Skipped(input=ref.uri, reason=SUPERSEDED)
+        claim = self._claim(ref, order, succeeded=True)
+        if not claim.granted:
+            return superseded(ref, outputs, claim.current)
         self.store.put_json(outputs.bucket, outputs.json_key, result)
         self.store.put_text(outputs.bucket, outputs.rttm_key, rttm)
         self.store.delete(outputs.bucket, outputs.error_key)
@@ -50,17 +60,18 @@ class Publisher:
             self.notifier.publish(outcome.to_dict())
         return outcome
 
-    def _superseded(self, ref: ObjectRef, order: Order | None, succeeded: bool) -> bool:
+    def _claim(self, ref: ObjectRef, order: Order | None, succeeded: bool) -> Claim:
         """See ``diarization.service.ordering``: still the current version, and the ordering record agrees."""
         if order is None:
-            return False
+            return Claim(granted=True)
         try:
             _, current = self.store.head(ObjectRef(ref.bucket, ref.key))
         except (InputNotFoundError, AccessDeniedError):
-            return True  # deleted (or unreadable) meanwhile: no version of ours to describe
+            return Claim(granted=False)  # deleted (or unreadable) meanwhile: no version of ours to describe
         if version_of(current) != order.version:
-            return True
-        return self.ordering is not None and not self.ordering.claim(ref.bucket, ref.key, order, succeeded)
+            return Claim(granted=False, current=current)
+        granted = self.ordering is None or self.ordering.claim(ref.bucket, ref.key, order, succeeded)
+        return Claim(granted=granted, current=current)
 
     def failed(
         self,
@@ -70,13 +81,24 @@ class Publisher:
         request_id: str | None,
         inference_id: str | None = None,
         order: Order | None = None,
-    ) -> Failed | Skipped:
+    ) -> Failed | Skipped | Succeeded:
         """`order` None: the version is unknown (it could not be read at all); written as the key's latest word.
         `outputs` is an `ErrorLocation` for a refused name (see ``diarization.service.locations``): its error object,
-        possibly in the fallback folder, and no results to remove (the keys they would have are another input's)."""
-        if self._superseded(ref, order, succeeded=False):
+        possibly in the fallback folder, and no results to remove (the keys they would have are another input's).
+
+        Refused when a newer version owns the outputs (its job ends with INPUT_CHANGED naming them), or when this
+        version has already succeeded: a failure reported after the result was written (a late GPU failure, or work
+        that died after writing and was dead-lettered) keeps the success, and the outcome is that success.
+        """
+        claim = self._claim(ref, order, succeeded=False)
+        if not claim.granted:
             self.log.warning("not published, %s: %s", SUPERSEDED, error, extra={"error_code": error.code})
-            return Skipped(input=ref.uri, reason=SUPERSEDED)
+            same_version = (
+                order is not None and claim.current is not None and version_of(claim.current) == order.version
+            )
+            if same_version and isinstance(outputs, OutputLocations):  # a refused name never has a success to keep
+                return self._kept_success(ref, outputs, error, inference_id)
+            return superseded(ref, outputs, claim.current)
         body = {
             "schema_version": ERROR_SCHEMA_VERSION,
             "status": "failed",
@@ -99,3 +121,61 @@ class Publisher:
         if self.notifier:
             self.notifier.publish(outcome.to_dict())
         return outcome
+
+    def _kept_success(
+        self, ref: ObjectRef, outputs: OutputLocations, error: DiarizationError, inference_id: str | None
+    ) -> Succeeded | Skipped:
+        """The success of this version, read back from its result: what its job ends with."""
+        try:
+            result = self.store.get_json(outputs.bucket, outputs.json_key)
+            return succeeded_from_result(ref, outputs, result, inference_id)
+        except (DiarizationError, ValueError, KeyError, TypeError):
+            # The ordering record says it succeeded, but its result is gone or unreadable (deleted by hand): the
+            # record still keeps this failure from writing, and the job ends failed with the error itself.
+            self.log.warning("this version succeeded but its result cannot be read: %s", outputs.json_key)
+            return Skipped(input=ref.uri, reason=SUPERSEDED, error=error.to_dict())
+
+
+def succeeded_from_result(
+    ref: ObjectRef, outputs: OutputLocations, result: dict[str, Any], inference_id: str | None = None
+) -> Succeeded:
+    """The outcome a written result stands for (schema v1), as the run that wrote it returned it."""
+    return Succeeded(
+        input=ref.uri,
+        version_id=ref.version_id,
+        etag=ref.etag,
+        output={"json": outputs.uri(outputs.json_key), "rttm": outputs.uri(outputs.rttm_key)},
+        speaker_count=result["speaker_count"],
+        duration_seconds=result["audio"]["duration_seconds"],
+        timings=result["timings"],
+        model={name: result["model"][name] for name in ("name", "trained", "device")},
+        inference_id=inference_id,
+    )
+
+
+def superseded(ref: ObjectRef, outputs: OutputLocations | ErrorLocation, current: ObjectRef | None) -> Skipped:
+    """Nothing is written for this version; its job (if any) ends failed with INPUT_CHANGED, naming the outputs
+    that describe the key now, so whoever waited knows where to look."""
+    result = outputs.uri(outputs.json_key) if isinstance(outputs, OutputLocations) else None
+    if current is None:
+        message = (
+            f"{ref.uri} was deleted (or can no longer be read) before the outputs of this version "
+            f"(ETag {ref.etag}) were written; nothing was written for it."
+        )
+    else:
+        message = (
+            f"{ref.uri} was replaced by a newer upload (ETag {current.etag}) before the outputs of this version "
+            f"(ETag {ref.etag}) were written. The outputs describe the newer version: "
+            f"{result or 'no result (a refused name)'}, or {outputs.uri(outputs.error_key)} if it failed. "
+            "Create a new job to diarize the current object."
+        )
+    details: dict[str, Any] = {
+        "expected_etag": ref.etag,
+        "current_etag": current.etag if current else None,
+        "result": result,
+        "error_object": outputs.uri(outputs.error_key),
+    }
+    if ref.version_id or (current and current.version_id):
+        details.update(version_id=ref.version_id, current_version_id=current.version_id if current else None)
+    error = InputChangedError(message, **details)
+    return Skipped(input=ref.uri, reason=SUPERSEDED, error=error.to_dict())
