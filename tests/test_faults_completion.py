@@ -229,7 +229,7 @@ def test_the_scheduled_event_sweeps_overdue_lambda_jobs_and_leaves_ended_ones(
 def test_ended_work_leaves_the_deadline_index(gpu_app: FunctionApp, deployment: Deployment) -> None:
     """The index holds open work only: a finished job and an ended inference are not read by any sweep."""
     jobs = JobStore(deployment.jobs_table, 1, job_deadline_seconds=60)
-    jobs.create("b" * 32, input=f"s3://{deployment.bucket}/audio/x.wav")
+    jobs.create("b" * 32, owner="anonymous", input=f"s3://{deployment.bucket}/audio/x.wav")
     assert jobs.mark_running("b" * 32)
     assert jobs.overdue_jobs(time.time() + 61) == ["b" * 32]
     assert jobs.finish("b" * 32, {"status": "succeeded"})

@@ -135,7 +135,7 @@ def test_a_name_of_880_e_is_refused_up_front_and_as_a_queued_job(app: FunctionAp
     assert jobs_of(deployment) == {}
 
     key = "audio/" + "é" * 880
-    JobStore(deployment.jobs_table, 1).create("e" * 32, input=f"s3://{deployment.bucket}/{key}")
+    JobStore(deployment.jobs_table, 1).create("e" * 32, owner="anonymous", input=f"s3://{deployment.bucket}/{key}")
     deployment.sqs.send_message(
         QueueUrl=deployment.queue_url,
         MessageBody=json.dumps({"job_id": "e" * 32, "bucket": deployment.bucket, "key": key}),

@@ -514,10 +514,11 @@ def test_the_sweep_ends_a_routed_job_whose_gpu_never_answers(
     assert isinstance(late, Failed) and service.jobs.jobs["job6"]["outcome"]["error"]["code"] == "JOB_DEADLINE_EXCEEDED"
 
 
-def test_the_sweep_ends_an_overdue_lambda_job_and_leaves_a_success_and_ended_jobs(
+def test_the_sweep_ends_an_overdue_lambda_job_with_its_written_result_and_leaves_ended_jobs(
     service: Service, encoded_samples
 ) -> None:
-    """The run wrote its result, then died before ending the job: the job fails, the result stays."""
+    """The run wrote its result, then died before ending the job: the job ends succeeded with that result, as the
+    dead-letter consumer would end it; nothing is written."""
     service.store.put(BUCKET, "audio/done.wav", encoded_samples["wav"].read_bytes())
     assert isinstance(service.diarize_object(request("audio/done.wav"), Invocation()), Succeeded)
     service.jobs.create("job7", input=f"s3://{BUCKET}/audio/done.wav")
@@ -528,10 +529,13 @@ def test_the_sweep_ends_an_overdue_lambda_job_and_leaves_a_success_and_ended_job
 
     (ended,) = service.overdue(deadline + 1, Invocation())
 
-    assert isinstance(ended, Failed) and ended.job_id == "job7" and ended.error["code"] == "JOB_DEADLINE_EXCEEDED"
-    assert "location" not in ended.error  # the success owns the outputs: no error object was written
+    assert isinstance(ended, Succeeded) and ended.job_id == "job7"
+    assert ended.output["json"] == f"s3://{BUCKET}/results/done.wav.json"
+    assert service.jobs.jobs["job7"]["status"] == "succeeded"
     assert service.store.keys(BUCKET, "results/") == ["results/done.wav.json", "results/done.wav.rttm"]
-    assert service.jobs.jobs["job8"]["status"] == "succeeded"
+    assert service.jobs.jobs["job8"]["status"] == "succeeded" and service.jobs.jobs["job8"]["outcome"] == {
+        "status": "succeeded"
+    }
 
 
 def test_the_sweep_ends_a_job_without_a_valid_input_without_writing(service: Service) -> None:
