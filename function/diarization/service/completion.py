@@ -28,7 +28,7 @@ from diarization.service.model import Invocation
 from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Failed, Skipped, Succeeded, with_job
 from diarization.service.ports import JobStore, Log, ObjectStore, Telemetry
-from diarization.service.publishing import Publisher
+from diarization.service.publishing import Publisher, succeeded_from_result
 from diarization.service.routing import Completion, check_completion
 
 UNTRUSTED = "untrusted completion"
@@ -82,30 +82,18 @@ class CompleteInference:
         location = completion.output_location
         if not location:
             raise GpuInferenceFailedError("The GPU endpoint reported success without an outputLocation.")
+        outputs = self.locations.outputs(ref)
         try:
             result = self.store.get_json(*_split(location))
             if str(result.get("schema_version", "")).split(".")[0] != "1":
                 raise ValueError("not a schema v1 result")
             rttm = rttm_from_segments(ref.uri, [Segment(**segment) for segment in result["segments"]])
-            model = {k: result["model"][k] for k in ("name", "trained", "device")}
-            found = (result["speaker_count"], result["audio"]["duration_seconds"], result["timings"])
+            outcome = succeeded_from_result(ref, outputs, result, completion.routing.inference_id)
         except (DiarizationError, ValueError, KeyError, TypeError) as error:
             raise GpuInferenceFailedError(
                 f"The GPU endpoint reported success, but its output {location} is unreadable: {error}",
                 output_location=location,
             ) from error
-        outputs = self.locations.outputs(ref)
-        outcome = Succeeded(
-            input=ref.uri,
-            version_id=ref.version_id,
-            etag=ref.etag,
-            output={"json": outputs.uri(outputs.json_key), "rttm": outputs.uri(outputs.rttm_key)},
-            speaker_count=found[0],
-            duration_seconds=found[1],
-            timings=found[2],
-            model=model,
-            inference_id=completion.routing.inference_id,
-        )
         published = self.publisher.succeeded(ref, outputs, result, rttm, outcome, order)
         self.telemetry.metric("GpuCompletions", "Count", 1)
         return published
