@@ -81,29 +81,23 @@ class DiarizeSync:
     def _check_declared(self, declared_seconds: float) -> None:
         """From the container's header, before decoding: a 4 h file is refused in milliseconds, not after a minute
         of decoding and a gigabyte of samples. The check after decoding stays, for headers that understate."""
-        if self.budget is None or self.speed is None:
-            return
-        needed = self.speed.seconds_for(declared_seconds)
-        if needed > self.budget.seconds:
-            raise TooLongForSyncError(
-                f"The file declares {declared_seconds:.0f} s of audio, which needs about {needed:.0f} s, more than "
-                f"the {self.budget.seconds:.0f} s a synchronous request may take; use POST /jobs.",
-                declared_seconds=round(declared_seconds, 3),
-                estimated_seconds=round(needed, 1),
-            )
+        self._check_time(declared_seconds, "declared_seconds", "The file declares {seconds:.0f} s of audio, which")
 
     def _check_decoded(self, audio_seconds: float) -> None:
         """After decoding: the decoded length, whatever the header said, against the time budget and the memory
         clustering it would need (the GPU endpoint's host memory: AUDIO_TOO_LONG_FOR_MEMORY, not a killed worker)."""
         if self.memory is not None:
             self.memory.check(audio_seconds)
+        self._check_time(audio_seconds, "audio_seconds", "{seconds:.0f} s of audio")
+
+    def _check_time(self, seconds: float, detail: str, subject: str) -> None:
         if self.budget is None or self.speed is None:
             return
-        needed = self.speed.seconds_for(audio_seconds)
+        needed = self.speed.seconds_for(seconds)
         if needed > self.budget.seconds:
             raise TooLongForSyncError(
-                f"{audio_seconds:.0f} s of audio needs about {needed:.0f} s, more than the "
+                f"{subject.format(seconds=seconds)} needs about {needed:.0f} s, more than the "
                 f"{self.budget.seconds:.0f} s a synchronous request may take; use POST /jobs.",
-                audio_seconds=round(audio_seconds, 3),
+                **{detail: round(seconds, 3)},
                 estimated_seconds=round(needed, 1),
             )
