@@ -18,7 +18,7 @@ from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.hints import SpeakerHints
 from local_aws import Deployment, LambdaContext, create_deployment
-from test_api import call
+from test_api import ALICE, BOB, call, post_upload, process_queue
 from test_lambda import make_app
 
 TERMINAL = ("succeeded", "failed")
@@ -354,4 +354,23 @@ def test_a_failed_asynchronous_invocation_ends_through_its_on_failure_record(
     assert status["status"] == "failed" and status["error"]["code"] == "INTERNAL_ERROR", status
     name = key.removeprefix("audio/")
     assert deployment.object_keys("results/") == [f"results/{name}.error.json"]
+    assert_invariant(deployment)
+
+
+def test_another_callers_job_and_upload_stay_out_of_reach(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """Bob tries Alice's job, its results and its upload while it runs and after: 404s, and her job is untouched."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    job = call(app, "POST", "/jobs", {"upload": True, "filename": "alice.ogg"}, caller=ALICE)[1]
+    assert post_upload(job, encoded_samples["ogg"].read_bytes()) == 204
+    for route in ("/jobs", "/diarize"):
+        status, body = call(app, "POST", route, {"s3_uri": job["input"]}, caller=BOB)
+        assert (status, body["error"]["code"]) == (404, "INPUT_NOT_FOUND")
+    process_queue(app, deployment, 1)
+
+    assert call(app, "GET", job["status_url"], caller=BOB)[0] == 404
+    status, mine = call(app, "GET", job["status_url"], caller=ALICE)
+    assert status == 200 and mine["status"] == "succeeded" and "download" in mine
+    assert [j["owner"]["S"] for j in jobs_of(deployment).values()] == ["123456789012:AROAALICE"]  # Bob made none
     assert_invariant(deployment)
