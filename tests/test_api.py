@@ -151,7 +151,7 @@ def test_the_upload_form_bounds_size_key_and_lifetime(app: FunctionApp, deployme
     assert form["fields"]["x-amz-algorithm"] == "AWS4-HMAC-SHA256"  # SigV4, not botocore's SigV2 default
 
 
-def test_an_upload_form_used_again_after_the_job_ended_is_not_diarized(
+def test_an_upload_form_used_again_after_the_job_ended_is_not_diarized_but_noted(
     app: FunctionApp, deployment: Deployment, tmp_path: Path
 ) -> None:
     status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "once.flac"}, caller=ALICE)
@@ -164,12 +164,14 @@ def test_an_upload_form_used_again_after_the_job_ended_is_not_diarized(
     first = deployment.get_json(key)
 
     assert post_upload(job, encode_as(speech_like(6.0, seed=3), 16_000, tmp_path, "flac").read_bytes()) == 204
-    process_queue(app, deployment, 1)  # acknowledged: skipped, not failed
+    process_queue(app, deployment, 1)  # acknowledged: an error object for the new file, no run
 
     _, after = call(app, "GET", job["status_url"], caller=ALICE)
     assert after["status"] == "succeeded" and after["updated_at"] == done["updated_at"]
-    assert after["duration_seconds"] == pytest.approx(4.0, abs=0.05)
-    assert deployment.get_json(key) == first
+    assert after["duration_seconds"] == pytest.approx(4.0, abs=0.05) and first["audio"]["duration_seconds"] < 5
+    error = deployment.get_json(key.removesuffix(".json") + ".error.json")
+    assert error["error"]["code"] == "UPLOAD_ALREADY_USED" and error["input"]["uri"] == job["input"]
+    assert deployment.object_keys(f"results/uploads/{job['job_id']}/") == [key.removesuffix(".json") + ".error.json"]
 
 
 def test_jobs_belong_to_their_caller(app: FunctionApp, deployment: Deployment, tmp_path: Path) -> None:

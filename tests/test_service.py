@@ -162,6 +162,8 @@ def test_given_up_work_ends_its_job_but_never_undoes_a_success(service: Service,
 
 
 def test_an_upload_for_a_job_that_has_ended_is_not_diarized_again(service: Service, tmp_path: Path) -> None:
+    """A job runs once: its event delivered again is skipped; a new file through its upload form gets an error
+    object (not a run), so the outputs describe the object as it is now; the job keeps its outcome."""
     service.jobs.create("job5")
     short = encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes()
     service.store.put(BUCKET, "audio/uploads/job5/a.flac", short)
@@ -169,16 +171,21 @@ def test_an_upload_for_a_job_that_has_ended_is_not_diarized_again(service: Servi
     assert isinstance(first, Succeeded) and service.jobs.jobs["job5"]["status"] == "succeeded"
     described = service.store.get_json(BUCKET, "results/uploads/job5/a.flac.json")
 
-    service.store.put(BUCKET, "audio/uploads/job5/a.flac", short + b"\0")  # the upload URL, used again
+    duplicate = service.diarize_object(request("audio/uploads/job5/a.flac"), Invocation())  # at-least-once
+    assert isinstance(duplicate, Skipped) and duplicate.job_id == "job5"
+    assert duplicate.reason == "job job5 has already ended (succeeded); a new upload needs a new job (POST /jobs)"
+    assert service.store.get_json(BUCKET, "results/uploads/job5/a.flac.json") == described
+
+    service.store.put(BUCKET, "audio/uploads/job5/a.flac", short + b"\0")  # the upload form, used again
     again = service.diarize_object(request("audio/uploads/job5/a.flac"), Invocation())
 
-    assert isinstance(again, Skipped) and again.job_id == "job5"
-    assert again.reason == "job job5 has already ended (succeeded); a new upload needs a new job (POST /jobs)"
+    assert isinstance(again, Failed) and again.error["code"] == "UPLOAD_ALREADY_USED" and again.job_id is None
+    assert again.error["details"] == {"job_id": "job5", "job_status": "succeeded"}
+    assert service.store.keys(BUCKET, "results/uploads/job5/") == ["results/uploads/job5/a.flac.error.json"]
     assert ("WorkForEndedJobs", 1) in service.telemetry.metrics
     assert (
         service.jobs.jobs["job5"]["status"] == "succeeded" and service.jobs.jobs["job5"]["outcome"] == first.to_dict()
     )
-    assert service.store.get_json(BUCKET, "results/uploads/job5/a.flac.json") == described
 
 
 def test_a_redelivery_for_a_running_job_still_runs(service: Service, tmp_path: Path) -> None:

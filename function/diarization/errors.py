@@ -96,6 +96,15 @@ class InputChangedError(DiarizationError):
     http_status = 409
 
 
+class UploadAlreadyUsedError(DiarizationError):
+    """A new file arrived through a job's upload form after the job had ended (a form works until it expires, and S3
+    has no create-only condition for POST uploads). It is not diarized: a job runs once. Its error object replaces
+    the outputs of the job's file, which is no longer the object. ``details``: ``job_id``, ``job_status``."""
+
+    code = "UPLOAD_ALREADY_USED"
+    http_status = 409
+
+
 class NotFoundError(DiarizationError):
     """An API route or job that does not exist."""
 
@@ -243,6 +252,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         InputNotFoundError,
         AccessDeniedError,
         InputChangedError,
+        UploadAlreadyUsedError,
         UnsupportedEventError,
         NotFoundError,
         TooLongForSyncError,

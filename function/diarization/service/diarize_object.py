@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus
 from diarization.capacity import MemoryBudget
 from diarization.engine import Diarizer, decode_within_limits
 from diarization.errors import (
+    AccessDeniedError,
     AudioTooLargeError,
     AudioTooLongForLambdaError,
     AudioTooLongForMemoryError,
@@ -31,6 +32,7 @@ from diarization.errors import (
     InputChangedError,
     InputNotFoundError,
     KeyTooLongError,
+    UploadAlreadyUsedError,
 )
 from diarization.hints import SpeakerHints
 from diarization.service.locations import Locations, ObjectRef, key_too_long
@@ -100,6 +102,16 @@ def inference_id_for(run: PinnedRun) -> str:
         return run.job_id
     key = json.dumps([run.ref.bucket, run.ref.key, run.ref.version_id, run.ref.etag, run.hints.to_dict()])
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def describes(outcome: dict[str, Any], ref: ObjectRef) -> bool | None:
+    """Whether a job's outcome is about this version: by version id where the bucket has them, else by ETag; None
+    when the outcome names neither (a superseded run, or a job ended before outcomes carried them)."""
+    if ref.version_id and outcome.get("version_id"):
+        return bool(outcome["version_id"] == ref.version_id)
+    if ref.etag and outcome.get("etag"):
+        return bool(outcome["etag"] == ref.etag)
+    return None
 
 
 def pin_version(store: ObjectStore, request: ObjectRequest, log: Log) -> tuple[int, ObjectRef, str | None]:
@@ -184,7 +196,7 @@ class DiarizeObject:
         if job_id and self.jobs and not self.jobs.mark_running(job_id):
             ended = self.jobs.get(job_id)
             if ended is not None:
-                return self._skip_ended_job(ref, job_id, ended["status"])
+                return self._work_for_ended_job(request, job_id, ended, invocation)
             self.log.warning("no job %s for this object; processing it as a plain upload", job_id)
             job_id = None
         outcome: Outcome
@@ -209,14 +221,34 @@ class DiarizeObject:
             self._end_job(self.jobs, job_id, outcome)
         return outcome
 
-    def _skip_ended_job(self, ref: ObjectRef, job_id: str, status: str) -> Skipped:
-        """A job runs once: an upload URL used again before it expires (or a late job message) after the job ended
-        would otherwise diarize again and replace the outputs the job reported. A running job is not ended: its
+    def _work_for_ended_job(
+        self, request: ObjectRequest, job_id: str, ended: dict[str, Any], invocation: Invocation
+    ) -> Outcome:
+        """A job runs once. A redelivery of its object's event (or a late job message) after it ended is skipped. A
+        new file written through its upload form after it ended (the form works until it expires) is not diarized
+        either, but gets an UPLOAD_ALREADY_USED error object, ordered like any run: the outputs then describe the
+        object as it is, not the job's earlier file. The job keeps its outcome. A running job is not ended: its
         redelivery (a crash, a timeout) runs."""
-        reason = f"job {job_id} has already ended ({status}); a new upload needs a new job (POST /jobs)"
-        self.log.warning("skipping object: %s", reason, extra={"job_id": job_id, "job_status": status})
         self.telemetry.metric("WorkForEndedJobs", "Count", 1)
-        return Skipped(input=ref.uri, reason=reason, job_id=job_id)
+        status = str(ended.get("status"))
+        reason = f"job {job_id} has already ended ({status}); a new upload needs a new job (POST /jobs)"
+        try:
+            _, exact, sequencer = pin_version(self.store, request, self.log)
+        except (InputNotFoundError, AccessDeniedError):
+            exact = None
+        if exact is None or describes(ended.get("outcome") or {}, exact) is not False:
+            self.log.warning("skipping object: %s", reason, extra={"job_id": job_id, "job_status": status})
+            return Skipped(input=request.ref.uri, reason=reason, job_id=job_id)
+        error = UploadAlreadyUsedError(
+            f"{exact.uri} was uploaded again after its job {job_id} had ended ({status}); the new file is not "
+            "diarized and the job keeps its outcome. Create a new job (POST /jobs) for a new file.",
+            job_id=job_id,
+            job_status=status,
+        )
+        order = order_of(exact, sequencer)
+        return self.publisher.failed(
+            exact, self.locations.error_location(exact), error, invocation.request_id, order=order
+        )
 
     @staticmethod
     def _end_job(jobs: JobStore, job_id: str, outcome: Outcome) -> None:

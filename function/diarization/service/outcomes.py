@@ -48,11 +48,15 @@ class Failed:
     """The error's `code`, `message`, `details`, and the error object's `location`."""
     inference_id: str | None = None
     job_id: str | None = None
+    etag: str | None = None
+    """The version's ETag when it is known: with `version_id`, which version a job's failure was about."""
 
     status = "failed"
 
     def to_dict(self) -> dict[str, Any]:
         body = {"status": self.status, "input": self.input, "version_id": self.version_id, "error": self.error}
+        if self.etag is not None:
+            body["etag"] = self.etag
         return _with_ids(body, self.inference_id, self.job_id)
 
 

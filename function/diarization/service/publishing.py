@@ -117,6 +117,7 @@ class Publisher:
             version_id=ref.version_id,
             error={**error.to_dict(), "location": outputs.uri(outputs.error_key)},
             inference_id=inference_id,
+            etag=ref.etag,
         )
         if self.notifier:
             self.notifier.publish(outcome.to_dict())
