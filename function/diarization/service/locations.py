@@ -17,10 +17,10 @@ let every key below follow the output prefix. Results exist only for accepted na
 or ``M.rttm = N.rttm`` would need ``M = N``; ``.json`` and ``.rttm`` keys never equal each other. A result
 ``M.json`` equals an error object ``N.error.json`` only if ``M = N.error``, a name ending in ``.error``,
 which is refused and has no result. Error objects ``M.error.json = N.error.json`` would need ``M = N``. A
-key starts with ``_key-too-long/`` only if its name does (the folder has no ``.``; every suffix starts with one),
-and those names are
-refused and their natural keys never written; so the fallback folder holds only fallback error objects, one per
-input key (named by the key's SHA-256: distinct keys, distinct names, barring a SHA-256 collision).
+key starts with ``_key-too-long/`` only if its name does (the folder has no ``.``; every suffix starts with
+one), and those names are refused and their natural keys never written; so the fallback folder holds only
+fallback error objects, one per input key (named by the key's SHA-256: distinct keys, distinct names, barring
+a SHA-256 collision).
 
 Byte limits: S3 keys are at most 1,024 bytes of UTF-8. The longest key an input can have is its error
 object, ``{OUTPUT_PREFIX}{name}.error.json``; if that or the input key itself does not fit, the input is
