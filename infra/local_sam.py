@@ -68,23 +68,19 @@ class LocalAws:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, service: str) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
-            config=Config(retries={"max_attempts": 2}),
-        )
+        return boto3.client(service, **self._connection())
 
     def resource(self, service: str) -> Any:
-        return boto3.resource(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
-        )
+        return boto3.resource(service, **self._connection())
+
+    def _connection(self) -> dict[str, Any]:
+        return {
+            "endpoint_url": self.endpoint,
+            "region_name": REGION,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",  # moto accepts any credentials
+            "config": Config(retries={"max_attempts": 2}),
+        }
 
     def start(self) -> None:
         """Network and container, reused when they already run."""

@@ -150,11 +150,10 @@ class FunctionApp:
     def handle(self, event: Any, context: Any) -> Any:
         if self.idempotency_config is not None:
             self.idempotency_config.register_lambda_context(context)
-        if is_schedule(event):
-            self.logger.append_keys(trigger="schedule")
-            return {"outcomes": self.sweep(context)}
         kind = events.kind_of(event)
         self.logger.append_keys(trigger=kind)
+        if kind == "schedule":
+            return {"outcomes": self.sweep(context)}
         if kind == "api":
             return self.api.resolve(event, context)
         if kind == "sqs":
@@ -216,15 +215,6 @@ class FunctionApp:
         self.logger.append_keys(message_id=record.message_id)
         context = self.batch.lambda_context
         return [self.process(request, context) for request in events.from_sqs_body(record.body)]
-
-
-def is_schedule(event: Any) -> bool:
-    """EventBridge's scheduled event (the template's `Schedule`): the overdue-job sweep."""
-    return (
-        isinstance(event, dict)
-        and event.get("source") == "aws.events"
-        and event.get("detail-type") == ("Scheduled Event")
-    )
 
 
 def invocation_of(context: Any) -> Invocation:

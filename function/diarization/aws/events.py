@@ -45,7 +45,7 @@ class SnsWork:
 
 
 def kind_of(event: Any) -> str:
-    """``api``, ``sqs``, ``s3``, ``sns``, ``eventbridge`` or ``direct``; raises otherwise.
+    """``api``, ``sqs``, ``s3``, ``sns``, ``eventbridge``, ``schedule`` or ``direct``; raises otherwise.
 
     ``sns`` covers S3 notifications and SageMaker completions alike: :func:`from_sns_record` tells them apart.
     """
@@ -63,6 +63,8 @@ def kind_of(event: Any) -> str:
                 return "sns"
         if event.get("source") == "aws.s3" and "detail" in event:
             return "eventbridge"
+        if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+            return "schedule"  # the template's Schedule: the overdue-work sweep
         if "bucket" in event and "key" in event:
             return "direct"
     keys = sorted(event)[:8] if isinstance(event, dict) else type(event).__name__

@@ -21,8 +21,8 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 
+from diarization.aws_ports.dynamodb import conditionally
 from diarization.service.locations import ObjectRef
 from diarization.service.overdue import DEFAULT_GPU_DEADLINE_SECONDS, DEFAULT_JOB_DEADLINE_SECONDS
 from diarization.service.routing import Routing
@@ -167,17 +167,15 @@ class JobStore:
     def end_inference(self, inference_id: str, outcome: dict[str, Any]) -> list[str]:
         """Keep the inference's first outcome; the ids of the jobs waiting for it."""
         now = int(time.time())
-        try:
-            self.table.update_item(
+        conditionally(
+            lambda: self.table.update_item(
                 Key={"job_id": INFERENCE_PREFIX + inference_id},
                 UpdateExpression="SET #o = :outcome, #e = if_not_exists(#e, :expires) REMOVE #r, #d",
                 ConditionExpression="attribute_not_exists(#o)",
                 ExpressionAttributeNames={"#o": "outcome", "#e": "expires_at", "#r": "running", "#d": "deadline"},
                 ExpressionAttributeValues={":outcome": _storable(outcome), ":expires": now + self.ttl_seconds},
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
+        )
         item = self.table.get_item(Key={"job_id": INFERENCE_PREFIX + inference_id}, ConsistentRead=True).get("Item")
         return sorted(str(job) for job in (item or {}).get("waiting", set()))
 
@@ -204,17 +202,15 @@ class JobStore:
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _leave_index(self, job_id: str) -> None:
-        try:
-            self.table.update_item(
+        conditionally(
+            lambda: self.table.update_item(
                 Key={"job_id": job_id},
                 UpdateExpression="REMOVE #r, #d",
                 ConditionExpression="#s = :running",
                 ExpressionAttributeNames={"#r": "running", "#d": "deadline", "#s": "status"},
                 ExpressionAttributeValues={":running": "running"},
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
+        )
 
     def _update(
         self,
@@ -238,19 +234,15 @@ class JobStore:
         all_values.update({":queued": "queued", ":running": "running"})
         update = "SET " + ", ".join(expressions) + (" REMOVE " + ", ".join(removes) if removes else "")
         used = {name for name in names if name in update or name in condition or name in OPEN}
-        try:
-            self.table.update_item(
+        return conditionally(
+            lambda: self.table.update_item(
                 Key={"job_id": job_id},
                 UpdateExpression=update,
                 ConditionExpression=f"attribute_exists(job_id) AND {OPEN}{condition}",
                 ExpressionAttributeNames={name: names[name] for name in used},
                 ExpressionAttributeValues=all_values,
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        )
 
 
 def _plain(value: Any) -> Any:

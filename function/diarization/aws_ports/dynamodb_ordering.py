@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 
+from diarization.aws_ports.dynamodb import conditionally
 from diarization.service.ordering import Order
 
 
@@ -34,15 +34,11 @@ class DynamoOrdering:
         if not succeeded:
             names["#ok"] = "ok"
         item = {"object": f"{bucket}/{key}", "position": order.position, "version": order.version, "ok": succeeded}
-        try:
-            self.table.put_item(
+        return conditionally(
+            lambda: self.table.put_item(
                 Item=item,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        )

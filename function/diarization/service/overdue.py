@@ -126,10 +126,10 @@ class EndOverdueJobs:
         except InputChangedError:
             return Skipped(input=ref.uri, reason=SUPERSEDED)  # overwritten since: the new version has its own run
         except (InputNotFoundError, AccessDeniedError):
-            return self.publisher.failed(ref, self.locations.outputs(ref), error, invocation.request_id, inference_id)
-        return self.publisher.failed(
-            exact, self.locations.outputs(exact), error, invocation.request_id, inference_id, order_of(exact, None)
-        )
+            location = self.locations.error_location(ref)
+            return self.publisher.failed(ref, location, error, invocation.request_id, inference_id)
+        location = self.locations.error_location(exact)
+        return self.publisher.failed(exact, location, error, invocation.request_id, inference_id, order_of(exact, None))
 
 
 def _late(where: str, uri: str, deadline: float | None, inference_id: str | None = None) -> JobDeadlineExceededError:
