@@ -4,6 +4,7 @@ of the estimate against pyannote's own clustering in a fresh process (docs/CAPAC
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import clustering_memory as bench
 
 from diarization import capacity
+from diarization.aws.settings import AwsSettings
 from diarization.errors import ERROR_CODES, AudioTooLongForMemoryError
 from diarization.result import load_schema
-from diarization.service.publishing import ERROR_SCHEMA_VERSION
+from diarization.service.locations import Locations, ObjectRef
+from diarization.service.publishing import ERROR_SCHEMA_VERSION, Publisher
+from fakes import MemoryStore, RecordingTelemetry
 
 MIB = 2**20
 GIB = 2**30
@@ -68,14 +72,14 @@ def test_a_file_over_the_limit_raises_the_typed_error() -> None:
 def test_the_error_object_validates_against_the_schema() -> None:
     with pytest.raises(AudioTooLongForMemoryError) as caught:
         capacity.check_memory(5 * 3600, LAMBDA_MAX, BASELINE)
-    body = {  # as diarization.service.publishing.Publisher.failed writes it
-        "schema_version": ERROR_SCHEMA_VERSION,
-        "status": "failed",
-        "error": caught.value.to_dict(),
-        "input": {"uri": "s3://bucket/audio/long.wav", "version_id": None, "etag": '"abc"'},
-        "request_id": "req-1",
-        "failed_at": "2026-11-25T12:00:00+00:00",
-    }
+    store = MemoryStore()
+    ref = ObjectRef("bucket", "audio/long.wav", None, '"abc"')
+    outputs = Locations(AwsSettings(input_bucket="bucket")).outputs(ref)
+    Publisher(store, None, logging.getLogger("tests.capacity"), RecordingTelemetry()).failed(
+        ref, outputs, caught.value, "req-1"
+    )
+    body = store.get_json(outputs.bucket, outputs.error_key)  # what Publisher.failed wrote
+    assert body["schema_version"] == ERROR_SCHEMA_VERSION
     jsonschema.validate(json.loads(json.dumps(body)), load_schema("error-v1.json"))
 
 
