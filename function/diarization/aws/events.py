@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from diarization.errors import InvalidRequestError, UnsupportedEventError
+from diarization.errors import DiarizationError, InvalidRequestError, UnsupportedEventError
 from diarization.hints import HINT_NAMES
-from diarization.service.locations import ObjectRef
+from diarization.service.locations import ObjectRef, parse_s3_uri
 from diarization.service.model import ObjectRequest
 
 SNS_CONFIRMATIONS = ("SubscriptionConfirmation", "UnsubscribeConfirmation")
@@ -186,10 +186,12 @@ def from_dead_letter_body(body: str) -> list[ObjectRequest]:
 
 def _completion_input(completion: Mapping[str, Any]) -> ObjectRequest:
     uri = (completion.get("requestParameters") or {}).get("inputLocation")
-    if not isinstance(uri, str) or not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise InvalidRequestError(f"The failed SageMaker notification names no input (inputLocation {uri!r}).")
-    bucket, _, key = uri[5:].partition("/")
-    return ObjectRequest(ObjectRef(bucket, key))
+    try:
+        return ObjectRequest(parse_s3_uri(uri))
+    except DiarizationError as error:
+        raise InvalidRequestError(
+            f"The failed SageMaker notification names no input (inputLocation {uri!r})."
+        ) from error
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
