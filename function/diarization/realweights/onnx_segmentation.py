@@ -89,7 +89,7 @@ def convert(onnx_path: Path) -> tuple[Any, float]:
     for module in ("linear.0", "linear.1"):
         state[f"{module}.bias"] = _tensor(tensors[f"{module}.bias"])
     state["classifier.bias"] = _tensor(tensors[_CLASSIFIER_BIAS])
-    low, band, error = fit_sinc_band_edges(tensors[_SINC_FILTERS])
+    low, band, _ = fit_sinc_band_edges(tensors[_SINC_FILTERS])
     state["sincnet.conv1d.0.filterbank.low_hz_"] = torch.from_numpy(low).float()
     state["sincnet.conv1d.0.filterbank.band_hz_"] = torch.from_numpy(band).float()
     model.load_state_dict(state, strict=True)
