@@ -109,23 +109,31 @@ def powerset_specifications() -> Any:
     )
 
 
+def segmentation_3_0() -> Any:
+    """segmentation-3.0's architecture, built: PyanNet, SincNet stride 10, 4 bi-LSTM layers, powerset output."""
+    from pyannote.audio.models.segmentation import PyanNet
+
+    model = PyanNet(
+        sincnet={"stride": 10},
+        lstm={"hidden_size": 128, "num_layers": 4, "bidirectional": True, "monolithic": True, "dropout": 0.5},
+        linear={"hidden_size": 128, "num_layers": 2},
+    )
+    model.specifications = powerset_specifications()
+    model.build()
+    return model
+
+
 def _segmentation_model(variant: str) -> Any:
     import torch
 
     if variant == "production":
-        from pyannote.audio.models.segmentation import PyanNet
-
-        model = PyanNet(
-            sincnet={"stride": 10},
-            lstm={"hidden_size": 128, "num_layers": 4, "bidirectional": True, "monolithic": True, "dropout": 0.5},
-            linear={"hidden_size": 128, "num_layers": 2},
-        )
+        model = segmentation_3_0()
     else:
         from pyannote.audio.models.segmentation.debug import SimpleSegmentationModel
 
         model = SimpleSegmentationModel()
-    model.specifications = powerset_specifications()
-    model.build()
+        model.specifications = powerset_specifications()
+        model.build()
     with torch.no_grad():
         # powerset classes: [silence, {1}, {2}, {3}, {1,2}, {1,3}, {2,3}]
         model.classifier.bias[1:4] += SPEECH_BIAS

