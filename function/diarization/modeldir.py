@@ -48,6 +48,8 @@ class ModelManifest:
     """``huggingface`` for baked pretrained weights, ``offline`` for generated random weights."""
     created_at: str | None = None
     pyannote_version: str | None = None
+    stand_in: str | None = None
+    """Which part is not the real pipeline's, and what replaces it; None when nothing is."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -74,8 +74,8 @@ def write_offline_pipeline(out_dir: Path, variant: str = "production", seed: int
 
     segmentation = _segmentation_model(variant)
     embedding = _embedding_model(variant)
-    _save_model(segmentation, tmp / "segmentation" / MODEL_FILE)
-    _save_model(embedding, tmp / "embedding" / MODEL_FILE)
+    save_model(segmentation, tmp / "segmentation" / MODEL_FILE)
+    save_model(embedding, tmp / "embedding" / MODEL_FILE)
     _write_plda(tmp / "plda", dimension=embedding.dimension, seed=seed)
     (tmp / CONFIG_FILE).write_text(yaml.safe_dump(pipeline_config(), sort_keys=False))
     write_manifest(
@@ -95,7 +95,7 @@ def write_offline_pipeline(out_dir: Path, variant: str = "production", seed: int
     return out_dir
 
 
-def _powerset_specifications() -> Any:
+def powerset_specifications() -> Any:
     from pyannote.audio.core.task import Problem, Resolution, Specifications
 
     return Specifications(
@@ -109,23 +109,31 @@ def _powerset_specifications() -> Any:
     )
 
 
+def segmentation_3_0() -> Any:
+    """segmentation-3.0's architecture, built: PyanNet, SincNet stride 10, 4 bi-LSTM layers, powerset output."""
+    from pyannote.audio.models.segmentation import PyanNet
+
+    model = PyanNet(
+        sincnet={"stride": 10},
+        lstm={"hidden_size": 128, "num_layers": 4, "bidirectional": True, "monolithic": True, "dropout": 0.5},
+        linear={"hidden_size": 128, "num_layers": 2},
+    )
+    model.specifications = powerset_specifications()
+    model.build()
+    return model
+
+
 def _segmentation_model(variant: str) -> Any:
     import torch
 
     if variant == "production":
-        from pyannote.audio.models.segmentation import PyanNet
-
-        model = PyanNet(
-            sincnet={"stride": 10},
-            lstm={"hidden_size": 128, "num_layers": 4, "bidirectional": True, "monolithic": True, "dropout": 0.5},
-            linear={"hidden_size": 128, "num_layers": 2},
-        )
+        model = segmentation_3_0()
     else:
         from pyannote.audio.models.segmentation.debug import SimpleSegmentationModel
 
         model = SimpleSegmentationModel()
-    model.specifications = _powerset_specifications()
-    model.build()
+        model.specifications = powerset_specifications()
+        model.build()
     with torch.no_grad():
         # powerset classes: [silence, {1}, {2}, {3}, {1,2}, {1,3}, {2,3}]
         model.classifier.bias[1:4] += SPEECH_BIAS
@@ -148,7 +156,7 @@ def _embedding_model(variant: str) -> Any:
     return model.eval()
 
 
-def _save_model(model: Any, path: Path) -> None:
+def save_model(model: Any, path: Path) -> None:
     """A checkpoint in the format ``Model.from_pretrained`` reads (what Lightning would write)."""
     import lightning
     import torch
