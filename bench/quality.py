@@ -22,11 +22,12 @@ import datetime
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from quality_data import SUBSETS, TUNING_SUBSETS, Item, fetch, load_items, whole
+from quality_data import TUNING_SUBSETS, Item, fetch, load_items, whole
 from quality_gate import check, figures, thresholds_from
 from quality_metrics import (
     COLLAR_SECONDS,
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=ROOT / ".models" / "offline-production")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".models" / "quality-data")
-    parser.add_argument("--subsets", default=",".join((*SUBSETS, "sample")), help="comma-separated")
+    # Sample and test first: the figures that matter are on the page soonest.
+    parser.add_argument("--subsets", default="sample,test,development,train", help="comma-separated")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "QUALITY.md")
     parser.add_argument("--results", type=Path, default=ROOT / ".bench" / "quality.json", help="the run's figures")
@@ -63,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quality: clustering threshold {tuning['best']['threshold']} -> {args.tuning_output}", file=sys.stderr)
         return 0
 
-    run = evaluate(load_items(data_dir, tuple(args.subsets.split(","))), args.model_dir, args.threads)
-    _write_json(args.results, run)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(run))
+    def write(run: dict[str, Any]) -> None:
+        _write_json(args.results, run)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(render(run))
+
+    run = evaluate(load_items(data_dir, tuple(args.subsets.split(","))), args.model_dir, args.threads, write)
     if args.record:
         _write_json(args.record, thresholds_from(run))
     if args.check:
@@ -140,16 +144,18 @@ class Scorer:
         return annotation
 
 
-def evaluate(items: list[Item], model_dir: Path, threads: int) -> dict[str, Any]:
-    """Every recording scored under every condition, with what produced the figures."""
+def evaluate(
+    items: list[Item], model_dir: Path, threads: int, progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Every recording scored under every condition, with what produced the figures.
+
+    ``progress`` gets the run so far after each file, so an interrupted run still leaves what it measured.
+    """
     started = datetime.datetime.now(datetime.UTC)
     scorer = Scorer(model_dir, threads)
-    scored = []
-    for item in items:
-        print(f"quality: {item.subset} {item.uri} ...", file=sys.stderr, flush=True)
-        scored.append(scorer.score(item))
     loaded = scorer.diarizer.loaded
-    return {
+    scored: list[dict[str, Any]] = []
+    run: dict[str, Any] = {
         "started": f"{started:%Y-%m-%d %H:%M} UTC",
         "commit": _commit(),
         "model_dir": str(model_dir),
@@ -159,8 +165,15 @@ def evaluate(items: list[Item], model_dir: Path, threads: int) -> dict[str, Any]
         "threads": threads,
         "collar_seconds": COLLAR_SECONDS,
         "items": scored,
-        "figures": figures(scored),
+        "figures": {},
     }
+    for item in items:
+        print(f"quality: {item.subset} {item.uri} ...", file=sys.stderr, flush=True)
+        scored.append(scorer.score(item))
+        run["figures"] = figures(scored)
+        if progress is not None:
+            progress(run)
+    return run
 
 
 def tune(items: list[Item], model_dir: Path, steps: int) -> dict[str, Any]:
@@ -179,6 +192,7 @@ def tune(items: list[Item], model_dir: Path, steps: int) -> dict[str, Any]:
     settings = Settings(model_dir=model_dir)
     pipeline = Pipeline.from_pretrained(model_dir)
     pipeline.training = True
+    configured = _clustering(pipeline)
     parameter = pipeline.clustering._parameters["threshold"]
     grid = [round(float(value), 4) for value in np.linspace(parameter.low, parameter.high, steps)]
     files = []
@@ -202,7 +216,7 @@ def tune(items: list[Item], model_dir: Path, steps: int) -> dict[str, Any]:
     return {
         "model_dir": str(model_dir),
         "model": read_manifest(model_dir).to_dict(),
-        "clustering": _clustering(pipeline),
+        "clustering": configured,
         "tuned_on": sorted({item.subset for item in items}),
         "files": [item.uri for item in items],
         "criterion": "pooled DER, no collar, overlap scored, no speaker-count hint",

@@ -33,8 +33,9 @@ def render(run: dict[str, Any]) -> str:
     if not model["trained"]:
         lines += [UNTRAINED, ""]
     lines += [
-        "Data: excerpts of the [AMI Meeting Corpus](https://groups.inf.ed.ac.uk/ami/corpus/) "
-        "([CC BY 4.0](https://creativecommons.org/licenses/by/4.0/)) and pyannote's 30 s sample, as shipped in the "
+        "Data: excerpts of the [AMI Meeting Corpus](https://groups.inf.ed.ac.uk/ami/corpus/) (AMI Consortium; "
+        "J. Carletta, 2006; [CC BY 4.0](https://creativecommons.org/licenses/by/4.0/)) and pyannote's 30 s sample, "
+        "as shipped in the "
         "pyannote.audio 4.0.7 source distribution (`tests/data/`, pinned by sha256). 30 s per file.",
         "",
         "How it is scored (pyannote.metrics): DER = (missed + false alarm + confusion) / reference speech, overlapping "

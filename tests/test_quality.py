@@ -20,7 +20,7 @@ from pyannote.core import Annotation, Segment, Timeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality_data
-from quality import evaluate
+from quality import evaluate, tune
 from quality_data import Item, QualityDataError, extract, fetch, reference_key, verify
 from quality_gate import TOLERANCE, check, figures, thresholds_from
 from quality_metrics import Components, detection_components, diarization_components, pooled, speaker_count
@@ -294,3 +294,15 @@ def test_real_run_on_the_sample_with_the_tiny_pipeline(tiny_model_dir: Path, sam
     thresholds["thresholds"]["sample/der"] = run["figures"]["sample/der"] - 2 * TOLERANCE
     assert [failure.split(":")[0] for failure in check(thresholds, run)] == ["sample/der"]
     assert "| sample | sample | 2 /" in render(run)
+
+
+def test_tuning_grid_searches_the_clustering_threshold_over_its_range(tiny_model_dir: Path, sample_path: Path) -> None:
+    from pyannote.database.util import load_rttm
+
+    reference = load_rttm(sample_path.with_suffix(".rttm"))["sample"]
+    tuning = tune([Item("sample", "train", sample_path, reference, uem(0, 30))], tiny_model_dir, steps=3)
+
+    assert [row["threshold"] for row in tuning["grid"]] == [0.5, 0.65, 0.8]  # VBx's declared range
+    assert tuning["best"] == min(tuning["grid"], key=lambda row: row["der"])
+    assert tuning["clustering"] == {"name": "VBxClustering", "threshold": 0.6, "Fa": 0.07, "Fb": 0.8}
+    assert tuning["tuned_on"] == ["train"] and tuning["files"] == ["sample"]
