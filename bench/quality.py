@@ -56,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune", action="store_true", help="grid-search the clustering threshold on train+dev")
     parser.add_argument("--tuning-output", type=Path, default=ROOT / "docs" / "quality-tuning.json")
     parser.add_argument("--grid-steps", type=int, default=16, help="thresholds tried across the parameter's range")
+    parser.add_argument("--render", action="store_true", help="only rewrite the page from --results")
     args = parser.parse_args(argv)
+
+    if args.render:
+        args.output.write_text(render(json.loads(args.results.read_text())))
+        return 0
 
     data_dir = fetch(args.cache_dir)
     if args.tune:

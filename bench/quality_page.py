@@ -43,7 +43,8 @@ def render(run: dict[str, Any]) -> str:
         f"column leaves {run['collar_seconds']} s either side of every reference boundary unscored (md-eval's "
         "convention). Group figures are pooled (summed seconds), not averaged. *with num_speakers*: the reference's "
         "speaker count given as the hint. *oracle clustering*: pyannote's OracleClustering decides which local "
-        "speakers are one person, so what is left is the segmentation's error. *speech detection*: the segmentation "
+        "speakers are one person, so what is left is the segmentation's error (no speech at all where every reference "
+        "speaker is matched to a silent local speaker). *speech detection*: the segmentation "
         "model alone as speech/non-speech, no post-processing.",
         "",
         "## Overall",

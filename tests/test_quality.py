@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sys
 import tarfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from pyannote.core import Annotation, Segment, Timeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality_data
-from quality import evaluate, tune
+from quality import evaluate, main, tune
 from quality_data import Item, QualityDataError, extract, fetch, reference_key, verify
 from quality_gate import TOLERANCE, check, figures, thresholds_from
 from quality_metrics import Components, detection_components, diarization_components, pooled, speaker_count
@@ -232,6 +233,13 @@ def test_page_names_the_model_flags_random_weights_and_separates_test_from_tunin
 
     trained = render(synthetic_run(trained=True))
     assert "**trained**" in trained and UNTRAINED not in trained
+
+
+def test_the_page_can_be_rewritten_from_a_runs_results(tmp_path: Path) -> None:
+    results, page = tmp_path / "quality.json", tmp_path / "QUALITY.md"
+    results.write_text(json.dumps(synthetic_run()))
+    assert main(["--render", "--results", str(results), "--output", str(page)]) == 0
+    assert page.read_text() == render(synthetic_run())
 
 
 def test_gate_passes_the_run_it_recorded_and_drift_within_tolerance() -> None:
