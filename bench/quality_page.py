@@ -55,10 +55,15 @@ def render(run: dict[str, Any]) -> str:
         "DER, oracle clustering | speech detection error | speaker count right |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    missing = []
     for group in (*REPORTED, *TUNING):
         members = [item for item in run["items"] if item["subset"] == group]
         if members:
             lines.append(_overall_row(group, members))
+        else:
+            missing.append(group)
+    if missing:
+        lines += ["", f"Not measured in this run: {', '.join(missing)}."]
     for title, groups in (("Test and sample (never tuned on)", REPORTED), ("Train and development", TUNING)):
         members = [item for item in run["items"] if item["subset"] in groups]
         if not members:

@@ -227,6 +227,7 @@ def test_page_names_the_model_flags_random_weights_and_separates_test_from_tunin
     assert "CC BY 4.0" in page
     assert "| test | 2 | 15.0 % | 15.0 % | 5.0 % | 5.0 % | 5.0 % | 15.0 % | 15.0 % | 10.0 % | 1 of 2 |" in page
     assert "| tst00 | test | 2 / 1 / 2 | 20.0 % | 20.0 % | 10.0 % | 5.0 % | 5.0 % | 20.0 % | 20.0 % | 15.0 % |" in page
+    assert "Not measured in this run: train." in page
     tested, tuning = page.split("## Per file — Train and development")
     assert "| tst01 |" in tested and "| dev00 |" not in tested
     assert "| dev00 | development |" in tuning
