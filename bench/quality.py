@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from quality_data import TUNING_SUBSETS, Item, fetch, load_items, whole
+from quality_data import SUBSETS, TUNING_SUBSETS, Item, fetch, load_items, whole
 from quality_gate import check, figures, thresholds_from
 from quality_metrics import (
     COLLAR_SECONDS,
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="only rewrite the page from --results")
     args = parser.parse_args(argv)
 
+    subsets = tuple(args.subsets.split(","))
+    if unknown := sorted(set(subsets) - {*SUBSETS, "sample"}):
+        parser.error(f"unknown subset(s) {', '.join(unknown)}: choose from {', '.join((*SUBSETS, 'sample'))}")
     if args.render:
         args.output.write_text(render(json.loads(args.results.read_text())))
         return 0
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(render(run))
 
-    run = evaluate(load_items(data_dir, tuple(args.subsets.split(","))), args.model_dir, args.threads, write)
+    run = evaluate(load_items(data_dir, subsets), args.model_dir, args.threads, write)
     if args.record:
         _write_json(args.record, thresholds_from(run))
     if args.check:
@@ -90,13 +93,13 @@ class Scorer:
     """The pipelines under test, loaded once for every recording."""
 
     def __init__(self, model_dir: Path, threads: int) -> None:
+        from quality_pipelines import OracleDiarization, speech_detection
+
         from diarization.config import Settings
         from diarization.engine import Diarizer
 
         self.settings = Settings(model_dir=model_dir, num_threads=threads)
         self.diarizer = Diarizer.from_settings(self.settings)
-        from quality_pipelines import OracleDiarization, speech_detection
-
         self.oracle = OracleDiarization(model_dir)
         self.speech = speech_detection(self.oracle.pipeline._segmentation.model)
 

@@ -243,6 +243,13 @@ def test_the_page_can_be_rewritten_from_a_runs_results(tmp_path: Path) -> None:
     assert page.read_text() == render(synthetic_run())
 
 
+def test_an_unknown_subset_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--subsets", "test,eval", "--cache-dir", "/nonexistent"])
+    assert raised.value.code == 2
+    assert "unknown subset(s) eval: choose from train, development, test, sample" in capsys.readouterr().err
+
+
 def test_gate_passes_the_run_it_recorded_and_drift_within_tolerance() -> None:
     thresholds = thresholds_from(synthetic_run())
     assert check(thresholds, synthetic_run()) == []
