@@ -10,7 +10,7 @@ MODEL_DIR ?= $(MODELS)/offline-production
 REAL_MODEL_DIR ?= $(MODELS)/real-weights
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup tools model real-model demo diarize test bench bench-capacity docker image build local-up local-down local-invoke local-api \
+.PHONY: help setup tools model real-model demo diarize test bench bench-capacity quality docker image build local-up local-down local-invoke local-api \
 	deploy image-test lint lock clean
 
 help:  ## list targets
@@ -61,6 +61,9 @@ bench: setup model  ## upstream pyannote vs the fast path, side by side -> docs/
 
 bench-capacity: setup  ## pyannote's clustering memory against the audio length -> the curve in docs/CAPACITY.md (minutes)
 	$(PY) bench/clustering_memory.py $(BENCH_ARGS)
+
+quality: setup model  ## diarization error on annotated AMI speech and the sample -> docs/QUALITY.md (QUALITY_ARGS: --tune, --check FILE)
+	$(PY) bench/quality.py --model-dir $(MODEL_DIR) $(QUALITY_ARGS)
 
 docker:  ## make sure a Docker engine runs here (installs Debian's docker.io and starts dockerd if needed)
 	bash infra/docker/ensure-docker.sh
