@@ -14,7 +14,7 @@ from diarization.config import Settings
 from diarization.engine import SILENCE_WARNING, Diarizer
 from diarization.hints import SpeakerHints
 from diarization.loader import load_pipeline
-from diarization.result import UNTRAINED_WARNING, load_schema
+from diarization.result import STAND_IN_WARNING, UNTRAINED_WARNING, load_schema
 from media import FORMATS, speech_like
 
 SCHEMA = load_schema()
@@ -56,7 +56,8 @@ def test_sample_recording(diarizer: Diarizer, sample_path: Path) -> None:
     assert data["speaker_count"] >= 1 and data["segments"]
     assert data["model"]["trained"] is False and data["model"]["name"] == "offline-tiny-untrained"
     assert data["model"]["device"] == "cpu" and data["model"]["num_threads"] == 2
-    assert UNTRAINED_WARNING in data["warnings"]
+    assert data["model"]["stand_in"] is None
+    assert UNTRAINED_WARNING in data["warnings"] and STAND_IN_WARNING not in data["warnings"]
     timings = data["timings"]
     assert timings["total_seconds"] == pytest.approx(timings["decode_seconds"] + timings["diarize_seconds"], abs=0.002)
     assert timings["real_time_factor"] == pytest.approx(timings["total_seconds"] / 30.0, rel=0.01, abs=1e-3)

@@ -13,15 +13,17 @@ import math
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
 
 from diarization.config import Settings
-from diarization.engine import UNTRAINED_WARNING, Diarizer
+from diarization.engine import Diarizer
 from diarization.modeldir import check_model_dir, read_manifest
 from diarization.realweights.fetch import EMBEDDING, SEGMENTATION, Artifact, FetchError, fetch, sha256
 from diarization.realweights.onnx_reader import OnnxFormatError, read_initializers
+from diarization.result import STAND_IN_WARNING, UNTRAINED_WARNING, load_schema
 
 SAMPLE_DER = 0.10
 """Measured 0.056 (no collar, overlap scored) when written; the segmentation alone allows 0.052."""
@@ -315,4 +317,6 @@ def test_real_pipeline_finds_the_two_sample_speakers(
     assert len(hypothesis.labels()) == 2
     assert error < SAMPLE_DER
     assert result.model.trained is True
-    assert UNTRAINED_WARNING not in result.warnings
+    assert result.model.stand_in == read_manifest(real_model_dir).stand_in
+    assert UNTRAINED_WARNING not in result.warnings and STAND_IN_WARNING in result.warnings
+    jsonschema.validate(result.to_dict(), load_schema())

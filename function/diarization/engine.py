@@ -16,7 +16,7 @@ from diarization.audio import AudioSource, DeclaredCheck, DecodedAudio, decode_a
 from diarization.config import Settings
 from diarization.hints import SpeakerHints
 from diarization.loader import LoadedPipeline, load_pipeline
-from diarization.result import UNTRAINED_WARNING, DiarizationResult, ModelInfo, Segment, Timings
+from diarization.result import STAND_IN_WARNING, UNTRAINED_WARNING, DiarizationResult, ModelInfo, Segment, Timings
 
 SILENCE_PEAK = 10 ** (-80 / 20)
 """Digital silence (peak below -80 dBFS) has no speakers; skipping the pipeline saves its full cost."""
@@ -67,6 +67,8 @@ class Diarizer:
         warnings: list[str] = []
         if not self.loaded.manifest.trained:
             warnings.append(UNTRAINED_WARNING)
+        elif self.loaded.manifest.stand_in:
+            warnings.append(STAND_IN_WARNING)
         if float(np.abs(audio.samples).max()) < SILENCE_PEAK:
             segments: list[Segment] = []
             exclusive: list[Segment] = []
@@ -103,6 +105,7 @@ class Diarizer:
             device=loaded.device.device,
             device_name=loaded.device.name,
             num_threads=loaded.device.num_threads,
+            stand_in=loaded.manifest.stand_in,
         )
 
     def _run_pipeline(self, audio: DecodedAudio, hints: SpeakerHints) -> tuple[list[Segment], list[Segment]]:

@@ -21,6 +21,10 @@ UNTRAINED_WARNING = (
     "UNTRAINED MODEL: produced with random weights (an offline test pipeline); "
     "the speakers and segments are not a meaningful diarization."
 )
+STAND_IN_WARNING = (
+    "STAND-IN MODEL: trained networks that are not community-1's produced this result "
+    "(model.stand_in says which); its accuracy is the stand-in's, measured in docs/QUALITY.md."
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class ModelInfo:
     device: str
     device_name: str
     num_threads: int
+    stand_in: str | None = None
+    """What in the pipeline stands in for community-1's networks (trained, but not the product's model), or None."""
 
 
 @dataclass(frozen=True)
