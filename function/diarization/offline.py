@@ -36,8 +36,10 @@ SPEECH_BIAS = 2.0
 speech; with unbiased random weights the pipeline often sees silence everywhere and exits early."""
 
 
-def pipeline_config(embedding_batch_size: int = 1, segmentation_batch_size: int = 32) -> dict[str, Any]:
-    """community-1's config: VBx clustering and its default hyper-parameters."""
+def pipeline_config() -> dict[str, Any]:
+    """community-1's config.yaml, value for value: VBx clustering and its hyper-parameters. The loader's
+    CPU batch sizes (``loader``) and any ``*_BATCH_SIZE`` setting apply on top at load time, as they
+    would to the baked community-1 directory."""
     return {
         "dependencies": {"pyannote.audio": "4.0.0"},
         "pipeline": {
@@ -45,11 +47,11 @@ def pipeline_config(embedding_batch_size: int = 1, segmentation_batch_size: int 
             "params": {
                 "clustering": "VBxClustering",
                 "embedding": "$model/embedding",
-                "embedding_batch_size": embedding_batch_size,
+                "embedding_batch_size": 32,
                 "embedding_exclude_overlap": True,
                 "plda": "$model/plda",
                 "segmentation": "$model/segmentation",
-                "segmentation_batch_size": segmentation_batch_size,
+                "segmentation_batch_size": 32,
             },
         },
         "params": {
