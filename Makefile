@@ -10,7 +10,7 @@ MODEL_DIR ?= $(MODELS)/offline-production
 REAL_MODEL_DIR ?= $(MODELS)/real-weights
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup tools model real-model demo diarize test bench bench-capacity quality docker image build local-up local-down local-invoke local-api \
+.PHONY: help setup tools model real-model demo diarize test bench bench-capacity quality quality-gate docker image build local-up local-down local-invoke local-api \
 	deploy image-test lint lock clean
 
 help:  ## list targets
@@ -47,11 +47,11 @@ real-model: $(REAL_MODEL_DIR)/diarization-model.json  ## trained segmentation-3.
 $(REAL_MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
 	$(PY) -m diarization.realweights.pipeline $(REAL_MODEL_DIR) --cache $(MODELS)/real-weights-cache
 
-demo: setup tools model  ## the main job locally: local S3 (moto), upload, Lambda runtime emulator, JSON result
-	@$(PY) infra/local_demo.py $(MODEL_DIR)
+demo: setup tools real-model  ## the main job locally: local S3 (moto), upload, Lambda runtime emulator, JSON result
+	@$(PY) infra/local_demo.py $(REAL_MODEL_DIR)
 
-diarize: setup model  ## the command line on pyannote's 30 s sample recording
-	@$(PY) -m diarization "$(SAMPLE)" --model-dir $(MODEL_DIR)
+diarize: setup real-model  ## the command line on pyannote's 30 s sample recording
+	@$(PY) -m diarization "$(SAMPLE)" --model-dir $(REAL_MODEL_DIR)
 
 test: setup tools  ## run the test suite (all but the image build)
 	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m "not image"
@@ -62,8 +62,11 @@ bench: setup model  ## upstream pyannote vs the fast path, side by side -> docs/
 bench-capacity: setup  ## pyannote's clustering memory against the audio length -> the curve in docs/CAPACITY.md (minutes)
 	$(PY) bench/clustering_memory.py $(BENCH_ARGS)
 
-quality: setup model  ## diarization error on annotated AMI speech and the sample -> docs/QUALITY.md (QUALITY_ARGS: --tune, --check FILE)
-	$(PY) bench/quality.py --model-dir $(MODEL_DIR) $(QUALITY_ARGS)
+quality: setup real-model  ## diarization error on annotated AMI speech and the sample -> docs/QUALITY.md (QUALITY_ARGS: --tune, --check FILE)
+	$(PY) bench/quality.py --model-dir $(REAL_MODEL_DIR) $(QUALITY_ARGS)
+
+quality-gate: setup real-model  ## CI's regression check: a fresh quality run against docs/quality-thresholds.json (page -> .bench/)
+	$(PY) bench/quality.py --model-dir $(REAL_MODEL_DIR) --output .bench/QUALITY.md --check docs/quality-thresholds.json
 
 docker:  ## make sure a Docker engine runs here (installs Debian's docker.io and starts dockerd if needed)
 	bash infra/docker/ensure-docker.sh

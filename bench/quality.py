@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, default=ROOT / ".models" / "offline-production")
+    parser.add_argument("--model-dir", type=Path, default=ROOT / ".models" / "real-weights")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".models" / "quality-data")
     # Sample and test first: the figures that matter are on the page soonest.
     parser.add_argument("--subsets", default="sample,test,development,train", help="comma-separated")

@@ -90,8 +90,11 @@ def main() -> int:
         )
         overhead = warm - again["timings"]["total_seconds"]
         note(f"second invocation, warm: {warm:.2f} s, of which {overhead:.2f} s outside decode + diarize")
+        note(f"speakers found: {result['speaker_count']}")
         if not result["model"]["trained"]:
             note("UNTRAINED model (random weights): the speakers above are not meaningful; see README, Models")
+        elif result["model"].get("stand_in"):
+            note(f"trained, with a stand-in for community-1's networks: {result['model']['stand_in']}")
         return 0
     finally:
         server.stop()
