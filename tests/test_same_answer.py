@@ -157,8 +157,8 @@ def test_every_format_rate_and_layout_gives_the_original_answer(
     variant: str,
     variants: dict[str, Path],
     engine_answer: Callable[[str], list[dict[str, Any]]],
-    sample_reference,
-    sample_extent,
+    sample_reference: Any,
+    sample_extent: Any,
 ) -> None:
     assert_same_answer(
         f"engine {variant}",
@@ -186,7 +186,7 @@ def test_adts_aac_is_late_by_the_encoder_priming_and_the_budget_sees_it(
     variants: dict[str, Path],
     sample_samples: tuple[np.ndarray, int],
     engine_answer: Callable[[str], list[dict[str, Any]]],
-    sample_extent,
+    sample_extent: Any,
 ) -> None:
     decoded = decode_audio(variants["aac"], max_bytes=10**8, max_seconds=60)
     lag = ADTS_PRIMING_SAMPLES * SAMPLE_RATE // decoded.facts.sample_rate
@@ -227,8 +227,8 @@ def test_the_cli_gives_the_engines_answer(
     path_files: dict[str, Path],
     real_model_dir: Path,
     engine_answer: Callable[[str], list[dict[str, Any]]],
-    sample_reference,
-    sample_extent,
+    sample_reference: Any,
+    sample_extent: Any,
 ) -> None:
     result = run_cli(path_files[variant], real_model_dir)
     assert result["segments"] == engine_answer(variant)
@@ -274,8 +274,8 @@ def test_the_lambda_function_gives_the_engines_answer(
     variant: str,
     lambda_results: dict[str, Any],
     engine_answer: Callable[[str], list[dict[str, Any]]],
-    sample_reference,
-    sample_extent,
+    sample_reference: Any,
+    sample_extent: Any,
 ) -> None:
     result = lambda_results[variant]
     assert result["segments"] == engine_answer(variant)
@@ -299,8 +299,8 @@ def test_the_sagemaker_server_gives_the_engines_answer(
     server: Container,
     path_files: dict[str, Path],
     engine_answer: Callable[[str], list[dict[str, Any]]],
-    sample_reference,
-    sample_extent,
+    sample_reference: Any,
+    sample_extent: Any,
 ) -> None:
     body = path_files[variant].read_bytes()
     status, result = server.request("POST", "/invocations", body, {"Content-Type": "application/octet-stream"})
