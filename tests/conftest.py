@@ -6,6 +6,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,6 +48,43 @@ def tiny_model_dir(models_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def production_model_dir(models_root: Path) -> Path:
     return _pipeline(models_root, "production")
+
+
+@pytest.fixture(scope="session")
+def weights_cache(models_root: Path) -> Path:
+    return models_root / "real-weights-cache"
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(models_root: Path, weights_cache: Path) -> Path:
+    """Written once per generator version: the name hashes the code that writes it."""
+    from diarization import ge2e_embedding, offline
+    from diarization.modeldir import MANIFEST_FILE
+    from diarization.realweights import onnx_segmentation, pipeline
+
+    digest = hashlib.sha256()
+    for module in (pipeline, onnx_segmentation, ge2e_embedding, offline):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    path = models_root / f"real-weights-{digest.hexdigest()[:12]}"
+    if not (path / MANIFEST_FILE).is_file():
+        pipeline.write_real_pipeline(path, weights_cache)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_extent(sample_samples: tuple[np.ndarray, int]) -> Any:
+    """The whole recording: what is scored (pyannote.metrics would otherwise guess it from the turns)."""
+    from pyannote.core import Segment, Timeline
+
+    samples, rate = sample_samples
+    return Timeline([Segment(0.0, len(samples) / rate)])
+
+
+@pytest.fixture(scope="session")
+def sample_reference(sample_path: Path) -> Any:
+    from pyannote.database.util import load_rttm
+
+    return next(iter(load_rttm(str(sample_path.with_suffix(".rttm"))).values()))
 
 
 @pytest.fixture(scope="session")
