@@ -8,7 +8,9 @@ checks each request with the verification snippet from the README, executed as w
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
+import logging
 import os
 import re
 import socket
@@ -29,10 +31,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from diarization.aws.app import FunctionApp
+from diarization.aws_ports.webhook_http import HttpsSender
 from diarization.errors import ConfigurationError
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.model import Invocation
-from diarization.service.webhooks import event_id, retry_delay, signature
+from diarization.service.webhooks import DeliverWebhook, event_id, retry_delay, signature
 from local_aws import REGION, Deployment, LambdaContext, create_deployment
 from test_api import call, post_upload, process_queue
 
@@ -251,7 +254,7 @@ def test_a_finished_job_is_delivered_signed(
     hooks = add_webhooks(deployment, receiver, certificate[0])
     app = make_app(deployment, tiny_model_dir, tmp_path)
     status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "call.m4a", "callback_url": receiver.url})
-    assert status == 202
+    assert status == 202 and job["callback_url"] == receiver.url
     assert call(app, "GET", job["status_url"])[1]["webhook"] == {"status": "waiting"}
     assert post_upload(job, encoded_samples["m4a"].read_bytes()) == 204
     process_queue(app, deployment, 1)
@@ -419,3 +422,54 @@ def test_enabled_webhooks_need_their_queue_and_secret(deployment: Deployment, ti
 
 def test_retries_double_up_to_fifteen_minutes() -> None:
     assert [retry_delay(attempt, 30) for attempt in range(1, 9)] == [30, 60, 120, 240, 480, 900, 900, 900]
+
+
+def test_a_lost_delivery_queue_does_not_fail_the_job_or_its_result(
+    deployment: Deployment, receiver: Receiver, certificate: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Queueing the webhook is the last step of a job's end; if SQS refuses it, the job and its outputs stand."""
+    hooks = add_webhooks(deployment, receiver, certificate[0])
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    boto3.client("sqs").delete_queue(QueueUrl=hooks.queue_url)
+    job = failing_job(app, deployment, receiver.url)  # the work queue's batch reports no failure
+    error_key = job["result"]["error"].removeprefix(f"s3://{deployment.bucket}/")
+    assert deployment.get_json(error_key)["error"]["code"] == "INVALID_AUDIO"
+    _, seen = call(app, "GET", job["status_url"])
+    assert seen["status"] == "failed" and seen["webhook"] == {"status": "pending"} and receiver.requests == []
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.states: list[dict[str, Any]] = []
+
+    def record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
+        self.states.append(state)
+
+
+def deliver_once(receiver: Receiver, sender: HttpsSender) -> tuple[str, str | None]:
+    policy = CallbackPolicy.parse(f"localhost:{receiver.port}")
+    deliver = DeliverWebhook(policy, SECRET.encode, sender, Recorded(), logging.getLogger("test"))
+    payload = {"event_id": event_id("0" * 32), "status": "failed"}
+    delivery = deliver({"job_id": "0" * 32, "callback_url": receiver.url, "payload": payload}, attempt=1)
+    return delivery.status, delivery.error
+
+
+def test_the_sender_only_reaches_public_addresses_and_trusted_certificates(
+    receiver: Receiver, certificate: tuple[Path, Path]
+) -> None:
+    """localhost is an allowed name here, but it resolves to loopback: refused unless the network is exempt. The
+    receiver's self-signed certificate is trusted only through the CA bundle setting."""
+    status, error = deliver_once(receiver, HttpsSender(str(certificate[0])))
+    assert status == "retry" and error and "not a public address" in error
+    status, error = deliver_once(receiver, HttpsSender(None, [ipaddress.ip_network("127.0.0.0/8")]))
+    assert status == "retry" and error and "CERTIFICATE_VERIFY_FAILED" in error
+    assert receiver.requests == []  # neither attempt sent a byte of the payload
+    sender = HttpsSender(str(certificate[0]), [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")])
+    assert deliver_once(receiver, sender) == ("delivered", None)
+
+
+def test_redirects_are_not_followed(receiver: Receiver, certificate: tuple[Path, Path]) -> None:
+    receiver.statuses = [302]
+    sender = HttpsSender(str(certificate[0]), [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")])
+    status, error = deliver_once(receiver, sender)
+    assert status == "retry" and error == "the receiver answered HTTP 302" and len(receiver.requests) == 1

@@ -208,6 +208,8 @@ class Api:
         }
         if upload:
             response["upload"] = upload
+        if callback_url:
+            response["callback_url"] = callback_url
         return json_response(202, response)
 
     def get_job(self, job_id: str) -> Response[str]:
