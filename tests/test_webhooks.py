@@ -35,9 +35,11 @@ from diarization.aws_ports.webhook_http import HttpsSender
 from diarization.errors import ConfigurationError
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.model import Invocation
-from diarization.service.webhooks import DeliverWebhook, event_id, retry_delay, signature
+from diarization.service.webhooks import DeliverWebhook, WebhookEvents, event_id, retry_delay, signature
+from fakes import MemoryJobs, RecordingTelemetry
 from local_aws import REGION, Deployment, LambdaContext, create_deployment
 from test_api import call, post_upload, process_queue
+from test_faults import dead_lettered
 
 SECRET = "s3cr3t-" + "x" * 40
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -473,3 +475,57 @@ def test_redirects_are_not_followed(receiver: Receiver, certificate: tuple[Path,
     sender = HttpsSender(str(certificate[0]), [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")])
     status, error = deliver_once(receiver, sender)
     assert status == "retry" and error == "the receiver answered HTTP 302" and len(receiver.requests) == 1
+
+
+def test_a_dead_lettered_job_sends_its_webhook(
+    deployment: Deployment, receiver: Receiver, certificate: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The dead-letter consumer's end of a job (the work was killed: timeout, out of memory) is announced too."""
+    hooks = add_webhooks(deployment, receiver, certificate[0])
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/killed.wav"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=b"RIFF" + b"\0" * 100)
+    body = {"s3_uri": f"s3://{deployment.bucket}/{key}", "callback_url": receiver.url}
+    job = call(app, "POST", "/jobs", body)[1]
+    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
+    assert app.lambda_handler(dead_lettered(deployment, messages), LambdaContext()) == {"batchItemFailures": []}
+    assert hooks.deliver(app) == []
+    event = json.loads(receiver.accepted[0].body)
+    assert event["job_id"] == job["job_id"] and event["outcome"]["error"]["code"] == "INTERNAL_ERROR"
+
+
+class BrokenQueue:
+    def enqueue(self, delivery: dict[str, Any]) -> None:
+        raise ConnectionError("SQS is unreachable")
+
+
+class Unreachable:
+    """A sender that must not be called."""
+
+    def post(self, url: str, body: bytes, headers: Any) -> int:
+        raise AssertionError("sent")
+
+
+def test_queueing_failures_are_counted_not_raised() -> None:
+    jobs, telemetry = MemoryJobs(), RecordingTelemetry()
+    jobs.create("j1", callback_url="https://a.example.com/", status="failed")
+    WebhookEvents(jobs, BrokenQueue(), logging.getLogger("test"), telemetry).job_ended("j1")
+    assert telemetry.failures == ["WEBHOOK_NOT_QUEUED"]
+
+
+def test_a_url_the_allow_list_no_longer_has_is_dead_at_once_and_an_unreadable_secret_is_retried() -> None:
+    message = {"job_id": "j1", "callback_url": "https://a.example.com/x", "payload": {"event_id": "e1"}}
+    record, log = Recorded(), logging.getLogger("test")
+    shrunk = DeliverWebhook(CallbackPolicy.parse("b.example.com"), SECRET.encode, Unreachable(), record, log)
+    delivery = shrunk(message, attempt=1)
+    assert delivery.status == "dead" and delivery.error and "CALLBACK_HOST_NOT_ALLOWED" in delivery.error
+    assert record.states[-1]["status"] == "dead" and record.states[-1]["attempts"] == 1
+
+    def unreadable() -> bytes:
+        raise ConfigurationError("WEBHOOK_SECRET_PARAMETER: no SSM parameter '/x'.")
+
+    policy = CallbackPolicy.parse("a.example.com")
+    deliver = DeliverWebhook(policy, unreadable, Unreachable(), record, log, max_attempts=3, retry_seconds=30)
+    assert (deliver(message, attempt=2).status, deliver(message, attempt=2).retry_in) == ("retry", 60)
+    assert deliver(message, attempt=3).status == "dead"  # the last attempt: the queue dead-letters it
+    assert "no SSM parameter" in record.states[-1]["last_error"]
