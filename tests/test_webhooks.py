@@ -39,7 +39,7 @@ from diarization.service.webhooks import DeliverWebhook, WebhookEvents, event_id
 from fakes import MemoryJobs, RecordingTelemetry
 from local_aws import REGION, Deployment, LambdaContext, create_deployment
 from test_api import call, post_upload, process_queue
-from test_faults import dead_lettered
+from test_faults import completion, dead_lettered
 
 SECRET = "s3cr3t-" + "x" * 40
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -529,3 +529,30 @@ def test_a_url_the_allow_list_no_longer_has_is_dead_at_once_and_an_unreadable_se
     assert (deliver(message, attempt=2).status, deliver(message, attempt=2).retry_in) == ("retry", 60)
     assert deliver(message, attempt=3).status == "dead"  # the last attempt: the queue dead-letters it
     assert "no SSM parameter" in record.states[-1]["last_error"]
+
+
+def test_a_gpu_completion_ending_a_job_sends_its_webhook(
+    deployment: Deployment,
+    receiver: Receiver,
+    certificate: tuple[Path, Path],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    encoded_samples: dict[str, Path],
+) -> None:
+    """A job routed to the GPU ends when SageMaker's notification arrives (here: the inference failed)."""
+    hooks = add_webhooks(deployment, receiver, certificate[0])
+    deployment.env.update(SAGEMAKER_ENDPOINT_NAME="gpu", GPU_THRESHOLD_SECONDS="10")
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/long.flac"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
+    body = {"s3_uri": f"s3://{deployment.bucket}/{key}", "callback_url": receiver.url}
+    job = call(app, "POST", "/jobs", body)[1]
+    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
+    assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+    assert call(app, "GET", job["status_url"])[1]["status"] == "running"  # routed: no webhook yet
+    assert hooks.deliver(app, wait=0) == [] and receiver.requests == []
+
+    app.lambda_handler(completion(deployment, key, job["job_id"], "Failed"), LambdaContext())
+    assert hooks.deliver(app) == []
+    event = json.loads(receiver.accepted[0].body)
+    assert event["job_id"] == job["job_id"] and event["outcome"]["error"]["code"] == "GPU_INFERENCE_FAILED"
