@@ -54,6 +54,7 @@ PARAMETER_SETS: dict[str, dict[str, str]] = {
     "alarms": {"AlarmEmail": "ops@example.com"},
     "gpu": {"GpuImageUri": GPU_IMAGE, "EventBusName": "diarization-events", "AlarmEmail": "ops@example.com"},
     "existing-bucket": {"ExistingBucketName": "my-audio"},
+    "webhooks": {"WebhookAllowedHosts": "hooks.example.com,*.example.org:8443", "WebhookSecretParameter": "/dz/hook"},
 }
 # moto warns once per resource its CloudFormation skips (MOTO_SKIPS); that is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto:UserWarning")
@@ -249,6 +250,30 @@ def test_bucket_and_queue_accept_tls_only(app_templates: dict[str, dict[str, Any
     )
 
 
+def test_webhooks_exist_only_when_hosts_are_allowed(app_templates: dict[str, dict[str, Any]]) -> None:
+    """Off by default: no queue, no consumer, no secret access, and the function sees an empty allow-list."""
+    webhook_resources = {"WebhookQueue", "WebhookDeadLetterQueue", "WebhookQueuePolicy", "WebhookDeliveries"}
+    assert not webhook_resources & set(app_templates["defaults"]["Resources"])
+    resources = app_templates["webhooks"]["Resources"]
+    assert webhook_resources <= set(resources)
+    queue = resources["WebhookQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] == resources["WorkQueue"]["Properties"]["VisibilityTimeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
+    mapping = resources["WebhookDeliveries"]["Properties"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["WebhookQueue", "Arn"]}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
+    variables = resources["DiarizationFunction"]["Properties"]["Environment"]["Variables"]
+    # the function's last attempt is the queue's last receive
+    assert variables["WEBHOOK_MAX_ATTEMPTS"] == queue["RedrivePolicy"]["maxReceiveCount"]
+    assert variables["WEBHOOK_QUEUE_URL"] == {"Ref": "WebhookQueue"}
+    assert variables["WEBHOOK_QUEUE_ARN"] == {"Fn::GetAtt": ["WebhookQueue", "Arn"]}
+    assert_denies_plain_http(statements(resources["WebhookQueuePolicy"]["Properties"]["PolicyDocument"]), "sqs:*")
+    alarm = resources["WebhookDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "QueueName"]}
+
+
 def test_an_existing_bucket_is_used_not_created(app_templates: dict[str, dict[str, Any]]) -> None:
     resources = app_templates["existing-bucket"]["Resources"]
     assert not {"AudioBucket", "AudioBucketPolicy"} & set(resources)
@@ -365,7 +390,14 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
     }
     if case == "gpu":
         expected |= {"PublishCompletionEvents", "RouteToGpu", "ReadGpuOutputs"}
+    if case == "webhooks":
+        expected |= {"QueueAndRetryWebhooks", "ReadWebhookSecret"}
     assert {s["Sid"] for s in inline} == expected
+    if case == "webhooks":
+        (secret,) = [s for s in inline if s["Sid"] == "ReadWebhookSecret"]
+        assert secret["Action"] == "ssm:GetParameter"  # that one parameter, nothing else in SSM
+        assert secret["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/dz/hook"
+        inline = [s for s in inline if s["Sid"] != "ReadWebhookSecret"]
     bucket = "my-audio" if "ExistingBucketName" in PARAMETER_SETS[case] else "<AudioBucket>"
     tables = {"<IdempotencyTable.Arn>", "<JobsTable.Arn>", "<OrderingTable.Arn>"}
     assert_scoped(inline, bucket, "<WorkQueue.Arn>", tables, "<JobsTable.Arn>")
@@ -399,6 +431,8 @@ def assert_scoped(inline: list[dict[str, Any]], bucket: str, queue: str, tables:
             assert resources == [f"{jobs_table}/index/running-by-deadline"], statement
         elif any(action.startswith("dynamodb:") for action in actions):
             assert set(resources) == tables
+        elif actions == ["sqs:SendMessage", "sqs:ChangeMessageVisibility"]:  # webhook deliveries: queue and retry
+            assert resources == ["<WebhookQueue.Arn>"], statement
         elif any(action.startswith("sqs:") for action in actions):
             assert resources == [queue]
 
@@ -517,11 +551,11 @@ def stacks(moto_endpoint: str, app_templates: dict[str, dict[str, Any]]) -> dict
     suffix = uuid.uuid4().hex[:8]
     return {
         case: deploy(app_templates[case], PARAMETER_SETS[case], f"diarization-{case}-{suffix}")
-        for case in ("defaults", "alarms")
+        for case in ("defaults", "alarms", "webhooks")
     }
 
 
-@pytest.mark.parametrize("case", ["defaults", "alarms"])
+@pytest.mark.parametrize("case", ["defaults", "alarms", "webhooks"])
 def test_stack_comes_up_in_moto(stacks: dict[str, dict[str, Any]], case: str) -> None:
     deployed = stacks[case]
     assert deployed["stack"]["StackStatus"] == "CREATE_COMPLETE"

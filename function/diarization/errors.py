@@ -240,6 +240,39 @@ class HubUnavailableError(DiarizationError):
     http_status = 502
 
 
+class WebhooksDisabledError(DiarizationError):
+    """A request names a ``callback_url`` but this deployment allows no webhook hosts (``WEBHOOK_ALLOWED_HOSTS``
+    is empty, the template's ``WebhookAllowedHosts``). Poll ``GET /jobs/{id}`` instead, or ask the operator."""
+
+    code = "WEBHOOKS_DISABLED"
+    http_status = 400
+
+
+class CallbackUrlInvalidError(DiarizationError):
+    """The ``callback_url`` is not an ``https://`` URL this service may call: too long, user info, an IP address
+    instead of a host name, a fragment or control characters. ``details``: ``reason``."""
+
+    code = "CALLBACK_URL_INVALID"
+    http_status = 400
+
+
+class CallbackHostNotAllowedError(DiarizationError):
+    """The ``callback_url``'s host (and port: 443 unless the allow-list names another) is not on the deployment's
+    allow-list. ``details``: ``host``, ``port``."""
+
+    code = "CALLBACK_HOST_NOT_ALLOWED"
+    http_status = 400
+
+
+class WebhookDeliveryError(DiarizationError):
+    """A webhook POST got no answer (refused, timed out, TLS failed) or the receiver's address is not public. Not
+    seen in API answers: it is recorded on the job's ``webhook.last_error`` while deliveries are retried."""
+
+    code = "WEBHOOK_DELIVERY_FAILED"
+    http_status = 502
+    permanent = False
+
+
 ERROR_CODES: dict[str, type[DiarizationError]] = {
     cls.code: cls
     for cls in (
@@ -271,6 +304,10 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         HubTokenMissingError,
         HubAccessDeniedError,
         HubUnavailableError,
+        WebhooksDisabledError,
+        CallbackUrlInvalidError,
+        CallbackHostNotAllowedError,
+        WebhookDeliveryError,
     )
 }
 """Every stable code, for documentation and for adapters that map codes to statuses."""

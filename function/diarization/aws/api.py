@@ -1,6 +1,6 @@
 """HTTP API (API Gateway v2, IAM-authorised): submit jobs, poll them, or diarize short audio synchronously.
 
-POST /jobs      {"s3_uri": ...} or {"upload": true, "filename": ...} (+ hints)  -> 202 job
+POST /jobs      {"s3_uri": ...} or {"upload": true, "filename": ...} (+ hints, "callback_url") -> 202 job
 GET  /jobs/{id}                                                                -> job status
 POST /diarize   {"audio_base64": ..., "filename"?} or {"s3_uri": ...} (+ hints) -> 200 result, if it fits 30 s
 
@@ -32,6 +32,7 @@ from diarization.errors import (
     NotFoundError,
 )
 from diarization.hints import HINT_NAMES, SpeakerHints
+from diarization.service.callbacks import CallbackPolicy
 from diarization.service.locations import Locations, ObjectRef, check_safe_name, parse_s3_uri
 from diarization.service.sync import DiarizeSync, SyncRequest
 
@@ -79,6 +80,7 @@ class Api:
         queue: Any | None,
         logger: Logger,
         max_upload_bytes: int,
+        callbacks: CallbackPolicy | None = None,
     ) -> None:
         self.diarize_sync = diarize_sync
         self.max_upload_bytes = max_upload_bytes
@@ -88,6 +90,8 @@ class Api:
         self.jobs = jobs
         self.queue = queue
         self.logger = logger
+        self.callbacks = callbacks or CallbackPolicy()
+        """Disabled (no hosts) unless the deployment turns webhooks on: `callback_url` is then refused."""
         self.app = APIGatewayHttpResolver()
         self.app.post("/jobs")(self.create_job)
         self.app.get("/jobs/<job_id>")(self.get_job)
@@ -141,8 +145,9 @@ class Api:
     def create_job(self) -> Response[str]:
         jobs = self._require_jobs()
         owner = self._owner()
-        body = self._body({"s3_uri", "upload", "filename", *HINT_NAMES})
+        body = self._body({"s3_uri", "upload", "filename", "callback_url", *HINT_NAMES})
         hints = SpeakerHints.from_mapping(body)
+        callback_url = self.callbacks.check(body["callback_url"]) if "callback_url" in body else None
         job_id = new_job_id()
         if "s3_uri" in body:
             if "upload" in body or "filename" in body:
@@ -177,7 +182,15 @@ class Api:
             "rttm": outputs.uri(outputs.rttm_key),
             "error": outputs.uri(outputs.error_key),
         }
-        jobs.create(job_id, owner=owner, input=ref.uri, hints=hints.to_dict(), result=result, upload=upload is not None)
+        jobs.create(
+            job_id,
+            owner=owner,
+            input=ref.uri,
+            hints=hints.to_dict(),
+            result=result,
+            upload=upload is not None,
+            callback_url=callback_url,
+        )
         if upload is None and self.queue is not None:
             self.queue.send_message(
                 QueueUrl=self.settings.work_queue_url,
@@ -195,6 +208,8 @@ class Api:
         }
         if upload:
             response["upload"] = upload
+        if callback_url:
+            response["callback_url"] = callback_url
         return json_response(202, response)
 
     def get_job(self, job_id: str) -> Response[str]:
@@ -222,6 +237,11 @@ class Api:
             body["duration_seconds"] = outcome.get("duration_seconds")
         elif job["status"] == "failed":
             body["error"] = outcome.get("error")
+        if job.get("callback_url"):
+            body["callback_url"] = job["callback_url"]
+            body["webhook"] = job.get("webhook") or {
+                "status": "pending" if job["status"] in ("succeeded", "failed") else "waiting"
+            }
         return json_response(200, body)
 
     def diarize(self) -> Response[str]:

@@ -31,6 +31,7 @@ from diarization.aws import events
 from diarization.aws.api import MAX_SYNC_OBJECT_BYTES, Api
 from diarization.aws.settings import AwsSettings
 from diarization.aws.telemetry import PowertoolsTelemetry
+from diarization.aws.webhooks import Webhooks, WebhookSettings
 from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
 from diarization.aws_ports.eventbridge import Notifier
@@ -102,6 +103,12 @@ class FunctionApp:
             else None
         )
         telemetry = PowertoolsTelemetry(self.metrics, self.tracer)
+        webhook_settings = WebhookSettings.from_env(env)
+        self.webhooks = (
+            Webhooks(webhook_settings, jobs, self.logger, telemetry)
+            if jobs and webhook_settings.policy.enabled
+            else None
+        )
         locations = Locations(self.aws)
         ordering = DynamoOrdering(self.aws.ordering_table) if self.aws.ordering_table else None
         publisher = Publisher(store, notifier, self.logger, telemetry, ordering)
@@ -131,7 +138,15 @@ class FunctionApp:
         diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
         self.api = Api(
-            diarize_sync, locations, self.aws, store, jobs, queue, self.logger, self.settings.max_audio_bytes
+            diarize_sync,
+            locations,
+            self.aws,
+            store,
+            jobs,
+            queue,
+            self.logger,
+            self.settings.max_audio_bytes,
+            callbacks=webhook_settings.policy if self.webhooks else None,
         )
         self.batch = BatchProcessor(event_type=EventType.SQS)
         self.lambda_handler = self.logger.inject_lambda_context(clear_state=True)(
@@ -156,6 +171,11 @@ class FunctionApp:
             return {"outcomes": self.sweep(context)}
         if kind == "api":
             return self.api.resolve(event, context)
+        if kind == "sqs" and self.webhooks is not None and self.webhooks.owns(event["Records"]):
+            deliveries: PartialItemFailureResponse = process_partial_response(
+                event=event, record_handler=self.webhooks.record, processor=self.webhooks.batch, context=context
+            )
+            return deliveries
         if kind == "sqs":
             dead_letters = self.aws.dead_letter_queue_arn is not None and all(
                 record.get("eventSourceARN") == self.aws.dead_letter_queue_arn for record in event["Records"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -53,6 +54,8 @@ class JobStore:
         self.ttl_seconds = ttl_days * 86400
         self.job_deadline_seconds = job_deadline_seconds
         self.gpu_deadline_seconds = gpu_deadline_seconds
+        self.on_end: Callable[[str], None] | None = None
+        """Told the id of each job that ends, once (webhooks: ``diarization.service.webhooks.WebhookEvents``)."""
 
     def create(self, job_id: str, *, owner: str, **fields: Any) -> dict[str, Any]:
         """`owner`: the caller that created the job (see diarization.aws.api.owner_of); only it may see the job."""
@@ -183,7 +186,22 @@ class JobStore:
         """A terminal state; the job leaves the deadline index."""
         status = "succeeded" if outcome.get("status") == "succeeded" else "failed"
         fields = {"outcome": _storable(outcome)}
-        return self._update(job_id, status, fields, removes=["#r", "#d"], condition=condition, values=values)
+        ended = self._update(job_id, status, fields, removes=["#r", "#d"], condition=condition, values=values)
+        if ended and self.on_end is not None:
+            self.on_end(job_id)  # every terminal transition passes here, on every path
+        return ended
+
+    def record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
+        """The job's webhook delivery state (`webhook`); a job that has expired meanwhile is not created again."""
+        conditionally(
+            lambda: self.table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET #w = :w",
+                ConditionExpression="attribute_exists(job_id)",
+                ExpressionAttributeNames={"#w": "webhook"},
+                ExpressionAttributeValues={":w": _storable(state)},
+            )
+        )
 
     def _overdue(self, now: float) -> list[str]:
         """Ids of open items whose deadline has passed, from the sparse index (keys only)."""

@@ -104,3 +104,17 @@ class Log(Protocol):
     def info(self, msg: object, *args: object, extra: Mapping[str, object] | None = None) -> None: ...
 
     def warning(self, msg: object, *args: object, extra: Mapping[str, object] | None = None) -> None: ...
+
+
+class WebhookQueue(Protocol):
+    def enqueue(self, delivery: dict[str, Any]) -> None: ...
+
+
+class WebhookRecord(Protocol):
+    def record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
+        """What happened to the job's webhook so far (shown as `webhook` by GET /jobs/{id})."""
+
+
+class WebhookSender(Protocol):
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        """The receiver's HTTP status; raises WebhookDeliveryError when no answer came."""
