@@ -321,8 +321,8 @@ def test_the_queue_leaves_room_in_the_reservation(app_templates: dict[str, dict[
     assert mappings["WorkQueue"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "QueueMaximumConcurrency"}}
     assert mappings["DeadLetterQueue"]["ScalingConfig"] == {"MaximumConcurrency": 2}
     parameters = template["Parameters"]
-    both = int(parameters["QueueMaximumConcurrency"]["Default"]) + 2
-    assert both < int(parameters["ReservedConcurrency"]["Default"])
+    consumers = int(parameters["QueueMaximumConcurrency"]["Default"]) + 2 + 2  # work queue, dead letters, webhooks
+    assert consumers < int(parameters["ReservedConcurrency"]["Default"])
 
 
 def test_given_up_work_reaches_its_consumer(app_templates: dict[str, dict[str, Any]]) -> None:
@@ -582,7 +582,7 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
     configuration = function["Configuration"]
     assert configuration["Role"].endswith(f":role/{physical['DiarizationFunctionRole']}")
     assert (configuration["Timeout"], configuration["MemorySize"]) == (900, 10240)
-    assert function["Concurrency"]["ReservedConcurrentExecutions"] == 10
+    assert function["Concurrency"]["ReservedConcurrentExecutions"] == 12
     variables = configuration["Environment"]["Variables"]
     assert {
         name: variables[name] for name in ("INPUT_BUCKET", "IDEMPOTENCY_TABLE", "JOBS_TABLE", "WORK_QUEUE_URL")
