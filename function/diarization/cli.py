@@ -99,6 +99,11 @@ def render(result: DiarizationResult, output_format: str) -> tuple[str, str]:
     return result.to_json(), "application/json"
 
 
+def extension(output_format: str) -> str:
+    """The file name extension of an ``--output-dir`` output in ``output_format``."""
+    return output_format
+
+
 def version_text() -> str:
     """Read from the installed packages' metadata: importing torch for its version would take seconds."""
 
@@ -192,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     folder = parse_location(args.output_dir, option="--output-dir", folder=True)
     _check_credentials(run, [*inputs, folder])
     prepare_folder(folder)
-    return _batch(run, inputs, folder, args.format)
+    return _batch(run, inputs, folder)
 
 
 def _is_folder(name: str) -> bool:
@@ -214,9 +219,9 @@ def _single(run: _Run, item: Input, output: Location | None) -> int:
     return EXIT_OK
 
 
-def _batch(run: _Run, inputs: list[Input], folder: Location, output_format: str) -> int:
+def _batch(run: _Run, inputs: list[Input], folder: Location) -> int:
     worst, failed = EXIT_OK, 0
-    for item, name in zip(inputs, output_names(inputs, output_format), strict=True):
+    for item, name in zip(inputs, output_names(inputs, extension(run.output_format)), strict=True):
         target = folder.child(name) if isinstance(folder, S3Location) else folder / name
         try:
             result = run.diarize(item)
@@ -226,8 +231,6 @@ def _batch(run: _Run, inputs: list[Input], folder: Location, output_format: str)
             if run.diarizer is None and _is_deployment(error):
                 raise  # the model or device is unusable: every other input would fail the same way
             status = _fail(error, prefix=f"{item.label}: ")
-        except KeyboardInterrupt:
-            raise
         except Exception as error:  # an unexpected failure of one input must not lose the others
             print(f"error: INTERNAL_ERROR: {item.label}: {type(error).__name__}: {error}", file=sys.stderr)
             status = EXIT_INTERNAL

@@ -191,7 +191,10 @@ class Storage:
                 ContentType=f"{content_type}; charset=utf-8",
             )
         except (ClientError, BotoCoreError) as error:
-            raise _s3_error(error, target, writing=True) from error
+            mapped = _s3_error(error, target, writing=True)
+            if mapped is None:
+                raise  # unexpected (e.g. no connection to the endpoint): the CLI reports it as INTERNAL_ERROR
+            raise mapped from error
 
     def _download(self, source: S3Location, path: Path, max_bytes: int) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -210,7 +213,10 @@ class Storage:
                 for chunk in response["Body"].iter_chunks(CHUNK_BYTES):
                     handle.write(chunk)
         except (ClientError, BotoCoreError) as error:
-            raise _s3_error(error, source, writing=False) from error
+            mapped = _s3_error(error, source, writing=False)
+            if mapped is None:
+                raise  # unexpected (e.g. no connection to the endpoint): the CLI reports it as INTERNAL_ERROR
+            raise mapped from error
 
 
 def _read_stdin(max_bytes: int) -> bytes:
@@ -255,7 +261,7 @@ def _umask() -> int:
     return current
 
 
-def _s3_error(error: Exception, location: S3Location, *, writing: bool) -> Exception:
+def _s3_error(error: Exception, location: S3Location, *, writing: bool) -> DiarizationError | None:
     from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
     if isinstance(error, NoCredentialsError | PartialCredentialsError):
@@ -271,4 +277,4 @@ def _s3_error(error: Exception, location: S3Location, *, writing: bool) -> Excep
             f"S3 denied reading {location.uri} ({code}): the credentials in use need s3:GetObject on it.",
             uri=location.uri,
         )
-    return error
+    return None
