@@ -16,6 +16,7 @@ import pytest
 
 from diarization.result import load_schema
 from media import speech_like, write_float_wav
+from runtime_emulator import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_AWS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL")
@@ -195,6 +196,10 @@ def test_a_folder_and_files_into_an_output_dir(tmp_path: Path, tiny_model_dir: P
     (folder / "broken.mp3").write_bytes(os.urandom(2048))
     (folder / "notes.txt").write_text("not audio: a folder picks audio files by extension")
     output = tmp_path / "results" / "run1"
+    output.mkdir(parents=True)
+    kept = output / "call-3.json"
+    kept.write_text("an earlier run's result")
+    kept.chmod(0o600)
     done = run_cli(folder, tmp_path / "call.wav", "--output-dir", output, "--model-dir", tiny_model_dir, umask=0o027)
     assert done.returncode == 2, done.stderr  # the worst failure: a bad input
     assert done.stdout == ""
@@ -211,7 +216,8 @@ def test_a_folder_and_files_into_an_output_dir(tmp_path: Path, tiny_model_dir: P
         "call-2.json": str(folder / "call.wav"),
         "call-3.json": str(tmp_path / "call.wav"),
     }
-    assert {oct(p.stat().st_mode & 0o777) for p in output.iterdir()} == {oct(0o640)}  # 0666 less the umask
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in output.iterdir()}
+    assert modes == {"Call.json": "0o640", "call-2.json": "0o640", "call-3.json": "0o600"}  # new: 0666 less umask
 
 
 def test_batch_problems(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -234,6 +240,23 @@ def test_batch_problems(tmp_path: Path, tiny_model_dir: Path) -> None:
         )
         assert str(blocker) in line
     assert_one_line_error(run_cli(audio, "--output", tmp_path, "--model-dir", tiny_model_dir), "OUTPUT_NOT_WRITABLE", 2)
+    # The worst failure sets the exit status: an unexpected one (S3 unreachable) over a bad input.
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF but not audio")
+    unreachable = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    unreachable |= {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    mixed = run_cli(broken, "s3://cli-audio/call.wav", "--output-dir", tmp_path / "out3", env=unreachable, drop=NO_AWS)
+    assert mixed.returncode == 1, mixed.stderr
+    assert [line.split(":")[1] for line in mixed.stderr.splitlines() if line.startswith("error:")] == [
+        " INVALID_AUDIO",
+        " INTERNAL_ERROR",
+    ]
+    assert "s3://cli-audio/call.wav: EndpointConnectionError" in mixed.stderr
+    assert mixed.stderr.splitlines()[-1] == f"diarize: 0 of 2 inputs diarized into {tmp_path / 'out3'}, 2 failed"
 
 
 def test_standard_input(encoded_samples: dict[str, Path], tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -159,7 +159,8 @@ class Storage:
                     "s3:// needs AWS credentials and none were found: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY (AWS_ENDPOINT_URL for an S3-compatible endpoint), or run aws sso login."
                 )
-            self._client = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+            # Standard retries; AWS_MAX_ATTEMPTS (boto3's own setting) changes how many.
+            self._client = session.client("s3", config=Config(retries={"mode": "standard"}))
         return self._client
 
     @contextmanager
