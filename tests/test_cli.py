@@ -331,6 +331,9 @@ def test_s3_inputs_and_outputs(moto_endpoint: str, tiny_model_dir: Path, sample_
     rttm = s3.get_object(Bucket="cli-audio", Key="one/call.rttm")["Body"].read().decode()
     assert rttm.startswith("SPEAKER call 1 ")
 
+    too_large = run_cli("s3://cli-audio/in/call.wav", env={"MODEL_DIR": str(tiny_model_dir), "MAX_AUDIO_BYTES": "1000"})
+    line = assert_one_line_error(too_large, "AUDIO_TOO_LARGE", 2)
+    assert f"s3://cli-audio/in/call.wav is {len(clip)} bytes" in line and "MAX_AUDIO_BYTES" in line
     for uri in ("s3://cli-audio/in/missing.wav", "s3://no-such-bucket/call.wav"):
         assert uri in assert_one_line_error(run_cli(uri, "--model-dir", tiny_model_dir), "INPUT_NOT_FOUND", 2)
     line = assert_fails_at_the_end(
