@@ -51,7 +51,7 @@ demo: setup tools real-model  ## the main job locally: local S3 (moto), upload, 
 	@$(PY) infra/local_demo.py $(REAL_MODEL_DIR)
 
 diarize: setup real-model  ## the command line on pyannote's 30 s sample recording
-	@$(PY) -m diarization "$(SAMPLE)" --model-dir $(REAL_MODEL_DIR)
+	@$(VENV)/bin/diarize "$(SAMPLE)" --model-dir $(REAL_MODEL_DIR)
 
 test: setup tools  ## run the test suite (all but the image build)
 	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m "not image"

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
 
 from diarization.config import Settings
 from diarization.runtime import prepare_environment
 from media import FORMATS, encode_as, read_wav, sample_wav
+from runtime_emulator import free_port
 
 prepare_environment(offline=True)
 
@@ -127,3 +134,50 @@ def moto_endpoint() -> Iterator[str]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture()
+def iam_enforcing_s3(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A second moto server that enforces IAM: after 5 set-up requests, every call is checked against
+    the caller's policy. The function's user may write results but not read inputs."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        admin = {
+            "endpoint_url": endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "admin",
+            "aws_secret_access_key": "admin",
+        }
+        s3, iam = boto3.client("s3", **admin), boto3.client("iam", **admin)
+        s3.create_bucket(Bucket="locked-audio")
+        s3.put_object(Bucket="locked-audio", Key="audio/secret.wav", Body=b"RIFF....")
+        iam.create_user(UserName="function")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:PutObject", "s3:DeleteObject"],
+                    "Resource": "arn:aws:s3:::locked-audio/results/*",
+                }
+            ],
+        }
+        iam.put_user_policy(UserName="function", PolicyName="results-only", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="function")["AccessKey"]
+        yield endpoint, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -9,12 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +26,6 @@ from diarization.service.locations import ObjectRef
 from local_aws import Deployment, LambdaContext, create_deployment
 from local_sagemaker import sns_event, topic_with_queue
 from media import speech_like, write_float_wav
-from runtime_emulator import free_port
 
 SCHEMA = load_schema()
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -530,53 +524,6 @@ def test_metrics_in_embedded_metric_format(app: FunctionApp, deployment: Deploym
     failures = [doc for doc in emf if "Failures" in doc]
     assert failures and failures[0]["ErrorCode"] == "INVALID_AUDIO"
     assert all(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DiarizationTest" for doc in emf)
-
-
-@pytest.fixture()
-def iam_enforcing_s3(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A second moto server that enforces IAM: after 5 set-up requests, every call is checked against
-    the caller's policy. The function's user may write results but not read inputs."""
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "5"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        admin = {
-            "endpoint_url": endpoint,
-            "region_name": "us-east-1",
-            "aws_access_key_id": "admin",
-            "aws_secret_access_key": "admin",
-        }
-        s3, iam = boto3.client("s3", **admin), boto3.client("iam", **admin)
-        s3.create_bucket(Bucket="locked-audio")
-        s3.put_object(Bucket="locked-audio", Key="audio/secret.wav", Body=b"RIFF....")
-        iam.create_user(UserName="function")
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Action": ["s3:PutObject", "s3:DeleteObject"],
-                    "Resource": "arn:aws:s3:::locked-audio/results/*",
-                }
-            ],
-        }
-        iam.put_user_policy(UserName="function", PolicyName="results-only", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName="function")["AccessKey"]
-        yield endpoint, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_access_denied_is_an_error_object(iam_enforcing_s3, tiny_model_dir: Path, scratch: Path, monkeypatch) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,9 @@ SILENCE_PEAK = 10 ** (-80 / 20)
 """Digital silence (peak below -80 dBFS) has no speakers; skipping the pipeline saves its full cost."""
 
 SILENCE_WARNING = "The audio is silent (peak below -80 dBFS): no speech to diarize."
+
+PipelineHook = Callable[..., Any]
+"""pyannote's hook protocol: ``hook(step_name, artifact, file=None, total=None, completed=None)``."""
 
 
 def decode_within_limits(
@@ -61,8 +65,14 @@ class Diarizer:
         return self.diarize_decoded(audio, hints, uri, decode_seconds)
 
     def diarize_decoded(
-        self, audio: DecodedAudio, hints: SpeakerHints, input_uri: str, decode_seconds: float = 0.0
+        self,
+        audio: DecodedAudio,
+        hints: SpeakerHints,
+        input_uri: str,
+        decode_seconds: float = 0.0,
+        hook: PipelineHook | None = None,
     ) -> DiarizationResult:
+        """``hook`` is pyannote's pipeline hook (e.g. the CLI's progress display): called per step and batch."""
         started = time.perf_counter()
         warnings: list[str] = []
         if not self.loaded.manifest.trained:
@@ -74,7 +84,7 @@ class Diarizer:
             exclusive: list[Segment] = []
             warnings.append(SILENCE_WARNING)
         else:
-            segments, exclusive = self._run_pipeline(audio, hints)
+            segments, exclusive = self._run_pipeline(audio, hints, hook)
         diarize_seconds = time.perf_counter() - started
         total = decode_seconds + diarize_seconds
         return DiarizationResult(
@@ -108,14 +118,16 @@ class Diarizer:
             stand_in=loaded.manifest.stand_in,
         )
 
-    def _run_pipeline(self, audio: DecodedAudio, hints: SpeakerHints) -> tuple[list[Segment], list[Segment]]:
+    def _run_pipeline(
+        self, audio: DecodedAudio, hints: SpeakerHints, hook: PipelineHook | None = None
+    ) -> tuple[list[Segment], list[Segment]]:
         """One call at a time: torch already uses every thread, concurrent calls only oversubscribe."""
         import torch
 
         waveform = torch.from_numpy(audio.samples).unsqueeze(0)
         with self._run_lock, torch.inference_mode():
             output = self.loaded.pipeline(
-                {"waveform": waveform, "sample_rate": audio.sample_rate}, **hints.as_pipeline_kwargs()
+                {"waveform": waveform, "sample_rate": audio.sample_rate}, hook=hook, **hints.as_pipeline_kwargs()
             )
         duration = audio.duration_seconds
         return (

@@ -88,6 +88,22 @@ class AccessDeniedError(DiarizationError):
     http_status = 403
 
 
+class AwsCredentialsMissingError(DiarizationError):
+    """CLI: an ``s3://`` input or output was named but boto3 found no AWS credentials (environment, shared files,
+    SSO, instance role)."""
+
+    code = "AWS_CREDENTIALS_MISSING"
+    http_status = 401
+
+
+class OutputNotWritableError(DiarizationError):
+    """CLI: the result cannot be written where ``--output``/``--output-dir`` says (permissions, a file or folder in
+    the way, a read-only file system; for ``s3://``: no such bucket or access denied)."""
+
+    code = "OUTPUT_NOT_WRITABLE"
+    http_status = 403
+
+
 class InputChangedError(DiarizationError):
     """The object changed between HeadObject and the download (the version was pinned by its ETag);
     the newer version has its own event. ``details``: ``expected_etag``, ``current_etag`` (None if unknown)."""
@@ -284,6 +300,8 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         KeyTooLongError,
         InputNotFoundError,
         AccessDeniedError,
+        AwsCredentialsMissingError,
+        OutputNotWritableError,
         InputChangedError,
         UploadAlreadyUsedError,
         UnsupportedEventError,
