@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from diarization.config import Settings
 from diarization.errors import DiarizationError, InvalidParameterError
+from diarization.formats import TEXT_FORMATS, render
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_DEPLOYMENT = 0, 1, 2, 3
 
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-speakers", type=int, metavar="N", help="exact number of speakers, if known")
     parser.add_argument("--min-speakers", type=int, metavar="A", help="lower bound on the number of speakers")
     parser.add_argument("--max-speakers", type=int, metavar="B", help="upper bound on the number of speakers")
-    parser.add_argument("--format", choices=("json", "rttm"), default="json", help="output format (default: json)")
+    parser.add_argument("--format", choices=TEXT_FORMATS, default="json", help="output format (default: json)")
+    parser.add_argument("--plot", type=Path, metavar="PATH", help="also draw the timeline picture: PATH.svg or .png")
     parser.add_argument("--output", "-o", type=Path, metavar="PATH", help="write here instead of standard output")
     parser.add_argument("--model-dir", type=Path, metavar="DIR", help="pipeline directory (default: $MODEL_DIR)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: $DEVICE or auto")
@@ -72,6 +74,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InvalidParameterError(f"--threads={args.threads} must be at least 1.", parameter="threads")
     hints = SpeakerHints(args.num_speakers, args.min_speakers, args.max_speakers)
+    plot_format = args.plot.suffix.lower().lstrip(".") if args.plot else None
+    if plot_format not in (None, "svg", "png"):
+        raise InvalidParameterError(f"--plot {args.plot}: the picture is .svg or .png.", parameter="plot")
     settings = Settings.from_env(model_dir=args.model_dir, device=args.device, num_threads=args.threads)
 
     from diarization.engine import Diarizer, decode_within_limits
@@ -82,21 +87,24 @@ def _run(args: argparse.Namespace) -> int:
     result = diarizer.diarize_decoded(audio, hints, str(args.audio), decode_seconds)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    text = result.to_json() if args.format == "json" else result.to_rttm()
+    body = result.to_dict()
+    text = render(body, args.format)
     if args.output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(text.decode("utf-8"))
     else:
         _write_atomically(args.output, text)
+    if args.plot is not None and plot_format is not None:
+        _write_atomically(args.plot, render(body, plot_format))
     return EXIT_OK
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, data: bytes) -> None:
     """Never leave a half-written result behind (e.g. on Ctrl-C)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
