@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -13,14 +14,18 @@ import boto3
 import pytest
 import srt
 import webvtt
+import yaml
 from PIL import Image
 
 from diarization.aws.app import FunctionApp
 from diarization.aws.settings import AwsSettings
 from diarization.errors import ConfigurationError
+from diarization.formats import DEFAULT_OUTPUT_FORMATS, OUTPUT_FORMATS
 from local_aws import Deployment, LambdaContext, create_deployment
 from test_api import call, post_upload, process_queue
 from test_lambda import make_app, upload
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -118,3 +123,29 @@ def test_an_unknown_output_format_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="OUTPUT_FORMATS: unknown format") as raised:
         AwsSettings.from_env({"OUTPUT_FORMATS": "rttm,docx"})
     assert raised.value.details["problems"][0].startswith("OUTPUT_FORMATS")
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """Reads `!Ref X` as {"Ref": "X"}: enough to look at parameters and environment variables."""
+
+
+CloudFormationLoader.add_multi_constructor(
+    "!", lambda loader, tag, node: {tag: loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None}
+)
+
+
+def test_the_template_parameter_accepts_what_the_function_does() -> None:
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=CloudFormationLoader)  # noqa: S506
+    parameter = template["Parameters"]["OutputFormats"]
+    assert parameter["Default"] == ",".join(DEFAULT_OUTPUT_FORMATS)
+    pattern = re.compile(parameter["AllowedPattern"])
+    for value in [*OUTPUT_FORMATS, "json", ",".join(OUTPUT_FORMATS), "srt,vtt"]:
+        assert pattern.fullmatch(value) and AwsSettings.from_env({"OUTPUT_FORMATS": value}), value
+    for value in ["docx", "srt,", "srt vtt", "SRT"]:
+        assert not pattern.fullmatch(value), value
+    variables = [
+        resource["Properties"]["Environment"]["Variables"]
+        for resource in template["Resources"].values()
+        if "OUTPUT_PREFIX" in resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
+    ]
+    assert variables and all(found["OUTPUT_FORMATS"] == {"Ref": "OutputFormats"} for found in variables)
