@@ -18,7 +18,7 @@ python3 -m venv "$work/runtime"
 } > requirements/runtime.txt
 
 python3 -m venv "$work/dev"
-"$work/dev/bin/pip" install --quiet -r requirements/runtime.txt pytest pytest-timeout jsonschema "moto[server]" ruff mypy types-PyYAML
+"$work/dev/bin/pip" install --quiet -r requirements/runtime.txt pytest pytest-timeout jsonschema "moto[server]" ruff mypy types-PyYAML srt webvtt-py
 "$work/runtime/bin/pip" freeze | sed 's/==.*//' | tr 'A-Z_.' 'a-z--' > "$work/runtime-names"
 {
   echo "# Development and test tools on top of the runtime lock, pinned. Regenerate with: make lock"

@@ -92,6 +92,9 @@ class MemoryStore:
     def put_text(self, bucket: str, key: str, text: str, content_type: str = "text/plain") -> None:
         self.put(bucket, key, text.encode())
 
+    def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        self.put(bucket, key, body)
+
     def delete(self, bucket: str, key: str) -> None:
         self.objects.pop((bucket, key), None)
 

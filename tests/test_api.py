@@ -234,11 +234,12 @@ def test_failed_job_reports_the_error(app: FunctionApp, deployment: Deployment) 
 
 
 def test_upload_names_are_limited_in_utf8_bytes_before_any_job(app: FunctionApp, deployment: Deployment) -> None:
-    """The upload key is `audio/uploads/{32 hex}/{filename}` and its error object `results/uploads/{32 hex}/
-    {filename}.error.json`: 964 bytes of filename fit S3's 1,024, whatever the number of characters."""
-    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "é" * 482})
-    assert status == 202 and len(job["result"]["error"].removeprefix(f"s3://{deployment.bucket}/").encode()) == 1024
-    status, body = call(app, "POST", "/jobs", {"upload": True, "filename": "é" * 482 + "a"})
+    """The upload key is `audio/uploads/{32 hex}/{filename}` and its longest output `results/uploads/{32 hex}/
+    {filename}.pyannoteai.json`: 959 bytes of filename fit S3's 1,024, whatever the number of characters."""
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "é" * 479 + "a", "formats": ["pyannoteai"]})
+    longest = job["result"]["pyannoteai"].removeprefix(f"s3://{deployment.bucket}/")
+    assert status == 202 and len(longest.encode()) == 1024
+    status, body = call(app, "POST", "/jobs", {"upload": True, "filename": "é" * 480})
     assert (status, body["error"]["code"]) == (400, "KEY_TOO_LONG") and "1025 bytes" in body["error"]["message"]
     assert body["error"]["details"]["key_bytes"] == 1025
     jobs = boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"]

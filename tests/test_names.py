@@ -14,7 +14,9 @@ from diarization.aws.settings import AwsSettings
 from diarization.config import Settings
 from diarization.engine import Diarizer
 from diarization.errors import ConfigurationError, InputNameReservedError, InvalidParameterError, KeyTooLongError
+from diarization.formats import OUTPUT_FORMATS
 from diarization.service.locations import (
+    LONGEST_SUFFIX,
     MAX_KEY_BYTES,
     Locations,
     ObjectRef,
@@ -26,8 +28,12 @@ from test_service import BUCKET, Service, make_service, request
 
 log = logging.getLogger("tests.names")
 LOCATIONS = Locations(AwsSettings(input_bucket=BUCKET))
-LONGEST_NAME = MAX_KEY_BYTES - len("results/") - len(".error.json")
-"""1,005 bytes: the longest name whose error object fits with the default prefixes."""
+LONGEST_NAME = MAX_KEY_BYTES - len("results/") - len(LONGEST_SUFFIX)
+"""1,000 bytes: the longest name whose every output key (the longest: `.pyannoteai.json`) fits, default prefixes."""
+FITS = "aa" + "é" * 499
+"""1,000 bytes, 501 characters."""
+OVER = "a" + "é" * 500
+"""1,001 bytes, 501 characters: its error object still fits at its own key."""
 KEY_1024 = "audio/" + "k" * (MAX_KEY_BYTES - len("audio/"))
 """The longest key S3 takes; its error object would be 1,037 bytes."""
 
@@ -42,6 +48,10 @@ TRICKY_NAMES = [
     "x.wav.error.error",
     "x.wav.json",
     "x.wav.rttm",
+    "x.wav.pyannote",
+    "x.wav.pyannoteai",
+    "x.wav.pyannote.json",
+    "x.wav.srt",
     "x.wav.error.json",
     "x.wav.json.error",
     "x",
@@ -57,9 +67,10 @@ TRICKY_NAMES = [
     f"_key-too-long/{hashlib.sha256(KEY_1024.encode()).hexdigest()}",
     f"_key-too-long/{hashlib.sha256(KEY_1024.encode()).hexdigest()}.error",
     "a/_key-too-long/x.wav",
-    "a" + "é" * ((LONGEST_NAME - 1) // 2),  # 1,005 bytes: fits
-    "é" * ((LONGEST_NAME + 1) // 2),  # 1,006 bytes: one over
-    "é" * ((LONGEST_NAME + 1) // 2) + ".error",
+    FITS,
+    OVER,
+    OVER + ".error",
+    "é" * 503,  # 1,006 bytes: not even its error object fits
     "a" * (LONGEST_NAME - 6) + ".error",  # fits, reserved
     "é" * 880,  # 1,760 bytes: no S3 key at all
     KEY_1024.removeprefix("audio/"),
@@ -71,7 +82,7 @@ def keys_of(name: str) -> set[str]:
     ref = ObjectRef(BUCKET, "audio/" + name)
     if LOCATIONS.refusal(ref) is None:
         outputs = LOCATIONS.outputs(ref)
-        return {outputs.json_key, outputs.rttm_key, outputs.error_key}
+        return {outputs.json_key, *outputs.format_keys.values(), outputs.error_key}
     return {LOCATIONS.error_location(ref).error_key}
 
 
@@ -92,7 +103,10 @@ def test_no_two_inputs_share_an_output_key_and_every_key_fits() -> None:
         ("x.wav.error.error", InputNameReservedError, "results/x.wav.error.error.error.json"),
         ("x.ERROR", None, "results/x.ERROR.error.json"),  # S3 keys are case-sensitive: no collision
         ("_key-too-long/x.wav", InputNameReservedError, fallback_key("audio/_key-too-long/x.wav")),
-        ("a" + "é" * ((LONGEST_NAME - 1) // 2), None, "results/a" + "é" * 502 + ".error.json"),
+        ("x.wav.pyannote", InputNameReservedError, "results/x.wav.pyannote.error.json"),
+        ("x.wav.pyannoteai", InputNameReservedError, "results/x.wav.pyannoteai.error.json"),
+        (FITS, None, f"results/{FITS}.error.json"),
+        (OVER, KeyTooLongError, f"results/{OVER}.error.json"),
         ("é" * 503, KeyTooLongError, fallback_key("audio/" + "é" * 503)),
         ("é" * 880, KeyTooLongError, fallback_key("audio/" + "é" * 880)),
         (KEY_1024.removeprefix("audio/"), KeyTooLongError, fallback_key(KEY_1024)),
@@ -109,17 +123,17 @@ def test_where_each_name_fails(name: str, refusal: type[Exception] | None, error
         with pytest.raises(refusal):
             LOCATIONS.outputs(ref)
     else:
-        assert len(location.results) == 2
+        assert len(location.results) == 1 + len(OUTPUT_FORMATS)  # a failure removes the result in every format
 
 
 def test_the_boundary_is_counted_in_utf8_bytes() -> None:
-    fits, over = "a" + "é" * 502, "é" * 503  # 1,005 and 1,006 bytes, but 503 characters each
+    fits, over = FITS, OVER
     assert len(fits) == len(over)
     assert LOCATIONS.refusal(ObjectRef(BUCKET, "audio/" + fits)) is None
     error = LOCATIONS.refusal(ObjectRef(BUCKET, "audio/" + over))
     assert isinstance(error, KeyTooLongError) and error.code == "KEY_TOO_LONG" and error.http_status == 400
     assert error.details["key_bytes"] == MAX_KEY_BYTES + 1 and error.details["max_bytes"] == MAX_KEY_BYTES
-    assert "at most 1005 bytes" in error.message
+    assert "at most 1000 bytes" in error.message
 
 
 def test_an_input_key_over_the_limit_keeps_its_natural_error_key_when_that_fits() -> None:
@@ -211,7 +225,9 @@ def test_an_over_long_key_fails_its_job_with_an_error_object_in_the_fallback(ser
     outcome = service.diarize_object(request(key), Invocation(request_id="r-1"))
 
     assert isinstance(outcome, Failed) and outcome.error["code"] == "KEY_TOO_LONG"
-    assert outcome.error["details"]["key_bytes"] == MAX_KEY_BYTES + len("results/") - len("audio/") + 11
+    assert outcome.error["details"]["key_bytes"] == MAX_KEY_BYTES + len("results/") - len("audio/") + len(
+        LONGEST_SUFFIX
+    )
     assert outcome.error["location"] == f"s3://{BUCKET}/{fallback_key(key)}"
     assert service.store.keys(BUCKET, "results/") == [fallback_key(key)]
     body = service.store.get_json(BUCKET, fallback_key(key))

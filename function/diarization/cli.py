@@ -16,7 +16,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, NoReturn
 
 from diarization import __version__
@@ -34,6 +34,8 @@ from diarization.cli_io import (
 from diarization.cli_progress import Progress
 from diarization.config import Settings
 from diarization.errors import DiarizationError, InvalidParameterError, OutputNotWritableError
+from diarization.formats import CONTENT_TYPES, SUFFIXES, TEXT_FORMATS
+from diarization.formats import render as render_format
 
 if TYPE_CHECKING:
     from diarization.engine import Diarizer
@@ -81,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("json", "rttm"), default="json", help="output format (default: json)")
+    parser.add_argument("--format", choices=TEXT_FORMATS, default="json", help="output format (default: json)")
+    parser.add_argument(
+        "--plot", metavar="PATH", help="one input: also draw the timeline picture, PATH.svg or .png (or s3://...)"
+    )
     parser.add_argument(
         "--output", "-o", metavar="PATH", help="one input: write here (a path or s3://bucket/key), not to stdout"
     )
@@ -92,16 +97,14 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def render(result: DiarizationResult, output_format: str) -> tuple[str, str]:
-    """The result as text in ``output_format``, and that text's media type (for S3)."""
-    if output_format == "rttm":
-        return result.to_rttm(), "text/plain"
-    return result.to_json(), "application/json"
+def render(result: DiarizationResult, output_format: str) -> tuple[bytes, str]:
+    """The result in ``output_format`` (see :mod:`diarization.formats`), and its media type (for S3)."""
+    return render_format(result.to_dict(), output_format), CONTENT_TYPES[output_format]
 
 
 def extension(output_format: str) -> str:
-    """The file name extension of an ``--output-dir`` output in ``output_format``."""
-    return output_format
+    """The file name extension of an ``--output-dir`` output in ``output_format`` (``pyannote.json``, ...)."""
+    return SUFFIXES[output_format].removeprefix(".")
 
 
 def version_text() -> str:
@@ -162,12 +165,13 @@ class _Run:
                 progress.stage("loading the model", done=True)
             return self.diarizer.diarize_decoded(audio, self.hints, item.uri, decode_seconds, hook=progress.hook)
 
-    def write(self, result: DiarizationResult, target: Location | None) -> None:
-        text, content_type = render(result, self.output_format)
+    def write(self, result: DiarizationResult, target: Location | None, output_format: str | None = None) -> None:
+        data, content_type = render(result, output_format or self.output_format)
         if target is None:
-            sys.stdout.write(text)
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
         else:
-            self.storage.write(target, text, content_type)
+            self.storage.write(target, data, content_type)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -176,6 +180,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InvalidParameterError(f"--threads={args.threads} must be at least 1.", parameter="threads")
     hints = SpeakerHints(args.num_speakers, args.min_speakers, args.max_speakers)
+    plot = None if args.plot is None else parse_location(args.plot, option="--plot")
+    plot_format = None if plot is None else PurePosixPath(str(args.plot)).suffix.lower().lstrip(".")
+    if plot_format not in (None, "svg", "png"):
+        raise InvalidParameterError(f"--plot {args.plot}: the picture is .svg or .png.", parameter="plot")
     settings = Settings.from_env(model_dir=args.model_dir, device=args.device, num_threads=args.threads)
     inputs = expand_inputs(args.audio)
     if args.output is not None and args.output_dir is not None:
@@ -185,6 +193,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidParameterError(
             "Several inputs (or a folder) need --output-dir: one output file per input.", parameter="output_dir"
         )
+    if batch and plot is not None:
+        raise InvalidParameterError("--plot draws one input's picture: give one input.", parameter="plot")
     run = _Run(settings, hints, args.format, progress=not args.quiet and sys.stderr.isatty())
     if not batch:
         output = None if args.output is None else parse_location(args.output, option="--output")
@@ -192,8 +202,10 @@ def _run(args: argparse.Namespace) -> int:
             if output.is_dir():
                 raise OutputNotWritableError(f"--output {str(output)!r} is a folder; use --output-dir for a folder.")
             prepare_folder(output.parent)
-        _check_credentials(run, [*inputs, output])
-        return _single(run, inputs[0], output)
+        if isinstance(plot, Path):
+            prepare_folder(plot.parent)
+        _check_credentials(run, [*inputs, output, plot])
+        return _single(run, inputs[0], output, plot, plot_format)
     folder = parse_location(args.output_dir, option="--output-dir", folder=True)
     _check_credentials(run, [*inputs, folder])
     prepare_folder(folder)
@@ -212,10 +224,12 @@ def _check_credentials(run: _Run, places: list[Input | Location | None]) -> None
             return
 
 
-def _single(run: _Run, item: Input, output: Location | None) -> int:
+def _single(run: _Run, item: Input, output: Location | None, plot: Location | None, plot_format: str | None) -> int:
     result = run.diarize(item)
     _warn(result, prefix="")
     run.write(result, output)
+    if plot is not None:
+        run.write(result, plot, plot_format)
     return EXIT_OK
 
 

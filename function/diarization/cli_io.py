@@ -178,9 +178,9 @@ class Storage:
         else:
             yield item.source
 
-    def write(self, target: Location, text: str, content_type: str) -> None:
+    def write(self, target: Location, data: bytes, content_type: str) -> None:
         if isinstance(target, Path):
-            write_atomically(target, text)
+            write_atomically(target, data)
             return
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -188,8 +188,8 @@ class Storage:
             self.s3().put_object(
                 Bucket=target.bucket,
                 Key=target.key,
-                Body=text.encode("utf-8"),
-                ContentType=f"{content_type}; charset=utf-8",
+                Body=data,
+                ContentType=content_type,
             )
         except (ClientError, BotoCoreError) as error:
             mapped = _s3_error(error, target, writing=True)
@@ -234,7 +234,7 @@ def _read_stdin(max_bytes: int) -> bytes:
     return data
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Never leave a half-written result behind (e.g. on Ctrl-C). The file gets the mode ``open()`` would give it:
     an existing file keeps its own, a new one 0666 less the umask (mkstemp alone would leave 0600)."""
     try:
@@ -244,8 +244,8 @@ def write_atomically(path: Path, text: str) -> None:
     except OSError as error:
         raise OutputNotWritableError(f"Cannot write {str(path)!r}: {error.strerror}.", path=str(path)) from error
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as error:

@@ -55,6 +55,14 @@ class InvalidRequestError(DiarizationError):
     http_status = 400
 
 
+class UnknownFormatError(DiarizationError):
+    """An output format name that does not exist (a request's ``formats``, OUTPUT_FORMATS, a CLI option).
+    ``details``: ``unknown``, ``allowed``."""
+
+    code = "UNKNOWN_FORMAT"
+    http_status = 400
+
+
 class InputNameReservedError(DiarizationError):
     """The input's name is reserved for outputs: it ends in ``.error`` (its result ``{name}.json`` would be the
     error object of the input without that suffix) or lies under ``_key-too-long/`` (the fallback folder for error
@@ -296,6 +304,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         ConfigurationError,
         InvalidParameterError,
         InvalidRequestError,
+        UnknownFormatError,
         InputNameReservedError,
         KeyTooLongError,
         InputNotFoundError,

@@ -1,6 +1,6 @@
 """HTTP API (API Gateway v2, IAM-authorised): submit jobs, poll them, or diarize short audio synchronously.
 
-POST /jobs      {"s3_uri": ...} or {"upload": true, "filename": ...} (+ hints, "callback_url") -> 202 job
+POST /jobs      {"s3_uri": ...} or {"upload": true, "filename": ...} (+ hints, formats, "callback_url") -> 202 job
 GET  /jobs/{id}                                                                -> job status
 POST /diarize   {"audio_base64": ..., "filename"?} or {"s3_uri": ...} (+ hints) -> 200 result, if it fits 30 s
 
@@ -31,6 +31,7 @@ from diarization.errors import (
     InvalidRequestError,
     NotFoundError,
 )
+from diarization.formats import parse_formats
 from diarization.hints import HINT_NAMES, SpeakerHints
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.locations import Locations, ObjectRef, check_safe_name, parse_s3_uri
@@ -145,8 +146,10 @@ class Api:
     def create_job(self) -> Response[str]:
         jobs = self._require_jobs()
         owner = self._owner()
-        body = self._body({"s3_uri", "upload", "filename", "callback_url", *HINT_NAMES})
+        body = self._body({"s3_uri", "upload", "filename", "formats", "callback_url", *HINT_NAMES})
         hints = SpeakerHints.from_mapping(body)
+        named = body.get("formats")
+        formats = self.settings.output_formats if named is None else parse_formats(named)
         callback_url = self.callbacks.check(body["callback_url"]) if "callback_url" in body else None
         job_id = new_job_id()
         if "s3_uri" in body:
@@ -176,17 +179,14 @@ class Api:
         else:
             raise InvalidRequestError('Give "s3_uri", or "upload": true with "filename".')
 
-        outputs = self.locations.outputs(ref)
-        result = {
-            "json": outputs.uri(outputs.json_key),
-            "rttm": outputs.uri(outputs.rttm_key),
-            "error": outputs.uri(outputs.error_key),
-        }
+        outputs = self.locations.outputs(ref, formats)
+        result = {**outputs.output_uris(), "error": outputs.uri(outputs.error_key)}
         jobs.create(
             job_id,
             owner=owner,
             input=ref.uri,
             hints=hints.to_dict(),
+            formats=list(formats),
             result=result,
             upload=upload is not None,
             callback_url=callback_url,
@@ -226,11 +226,10 @@ class Api:
         }
         outcome = job.get("outcome") or {}
         if job["status"] == "succeeded":
-            result, rttm = parse_s3_uri(outcome["output"]["json"]), parse_s3_uri(outcome["output"]["rttm"])
             expiry = self.settings.url_expiry_seconds
+            written = {name: parse_s3_uri(uri) for name, uri in outcome["output"].items()}
             body["download"] = {
-                "json": self.store.presign_get(result.bucket, result.key, expiry),
-                "rttm": self.store.presign_get(rttm.bucket, rttm.key, expiry),
+                **{name: self.store.presign_get(ref.bucket, ref.key, expiry) for name, ref in written.items()},
                 "expires_in": expiry,
             }
             body["speaker_count"] = outcome.get("speaker_count")

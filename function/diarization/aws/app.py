@@ -49,8 +49,8 @@ from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget
 
-IDEMPOTENCY_KEY = "[bucket, key, version_id, etag, hints]"
-"""One run per object version (or ETag) and set of hints, however often it is delivered."""
+IDEMPOTENCY_KEY = "[bucket, key, version_id, etag, hints, formats]"
+"""One run per object version (or ETag), set of hints and of output formats, however often it is delivered."""
 IDEMPOTENCY_DAYS = 7
 
 
@@ -128,8 +128,11 @@ class FunctionApp:
             router=router,
             idempotent=idempotent,
             memory=MemoryBudget.of_this_process(env),
+            formats=self.aws.output_formats,
         )
-        self.complete_inference = CompleteInference(locations, store, publisher, jobs, self.logger, telemetry)
+        self.complete_inference = CompleteInference(
+            locations, store, publisher, jobs, self.logger, telemetry, self.aws.output_formats
+        )
         self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
         self.end_overdue_jobs = (
             EndOverdueJobs(locations, store, publisher, jobs, self.logger, telemetry) if jobs else None

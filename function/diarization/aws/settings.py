@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from diarization.errors import ConfigurationError
+from diarization.errors import ConfigurationError, UnknownFormatError
+from diarization.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
 from diarization.service.overdue import DEFAULT_GPU_DEADLINE_SECONDS, DEFAULT_JOB_DEADLINE_SECONDS
 
 
@@ -18,6 +19,8 @@ class AwsSettings:
     output_bucket: str | None = None
     """None: results go to the bucket the input came from."""
     output_prefix: str = "results/"
+    output_formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS
+    """Written beside each JSON result unless a job names its own (OUTPUT_FORMATS, comma-separated)."""
     idempotency_table: str | None = None
     jobs_table: str | None = None
     ordering_table: str | None = None
@@ -72,6 +75,12 @@ class AwsSettings:
                 problems.append(f"{name}={prefix!r} must not start with '/': S3 keys have no leading slash.")
         if not output_prefix:
             problems.append("OUTPUT_PREFIX must not be empty: results would be indistinguishable from inputs.")
+        output_formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS
+        if text("OUTPUT_FORMATS") is not None:
+            try:
+                output_formats = parse_formats(env["OUTPUT_FORMATS"], "OUTPUT_FORMATS")
+            except UnknownFormatError as error:
+                problems.append(error.message)
         input_bucket, output_bucket = text("INPUT_BUCKET"), text("OUTPUT_BUCKET")
         same_bucket = output_bucket is None or output_bucket == input_bucket
         if same_bucket and output_prefix and input_prefix.startswith(output_prefix):
@@ -84,6 +93,7 @@ class AwsSettings:
             input_prefix=input_prefix,
             output_bucket=output_bucket,
             output_prefix=output_prefix,
+            output_formats=output_formats,
             idempotency_table=text("IDEMPOTENCY_TABLE"),
             jobs_table=text("JOBS_TABLE"),
             ordering_table=text("ORDERING_TABLE"),

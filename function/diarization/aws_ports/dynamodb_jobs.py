@@ -112,6 +112,7 @@ class JobStore:
             "etag": ref.etag,
             "output_location": routing.output_location,
             "failure_location": routing.failure_location,
+            "formats": None if routing.formats is None else list(routing.formats),
             "submitted_at": now,
             "deadline": int(now + self.gpu_deadline_seconds),
             "running": RUNNING,
@@ -140,6 +141,7 @@ class JobStore:
             submitted_at=item.get("submitted_at"),
             deadline=item.get("deadline"),
             ended="outcome" in item,
+            formats=None if item.get("formats") is None else tuple(item["formats"]),
         )
 
     def overdue_routings(self, now: float) -> list[Routing]:

@@ -72,6 +72,9 @@ class S3Store:
             Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType=f"{content_type}; charset=utf-8"
         )
 
+    def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
     def delete(self, bucket: str, key: str) -> None:
         self.client.delete_object(Bucket=bucket, Key=key)
 

@@ -1,5 +1,5 @@
 """Completion of GPU inferences: SageMaker's async success/error notification becomes the standard
-result object (`results/{name}.json` + `.rttm`) or error object, the same completion event, and a
+result object (`results/{name}.json` + the selected formats) or error object, the same completion event, and a
 finished job — exactly what the object use case writes, so a user cannot tell where the work ran except
 from the result's `model.device` and `timings`.
 
@@ -22,8 +22,8 @@ from diarization.errors import (
     GpuInferenceFailedError,
     InputNotFoundError,
 )
-from diarization.result import Segment, rttm_from_segments
-from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
+from diarization.formats import DEFAULT_OUTPUT_FORMATS, render
+from diarization.service.locations import Locations, ObjectRef, OutputLocations, parse_s3_uri
 from diarization.service.model import Invocation
 from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Failed, Skipped, Succeeded, with_job
@@ -45,7 +45,10 @@ class CompleteInference:
         jobs: JobStore | None,
         log: Log,
         telemetry: Telemetry,
+        formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS,
     ) -> None:
+        self.formats = formats
+        """The deployment's OUTPUT_FORMATS: for routings recorded without formats of their own."""
         self.locations = locations
         self.store = store
         self.publisher = publisher
@@ -63,12 +66,13 @@ class CompleteInference:
         if completion is None:
             return self._untrusted(notification, inference_id, str(reason))
         ref, order = self._current(completion.routing.ref)
-        outputs = self.locations.outputs(ref)
+        formats = self.formats if completion.routing.formats is None else completion.routing.formats
+        outputs = self.locations.outputs(ref, formats)
         outcome: Succeeded | Failed | Skipped
         error = None if completion.completed else self._error(completion)
         if error is None:
             try:
-                outcome = self._succeeded(ref, order, completion)
+                outcome = self._succeeded(ref, order, completion, outputs)
             except GpuInferenceFailedError as unreadable:
                 error = unreadable
         if error is not None:
@@ -78,23 +82,25 @@ class CompleteInference:
                 self.jobs.finish(job_id, with_job(outcome, job_id).to_dict())
         return outcome
 
-    def _succeeded(self, ref: ObjectRef, order: Order | None, completion: Completion) -> Succeeded | Skipped:
+    def _succeeded(
+        self, ref: ObjectRef, order: Order | None, completion: Completion, outputs: OutputLocations
+    ) -> Succeeded | Skipped:
         location = completion.output_location
         if not location:
             raise GpuInferenceFailedError("The GPU endpoint reported success without an outputLocation.")
-        outputs = self.locations.outputs(ref)
         try:
             result = self.store.get_json(*_split(location))
             if str(result.get("schema_version", "")).split(".")[0] != "1":
                 raise ValueError("not a schema v1 result")
-            rttm = rttm_from_segments(ref.uri, [Segment(**segment) for segment in result["segments"]])
+            for name in outputs.formats:  # a result no format can render is unreadable too: known before writing
+                render(result, name)
             outcome = succeeded_from_result(ref, outputs, result, completion.routing.inference_id)
         except (DiarizationError, ValueError, KeyError, TypeError) as error:
             raise GpuInferenceFailedError(
                 f"The GPU endpoint reported success, but its output {location} is unreadable: {error}",
                 output_location=location,
             ) from error
-        published = self.publisher.succeeded(ref, outputs, result, rttm, outcome, order)
+        published = self.publisher.succeeded(ref, outputs, result, outcome, order)
         self.telemetry.metric("GpuCompletions", "Count", 1)
         return published
 

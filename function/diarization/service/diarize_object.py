@@ -1,7 +1,7 @@
 """Diarize one S3 object end to end: the single path every trigger goes through.
 
 head (size limit before download) -> [idempotency] -> download -> decode -> route or deadline guard
--> diarize -> write JSON + RTTM (or .error.json) -> metrics, event, job. A bad file is a *handled*
+-> diarize -> write JSON + the selected formats (or .error.json) -> metrics, event, job. A bad file is a *handled*
 outcome (an error object, no retry); only unexpected failures raise, so the host retries them
 (SQS redelivers, then dead-letters).
 """
@@ -34,6 +34,7 @@ from diarization.errors import (
     KeyTooLongError,
     UploadAlreadyUsedError,
 )
+from diarization.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
 from diarization.hints import SpeakerHints
 from diarization.service.locations import Locations, ObjectRef, key_too_long
 from diarization.service.model import Invocation, ObjectRequest
@@ -70,13 +71,14 @@ class SpeedEstimate:
 
 @dataclass(frozen=True)
 class PinnedRun:
-    """One exact version with its hints: the idempotency key, and what the run reads."""
+    """One exact version with its hints and output formats: the idempotency key, and what the run reads."""
 
     ref: ObjectRef
     size: int
     hints: SpeakerHints
     job_id: str | None
     order: Order
+    formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,12 +90,14 @@ class PinnedRun:
             "hints": self.hints.to_dict(),
             "job_id": self.job_id,
             "order": [self.order.position, self.order.version],
+            "formats": list(self.formats),
         }
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> PinnedRun:
         ref = ObjectRef(body["bucket"], body["key"], body["version_id"], body["etag"])
-        return cls(ref, body["size"], SpeakerHints.from_mapping(body["hints"]), body["job_id"], Order(*body["order"]))
+        hints = SpeakerHints.from_mapping(body["hints"])
+        return cls(ref, body["size"], hints, body["job_id"], Order(*body["order"]), tuple(body["formats"]))
 
 
 def inference_id_for(run: PinnedRun) -> str:
@@ -170,6 +174,7 @@ class DiarizeObject:
         router: GpuRouter | None = None,
         idempotent: Idempotent | None = None,
         memory: MemoryBudget | None = None,
+        formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS,
     ) -> None:
         self.diarizer = diarizer
         self.locations = locations
@@ -183,6 +188,8 @@ class DiarizeObject:
         self.workdir = workdir
         self.router = router
         self.memory = memory
+        self.formats = formats
+        """The deployment's formats (OUTPUT_FORMATS); a job may name its own."""
         self._run_once = idempotent(self._run_stored) if idempotent else self._run_stored
 
     def __call__(self, request: ObjectRequest, invocation: Invocation) -> Outcome:
@@ -204,7 +211,8 @@ class DiarizeObject:
         try:
             hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
             size, exact, sequencer = pin_version(self.store, request, self.log)
-            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer))
+            formats = self._job_formats(job_id)
+            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer), formats)
             # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
             # every version alike; pinned first, so its error object describes and is ordered as that version.
             self.locations.check(exact)
@@ -265,13 +273,19 @@ class DiarizeObject:
         job = self.jobs.get(job_id) if job_id and self.jobs else None
         return dict((job or {}).get("hints") or {})
 
+    def _job_formats(self, job_id: str | None) -> tuple[str, ...]:
+        """A job's own `formats` (validated when it was created), else the deployment's."""
+        job = self.jobs.get(job_id) if job_id and self.jobs else None
+        named = (job or {}).get("formats")
+        return self.formats if named is None else parse_formats(named)
+
     def _run_stored(self, request: dict[str, Any], invocation: Invocation) -> dict[str, Any]:
         """What the idempotency layer stores and replays: the outcome's dict."""
         return self._run(PinnedRun.from_dict(request), invocation).to_dict()
 
     def _run(self, run: PinnedRun, invocation: Invocation) -> Outcome:
         ref = run.ref
-        outputs = self.locations.outputs(ref)
+        outputs = self.locations.outputs(ref, run.formats)
         started = time.perf_counter()
         scratch: Path | None = None
         try:
@@ -314,14 +328,14 @@ class DiarizeObject:
             input=ref.uri,
             version_id=ref.version_id,
             etag=ref.etag,
-            output={"json": outputs.uri(outputs.json_key), "rttm": outputs.uri(outputs.rttm_key)},
+            output=outputs.output_uris(),
             speaker_count=len(result.speakers),
             duration_seconds=result.audio.duration_seconds,
             timings={**result_json["timings"], "processing_seconds": round(elapsed, 3)},
             model={"name": result.model.name, "trained": result.model.trained, "device": result.model.device},
         )
         with self.telemetry.span("## upload"):
-            published = self.publisher.succeeded(ref, outputs, result_json, result.to_rttm(), outcome, run.order)
+            published = self.publisher.succeeded(ref, outputs, result_json, outcome, run.order)
         self.log.info(
             "diarized",
             extra={
@@ -360,6 +374,7 @@ class DiarizeObject:
                 ref=run.ref,
                 output_location=submitted.get("output_location"),
                 failure_location=submitted.get("failure_location"),
+                formats=run.formats,
             )
         )
         self.telemetry.metric("RoutedToGpu", "Count", 1)

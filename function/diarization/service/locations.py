@@ -1,31 +1,35 @@
 """Where inputs come from and where their results go: one mapping, used by every trigger.
 
-``s3://B/{INPUT_PREFIX}{name}`` -> ``s3://{OUTPUT_BUCKET or B}/{OUTPUT_PREFIX}{name}.json`` (+ ``.rttm``,
-or ``.error.json`` on failure). ``{name}`` keeps sub-folders. Keys under the output prefix are never
-inputs, whatever the bucket notification says, so a misconfigured trigger cannot loop.
+``s3://B/{INPUT_PREFIX}{name}`` -> ``s3://{OUTPUT_BUCKET or B}/{OUTPUT_PREFIX}{name}.json`` (+ one key per selected
+format: ``.rttm``, ``.srt``, ``.vtt``, ``.csv``, ``.pyannote.json``, ``.pyannoteai.json``, ``.svg``, ``.png``; see
+``diarization.formats.SUFFIXES``), or ``.error.json`` on failure. ``{name}`` keeps sub-folders. Keys under the output
+prefix are never inputs, whatever the bucket notification says, so a misconfigured trigger cannot loop.
 
 The mapping keeps these user-facing names and is made injective by refusing two kinds of names, each with
 a permanent error and an error object of its own (never a result):
 
-- a name ending in ``.error`` (INPUT_NAME_RESERVED): its result ``{name}.json`` would be the error object
-  of the input without the suffix. Its error object is ``{name}.error.json`` (``x.wav.error.error.json``);
+- a name ending in ``.error``, ``.pyannote`` or ``.pyannoteai`` (INPUT_NAME_RESERVED): its result ``{name}.json``
+  would be the error object (or a pyannote-format output) of the input without the suffix. Its error object is
+  ``{name}.error.json`` (``x.wav.error.error.json``);
 - a name under ``_key-too-long/`` (INPUT_NAME_RESERVED): that folder of the output prefix holds the
   fallback error objects below.
 
 No two inputs share an output key. Write ``M`` and ``N`` for two different names (of one input prefix) and
-let every key below follow the output prefix. Results exist only for accepted names. ``M.json = N.json``
-or ``M.rttm = N.rttm`` would need ``M = N``; ``.json`` and ``.rttm`` keys never equal each other. A result
-``M.json`` equals an error object ``N.error.json`` only if ``M = N.error``, a name ending in ``.error``,
-which is refused and has no result. Error objects ``M.error.json = N.error.json`` would need ``M = N``. A
+let every key below follow the output prefix. Results exist only for accepted names. Two keys of the same suffix
+(``M.json = N.json``, ``M.srt = N.srt``, ...) would need ``M = N``. Keys of different suffixes are equal only if one
+suffix ends with the other: among the suffixes that is only ``.json`` inside ``.error.json``, ``.pyannote.json``
+and ``.pyannoteai.json`` (``.pyannote.json`` does not end in ``.pyannoteai.json`` nor the other way round, nor
+either in ``.error.json``). So ``M.json`` equals ``N.error.json``, ``N.pyannote.json`` or ``N.pyannoteai.json`` only
+if ``M`` is ``N`` plus ``.error``, ``.pyannote`` or ``.pyannoteai``: such names are refused and have no result. A
 key starts with ``_key-too-long/`` only if its name does (the folder has no ``.``; every suffix starts with
 one), and those names are refused and their natural keys never written; so the fallback folder holds only
 fallback error objects, one per input key (named by the key's SHA-256: distinct keys, distinct names, barring
 a SHA-256 collision).
 
-Byte limits: S3 keys are at most 1,024 bytes of UTF-8. The longest key an input can have is its error
-object, ``{OUTPUT_PREFIX}{name}.error.json``; if that or the input key itself does not fit, the input is
-refused up front (KEY_TOO_LONG). An error object that cannot live at its natural key goes to
-``{OUTPUT_PREFIX}_key-too-long/{sha256 hex of the input key}.error.json``; the body names the full input
+Byte limits: S3 keys are at most 1,024 bytes of UTF-8. The longest key an input can have is
+``{OUTPUT_PREFIX}{name}.pyannoteai.json`` (every name may get every format, per request); if that or the input key
+itself does not fit, the input is refused up front (KEY_TOO_LONG). An error object that cannot live at its natural
+key goes to ``{OUTPUT_PREFIX}_key-too-long/{sha256 hex of the input key}.error.json``; the body names the full input
 URI. Names under ``_key-too-long/`` use the same fallback, so their natural error key (which could be
 some other input's fallback key) is never written.
 """
@@ -38,17 +42,19 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from diarization.errors import ConfigurationError, InputNameReservedError, InvalidParameterError, KeyTooLongError
+from diarization.formats import DEFAULT_OUTPUT_FORMATS, OUTPUT_FORMATS, SUFFIXES
 
 UPLOADS_FOLDER = "uploads/"
 """Under the input prefix: ``uploads/{job_id}/{filename}`` for files sent through the API's upload URL."""
 MAX_KEY_BYTES = 1024
 """S3's limit on an object key, in bytes of UTF-8."""
-RESERVED_SUFFIX = ".error"
-"""An input name ending in it would have a result named like another input's error object."""
+RESERVED_SUFFIXES = (".error", ".pyannote", ".pyannoteai")
+"""An input name ending in one would have a result named like another input's error object or pyannote output."""
 KEY_TOO_LONG_FOLDER = "_key-too-long/"
 """Under the output prefix: error objects of inputs whose natural error key does not fit (or is reserved)."""
 ERROR_SUFFIX = ".error.json"
-"""The longest suffix an output key gets."""
+LONGEST_SUFFIX = max([ERROR_SUFFIX, *SUFFIXES.values()], key=len)
+"""The longest suffix an output key gets (``.pyannoteai.json``)."""
 
 
 class Layout(Protocol):
@@ -85,16 +91,36 @@ class ObjectRef:
 class OutputLocations:
     bucket: str
     json_key: str
-    rttm_key: str
     error_key: str
+    format_keys: dict[str, str]
+    """Every format's key (``diarization.formats.OUTPUT_FORMATS``), selected or not."""
+    formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS
+    """The formats written beside the JSON for this request."""
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
     @property
+    def rttm_key(self) -> str:
+        return self.format_keys["rttm"]
+
+    @property
+    def written(self) -> dict[str, str]:
+        """What a success writes: ``json`` and each selected format -> its key."""
+        return {"json": self.json_key, **{name: self.format_keys[name] for name in self.formats}}
+
+    @property
+    def unselected(self) -> tuple[str, ...]:
+        """Format keys a success removes: a stale output of another selection would describe an older version."""
+        return tuple(key for name, key in self.format_keys.items() if name not in self.formats)
+
+    @property
     def results(self) -> tuple[str, ...]:
-        """What an error object replaces (a failure removes a stale result)."""
-        return (self.json_key, self.rttm_key)
+        """What an error object replaces (a failure removes a stale result in every format)."""
+        return (self.json_key, *self.format_keys.values())
+
+    def output_uris(self) -> dict[str, str]:
+        return {name: self.uri(key) for name, key in self.written.items()}
 
 
 @dataclass(frozen=True)
@@ -141,20 +167,20 @@ class Locations:
     def refusal(self, ref: ObjectRef) -> InputNameReservedError | KeyTooLongError | None:
         """Why this input can have no outputs of its own (None: it can); see the module's docstring."""
         name = self.name(ref)
-        if name.endswith(RESERVED_SUFFIX) or name.startswith(KEY_TOO_LONG_FOLDER):
+        if name.endswith(RESERVED_SUFFIXES) or name.startswith(KEY_TOO_LONG_FOLDER):
             return InputNameReservedError(
-                f"{ref.uri}: names ending in {RESERVED_SUFFIX!r} or starting with {KEY_TOO_LONG_FOLDER!r} are "
-                f"reserved for outputs (the result of 'x{RESERVED_SUFFIX}' would be the error object of 'x'). "
-                "Rename the input.",
+                f"{ref.uri}: names ending in {', '.join(map(repr, RESERVED_SUFFIXES))} or starting with "
+                f"{KEY_TOO_LONG_FOLDER!r} are reserved for outputs (the result of 'x.error' would be the error "
+                "object of 'x'). Rename the input.",
                 uri=ref.uri,
             )
         too_long = key_too_long(ref)
         if too_long:
             return too_long
-        longest = self.settings.output_prefix + name + ERROR_SUFFIX
+        longest = self.settings.output_prefix + name + LONGEST_SUFFIX
         if utf8_bytes(longest) > MAX_KEY_BYTES:
             return KeyTooLongError(
-                f"The name is too long: its error object's key (OUTPUT_PREFIX + name + {ERROR_SUFFIX!r}) would be "
+                f"The name is too long: its longest output key (OUTPUT_PREFIX + name + {LONGEST_SUFFIX!r}) would be "
                 f"{utf8_bytes(longest)} bytes of UTF-8; S3 keys end at {MAX_KEY_BYTES}. Use a name of at most "
                 f"{MAX_KEY_BYTES - utf8_bytes(longest) + utf8_bytes(name)} bytes.",
                 uri=ref.uri,
@@ -169,15 +195,17 @@ class Locations:
             raise refusal
         return ref
 
-    def outputs(self, ref: ObjectRef) -> OutputLocations:
-        """Result and error keys of an accepted input; a refused one raises its refusal (it has no result keys)."""
+    def outputs(self, ref: ObjectRef, formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS) -> OutputLocations:
+        """Result, format and error keys of an accepted input; a refused one raises its refusal (it has no result
+        keys). `formats`: those a success writes (validated by ``diarization.formats.parse_formats``)."""
         self.check(ref)
         base = self.settings.output_prefix + self.name(ref)
         return OutputLocations(
             bucket=self.output_bucket(ref.bucket),
-            json_key=f"{base}.json",
-            rttm_key=f"{base}.rttm",
-            error_key=f"{base}.error.json",
+            json_key=f"{base}{SUFFIXES['json']}",
+            error_key=f"{base}{ERROR_SUFFIX}",
+            format_keys={name: f"{base}{SUFFIXES[name]}" for name in OUTPUT_FORMATS},
+            formats=formats,
         )
 
     def error_location(self, ref: ObjectRef) -> OutputLocations | ErrorLocation:

@@ -1,4 +1,4 @@
-"""Writing outcomes where users look: the result (JSON + RTTM) or the error object (schema
+"""Writing outcomes where users look: the result (JSON + the selected formats) or the error object (schema
 `schema/error-v1.json`), the completion event, the failure metric. One place, used by the object and
 the GPU completion use cases alike."""
 
@@ -8,6 +8,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
+from diarization import formats
 from diarization.errors import AccessDeniedError, DiarizationError, InputChangedError, InputNotFoundError
 from diarization.service.locations import ErrorLocation, ObjectRef, OutputLocations
 from diarization.service.ordering import SUPERSEDED, Order, version_of
@@ -45,17 +46,21 @@ class Publisher:
         ref: ObjectRef,
         outputs: OutputLocations,
         result: dict[str, Any],
-        rttm: str,
         outcome: Succeeded,
         order: Order | None,
     ) -> Succeeded | Skipped:
-        """Result and RTTM, then drop a stale error object: the prefix describes the latest version."""
+        """Result and its selected formats, then drop a stale error object and stale outputs of formats not selected
+        this time: the prefix describes the latest version. Rendered before anything is written, so a format that
+        fails to render leaves the outputs as they were (and the run is retried)."""
         claim = self._claim(ref, order, succeeded=True)
         if not claim.granted:
             return superseded(ref, outputs, claim.current)
+        rendered = {name: formats.render(result, name) for name in outputs.formats}
         self.store.put_json(outputs.bucket, outputs.json_key, result)
-        self.store.put_text(outputs.bucket, outputs.rttm_key, rttm)
-        self.store.delete(outputs.bucket, outputs.error_key)
+        for name, body in rendered.items():
+            self.store.put_bytes(outputs.bucket, outputs.format_keys[name], body, formats.CONTENT_TYPES[name])
+        for stale in (*outputs.unselected, outputs.error_key):
+            self.store.delete(outputs.bucket, stale)
         if self.notifier:
             self.notifier.publish(outcome.to_dict())
         return outcome
@@ -145,7 +150,7 @@ def succeeded_from_result(
         input=ref.uri,
         version_id=ref.version_id,
         etag=ref.etag,
-        output={"json": outputs.uri(outputs.json_key), "rttm": outputs.uri(outputs.rttm_key)},
+        output=outputs.output_uris(),
         speaker_count=result["speaker_count"],
         duration_seconds=result["audio"]["duration_seconds"],
         timings=result["timings"],

@@ -27,6 +27,8 @@ class Routing:
     submitted_at: float | None = None
     deadline: float | None = None
     ended: bool = False
+    formats: tuple[str, ...] | None = None
+    """The outputs the completion writes beside the JSON (None: the deployment's OUTPUT_FORMATS)."""
 
 
 @dataclass(frozen=True)
