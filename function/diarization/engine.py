@@ -74,7 +74,8 @@ class Diarizer:
     ) -> DiarizationResult:
         """Diarize, then name the speakers that match ``voiceprints`` (refused up front if another model made
         them, so a mismatch costs no diarization)."""
-        check_compatible(voiceprints, self.embedding_model())
+        if voiceprints:
+            check_compatible(voiceprints, self.embedding_model())
         started = time.perf_counter()
         warnings: list[str] = []
         if not self.loaded.manifest.trained:

@@ -35,6 +35,7 @@ from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
 from diarization.aws_ports.eventbridge import Notifier
 from diarization.aws_ports.s3 import S3Store
+from diarization.aws_ports.s3_voiceprints import S3VoiceprintStore
 from diarization.aws_ports.sagemaker import GpuRouter
 from diarization.capacity import MemoryBudget
 from diarization.config import Settings
@@ -47,6 +48,7 @@ from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget
+from diarization.service.voiceprints import Voiceprints
 
 IDEMPOTENCY_KEY = "[bucket, key, version_id, etag, hints]"
 """One run per object version (or ETag) and set of hints, however often it is delivered."""
@@ -131,7 +133,15 @@ class FunctionApp:
         diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
         self.api = Api(
-            diarize_sync, locations, self.aws, store, jobs, queue, self.logger, self.settings.max_audio_bytes
+            diarize_sync,
+            locations,
+            self.aws,
+            store,
+            jobs,
+            queue,
+            self.logger,
+            self.settings.max_audio_bytes,
+            Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws)),
         )
         self.batch = BatchProcessor(event_type=EventType.SQS)
         self.lambda_handler = self.logger.inject_lambda_context(clear_state=True)(

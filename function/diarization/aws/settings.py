@@ -41,6 +41,28 @@ class AwsSettings:
     """A job still running this long after its first start is ended by the overdue-job sweep."""
     gpu_deadline_seconds: float = DEFAULT_GPU_DEADLINE_SECONDS
     """A routed inference without a report this long after its submission is ended by the sweep."""
+    voiceprint_prefix: str = "voiceprints/"
+    """Callers' voiceprints, in the output bucket (else the input bucket): ``{prefix}{owner hash}/{name}.json``."""
+
+    def voiceprint_location(self) -> tuple[str, str]:
+        """(bucket, prefix) of the voiceprints, checked when first used so deployments without them are unaffected.
+
+        Inside the input prefix they would be diarized as audio; inside the output prefix they would share keys
+        with results. Either way an input's name could overwrite them.
+        """
+        bucket = self.output_bucket or self.input_bucket
+        if bucket is None:
+            raise ConfigurationError("Neither OUTPUT_BUCKET nor INPUT_BUCKET is set: voiceprints have no bucket.")
+        clashes = [("OUTPUT_PREFIX", self.output_prefix)]
+        if bucket == self.input_bucket:
+            clashes.append(("INPUT_PREFIX", self.input_prefix))
+        for name, prefix in clashes:
+            if self.voiceprint_prefix.startswith(prefix) or prefix.startswith(self.voiceprint_prefix):
+                raise ConfigurationError(
+                    f"VOICEPRINT_PREFIX={self.voiceprint_prefix!r} overlaps {name}={prefix!r} in s3://{bucket}: "
+                    "choose separate folders (defaults: voiceprints/, audio/, results/)."
+                )
+        return bucket, self.voiceprint_prefix
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AwsSettings:
@@ -79,7 +101,11 @@ class AwsSettings:
                 f"INPUT_PREFIX={input_prefix!r} lies inside OUTPUT_PREFIX={output_prefix!r}: results would "
                 "trigger the function again. Use separate prefixes (defaults: audio/ and results/)."
             )
+        voiceprint_prefix = env.get("VOICEPRINT_PREFIX", "voiceprints/").strip()
+        if not voiceprint_prefix.endswith("/") or voiceprint_prefix.startswith("/"):
+            problems.append(f"VOICEPRINT_PREFIX={voiceprint_prefix!r} must be a folder: end in '/', not start with it.")
         settings = cls(
+            voiceprint_prefix=voiceprint_prefix,
             input_bucket=input_bucket,
             input_prefix=input_prefix,
             output_bucket=output_bucket,
