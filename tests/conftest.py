@@ -89,3 +89,24 @@ def moto_endpoint() -> Iterator[str]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def weights_cache(models_root: Path) -> Path:
+    return models_root / "real-weights-cache"
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(models_root: Path, weights_cache: Path) -> Path:
+    """Written once per generator version: the name hashes the code that writes it."""
+    from diarization import ge2e_embedding, offline
+    from diarization.modeldir import MANIFEST_FILE
+    from diarization.realweights import onnx_segmentation, pipeline
+
+    digest = hashlib.sha256()
+    for module in (pipeline, onnx_segmentation, ge2e_embedding, offline):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    path = models_root / f"real-weights-{digest.hexdigest()[:12]}"
+    if not (path / MANIFEST_FILE).is_file():
+        pipeline.write_real_pipeline(path, weights_cache)
+    return path

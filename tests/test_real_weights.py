@@ -8,7 +8,6 @@ equations with its gate order), and the result against pyannote's annotated 30 s
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,6 @@ SAMPLE_SPEECH_ERROR = 0.05
 
 
 @pytest.fixture(scope="session")
-def weights_cache(models_root: Path) -> Path:
-    return models_root / "real-weights-cache"
-
-
-@pytest.fixture(scope="session")
 def onnx_path(weights_cache: Path) -> Path:
     return fetch(SEGMENTATION, weights_cache)
 
@@ -46,22 +40,6 @@ def converted(onnx_path: Path) -> tuple[Any, float]:
     from diarization.realweights.onnx_segmentation import convert
 
     return convert(onnx_path)
-
-
-@pytest.fixture(scope="session")
-def real_model_dir(models_root: Path, weights_cache: Path) -> Path:
-    """Written once per generator version: the name hashes the code that writes it."""
-    from diarization import ge2e_embedding, offline
-    from diarization.modeldir import MANIFEST_FILE
-    from diarization.realweights import onnx_segmentation, pipeline
-
-    digest = hashlib.sha256()
-    for module in (pipeline, onnx_segmentation, ge2e_embedding, offline):
-        digest.update(Path(str(module.__file__)).read_bytes())
-    path = models_root / f"real-weights-{digest.hexdigest()[:12]}"
-    if not (path / MANIFEST_FILE).is_file():
-        pipeline.write_real_pipeline(path, weights_cache)
-    return path
 
 
 @pytest.fixture(scope="session")
