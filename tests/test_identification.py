@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import jsonschema
 import numpy as np
@@ -191,11 +192,12 @@ def test_api_enrolls_per_caller_and_identifies(
     moto_endpoint: str, real_model_dir: Path, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     from diarization.aws.app import FunctionApp
-    from local_aws import create_deployment
+    from local_aws import LambdaContext, create_deployment
     from test_api import ALICE, BOB, call, post_upload, process_queue
 
     deployment = create_deployment()
-    app = FunctionApp({**os.environ, **deployment.env, "MODEL_DIR": str(real_model_dir), "NUM_THREADS": "2"})
+    app_env = {**os.environ, **deployment.env, "MODEL_DIR": str(real_model_dir), "NUM_THREADS": "2"}
+    app = FunctionApp(app_env)
     app.diarize_object.workdir = app.api.diarize_sync.workdir = tmp_path
     inline = base64.b64encode(clips["alice"].read_bytes()).decode()
     status, alice = call(app, "POST", "/voiceprints", {"name": "alice", "audio_base64": inline}, caller=ALICE)
@@ -232,6 +234,19 @@ def test_api_enrolls_per_caller_and_identifies(
     assert sorted(speaker["name"] for speaker in written["speakers"]) == ["alice", "bob"]
     assert written["identification"]["voiceprints"] == ["alice", "bob"]
 
+    # Objects dropped into the bucket (no job, no caller): the deployment names an owner and its voiceprints.
+    owner = "123456789012:AROAALICE"
+    for names, key in (("alice,bob", "audio/drop/other.opus"), ("alice,carol", "audio/drop/again.opus")):
+        dropper = FunctionApp({**app_env, "DROP_VOICEPRINT_OWNER": owner, "DROP_VOICEPRINTS": names})
+        dropper.diarize_object.workdir = tmp_path
+        deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=clips["other_file"].read_bytes())
+        messages = notification_of(deployment, key)
+        assert dropper.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+    dropped = deployment.get_json("results/drop/other.opus.json")
+    assert sorted(speaker["name"] for speaker in dropped["speakers"]) == ["alice", "bob"]
+    missing = deployment.get_json("results/drop/again.opus.error.json")  # carol was never enrolled: said, not lost
+    assert missing["error"]["code"] == "VOICEPRINT_NOT_FOUND"
+
     status, body = call(app, "POST", "/voiceprints", {"name": "a/b", "audio_base64": inline}, caller=ALICE)
     assert status == 400 and body["error"]["code"] == "INVALID_VOICEPRINT"
     status, body = call(app, "POST", "/diarize", {**request, "voiceprints": "alice"}, caller=ALICE)
@@ -239,3 +254,14 @@ def test_api_enrolls_per_caller_and_identifies(
     assert call(app, "DELETE", "/voiceprints/alice", caller=BOB)[0] == 404
     assert call(app, "DELETE", "/voiceprints/alice", caller=ALICE) == (200, {"name": "alice", "deleted": True})
     assert call(app, "GET", "/voiceprints/alice", caller=ALICE)[0] == 404
+
+
+def notification_of(deployment: Any, key: str) -> list[dict[str, Any]]:
+    """The work queue's S3 notification for ``key`` (earlier objects' come back too: nothing deletes them here).
+    Keys in S3 events are URL-encoded."""
+    for _ in range(20):
+        bodies = [(message, unquote_plus(message["Body"])) for message in deployment.receive(wait=1)]
+        found = [message for message, body in bodies if key in body]
+        if found:
+            return found
+    raise AssertionError(f"no notification for {key}")

@@ -169,6 +169,11 @@ def test_voiceprint_storage_must_not_overlap_inputs_or_results() -> None:
     ).voiceprint_location()
     with pytest.raises(ConfigurationError, match="VOICEPRINT_PREFIX"):
         AwsSettings.from_env({"VOICEPRINT_PREFIX": "voices"})
+    drops = AwsSettings.from_env({"DROP_VOICEPRINT_OWNER": "anonymous", "DROP_VOICEPRINTS": "alice, bob"})
+    assert (drops.drop_voiceprint_owner, drops.drop_voiceprints) == ("anonymous", ("alice", "bob"))
+    for env in ({"DROP_VOICEPRINTS": "alice"}, {"DROP_VOICEPRINT_OWNER": "anonymous"}):
+        with pytest.raises(ConfigurationError, match="go together"):
+            AwsSettings.from_env(env)
 
 
 def test_identities_in_the_result_and_its_schema() -> None:

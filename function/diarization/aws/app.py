@@ -109,6 +109,9 @@ class FunctionApp:
         publisher = Publisher(store, notifier, self.logger, telemetry, ordering)
         speed = SpeedEstimate(self.aws.expected_real_time_factor)
         workdir = Path(tempfile.gettempdir())
+        budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
+        diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
+        voiceprints = Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws))
         self.diarize_object = DiarizeObject(
             self.diarizer,
             locations,
@@ -123,14 +126,13 @@ class FunctionApp:
             router=router,
             idempotent=idempotent,
             memory=MemoryBudget.of_this_process(env),
+            drop_voiceprints=voiceprints.for_drops(self.aws.drop_voiceprint_owner, self.aws.drop_voiceprints),
         )
         self.complete_inference = CompleteInference(locations, store, publisher, jobs, self.logger, telemetry)
         self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
         self.end_overdue_jobs = (
             EndOverdueJobs(locations, store, publisher, jobs, self.logger, telemetry) if jobs else None
         )
-        budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
-        diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
         self.api = Api(
             diarize_sync,
@@ -141,7 +143,7 @@ class FunctionApp:
             queue,
             self.logger,
             self.settings.max_audio_bytes,
-            Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws)),
+            voiceprints,
         )
         self.batch = BatchProcessor(event_type=EventType.SQS)
         self.lambda_handler = self.logger.inject_lambda_context(clear_state=True)(

@@ -41,6 +41,9 @@ class AwsSettings:
     """A job still running this long after its first start is ended by the overdue-job sweep."""
     gpu_deadline_seconds: float = DEFAULT_GPU_DEADLINE_SECONDS
     """A routed inference without a report this long after its submission is ended by the sweep."""
+    drop_voiceprint_owner: str | None = None
+    drop_voiceprints: tuple[str, ...] = ()
+    """Objects dropped into the bucket without a job are matched against these voiceprints of that owner."""
     voiceprint_prefix: str = "voiceprints/"
     """Callers' voiceprints, in the output bucket (else the input bucket): ``{prefix}{owner hash}/{name}.json``."""
 
@@ -104,7 +107,16 @@ class AwsSettings:
         voiceprint_prefix = env.get("VOICEPRINT_PREFIX", "voiceprints/").strip()
         if not voiceprint_prefix.endswith("/") or voiceprint_prefix.startswith("/"):
             problems.append(f"VOICEPRINT_PREFIX={voiceprint_prefix!r} must be a folder: end in '/', not start with it.")
+        drop_owner = text("DROP_VOICEPRINT_OWNER")
+        drop_names = tuple(name.strip() for name in (text("DROP_VOICEPRINTS") or "").split(",") if name.strip())
+        if bool(drop_owner) != bool(drop_names):
+            problems.append(
+                "DROP_VOICEPRINTS and DROP_VOICEPRINT_OWNER go together: the names are looked up in that owner's "
+                "voiceprints (an API caller id, `{account id}:{principal id}`, or `anonymous`)."
+            )
         settings = cls(
+            drop_voiceprint_owner=drop_owner,
+            drop_voiceprints=drop_names,
             voiceprint_prefix=voiceprint_prefix,
             input_bucket=input_bucket,
             input_prefix=input_prefix,

@@ -178,7 +178,11 @@ class DiarizeObject:
         router: GpuRouter | None = None,
         idempotent: Idempotent | None = None,
         memory: MemoryBudget | None = None,
+        drop_voiceprints: Callable[[], tuple[Voiceprint, ...]] | None = None,
     ) -> None:
+        """`drop_voiceprints`: the deployment's voiceprints for objects without a job (DROP_VOICEPRINTS), read per
+        object so a re-enrolled voiceprint takes effect at once."""
+        self.drop_voiceprints = drop_voiceprints
         self.diarizer = diarizer
         self.locations = locations
         self.store = store
@@ -212,7 +216,8 @@ class DiarizeObject:
         try:
             hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
             size, exact, sequencer = pin_version(self.store, request, self.log)
-            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer), self._job_voiceprints(job_id))
+            voiceprints = self._job_voiceprints(job_id) if job_id else self._drop_voiceprints()
+            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer), voiceprints)
             # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
             # every version alike; pinned first, so its error object describes and is ordered as that version.
             self.locations.check(exact)
@@ -272,6 +277,9 @@ class DiarizeObject:
     def _job_hints(self, job_id: str | None) -> dict[str, Any]:
         job = self.jobs.get(job_id) if job_id and self.jobs else None
         return dict((job or {}).get("hints") or {})
+
+    def _drop_voiceprints(self) -> tuple[Voiceprint, ...]:
+        return self.drop_voiceprints() if self.drop_voiceprints else ()
 
     def _job_voiceprints(self, job_id: str | None) -> tuple[Voiceprint, ...]:
         job = self.jobs.get(job_id) if job_id and self.jobs else None

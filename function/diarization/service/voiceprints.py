@@ -7,6 +7,7 @@ diarization of the sample (same limits as POST /diarize) whose dominant speaker'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from diarization.errors import InvalidRequestError, VoiceprintNotFoundError
@@ -48,6 +49,13 @@ class Voiceprints:
     def delete(self, owner: str, name: str) -> None:
         if not self.store.delete(owner, check_name(name)):
             raise VoiceprintNotFoundError(f"No voiceprint {name!r}.", name=name)
+
+    def for_drops(self, owner: str | None, names: tuple[str, ...]) -> Callable[[], tuple[Voiceprint, ...]] | None:
+        """The voiceprints objects dropped into the bucket (no job, no caller) are matched against: the deployment
+        names an owner and some of its voiceprints (DROP_VOICEPRINT_OWNER, DROP_VOICEPRINTS)."""
+        if owner is None or not names:
+            return None
+        return lambda: self.resolve(owner, list(names))
 
     def resolve(self, owner: str, names: Any) -> tuple[Voiceprint, ...]:
         """A request's `voiceprints` field: a list of distinct names, each enrolled by this caller."""
