@@ -170,7 +170,13 @@ def test_diarizer_reports_the_same_result_either_way(production_model_dir: Path,
         settings = Settings(
             model_dir=production_model_dir, device="cpu", num_threads=2, fast_embeddings=fast_embeddings
         )
-        results.append(Diarizer.from_settings(settings).diarize(sample_path, input_uri="sample.wav").to_dict())
-    fast_result, upstream_result = results
+        results.append(Diarizer.from_settings(settings).diarize(sample_path, input_uri="sample.wav"))
+    # Both paths hand over pyannote's per-speaker centroids (what voiceprints are made of and matched against).
+    fast_centroids, upstream_centroids = (result.speaker_embeddings for result in results)
+    assert set(fast_centroids) == set(upstream_centroids) == {speaker.id for speaker in results[0].speakers}
+    for label, centroid in upstream_centroids.items():
+        assert len(centroid) == 256
+        np.testing.assert_allclose(fast_centroids[label], centroid, rtol=0, atol=TOLERANCE)
+    fast_result, upstream_result = (result.to_dict() for result in results)
     assert fast_result["segments"] == upstream_result["segments"]
     assert fast_result["exclusive_segments"] == upstream_result["exclusive_segments"]

@@ -92,6 +92,17 @@ def test_json_body_with_an_s3_uri(
             {"Content-Type": "application/json"},
         )
         assert status == 404 and error["error"]["code"] == "INPUT_NOT_FOUND"
+        # Voiceprints travel in the request; one made by another model is refused before diarizing.
+        foreign = {
+            "format": "voiceprint-1",
+            "name": "alice",
+            "model": {"name": "community-1", "revision": "r1", "dimension": 2},
+            "created_at": "2026-11-26T00:00:00+00:00",
+            "embedding": [0.6, 0.8],
+        }
+        body = json.dumps({"s3_uri": "s3://server-input/a/b.m4a", "voiceprints": [foreign]}).encode()
+        status, error = server.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        assert status == 409 and error["error"]["code"] == "VOICEPRINT_MODEL_MISMATCH"
     finally:
         server.stop()
 
@@ -105,6 +116,18 @@ def test_json_body_with_an_s3_uri(
         (b"{not json", {"Content-Type": "application/json"}, 400, "INVALID_REQUEST"),
         (b'{"s3_uri": "s3://b/k", "extra": 1}', {"Content-Type": "application/json"}, 400, "INVALID_REQUEST"),
         (b'{"s3_uri": "https://x/y"}', {"Content-Type": "application/json"}, 400, "INVALID_PARAMETER"),
+        (
+            b'{"s3_uri": "s3://b/k", "voiceprints": "alice"}',
+            {"Content-Type": "application/json"},
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            b'{"s3_uri": "s3://b/k", "voiceprints": [{"name": "a"}]}',
+            {"Content-Type": "application/json"},
+            400,
+            "INVALID_VOICEPRINT",
+        ),
         (
             b"x",
             {"Content-Type": "audio/wav", "X-Amzn-SageMaker-Custom-Attributes": "num_speakers=two"},

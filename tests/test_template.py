@@ -58,7 +58,14 @@ PARAMETER_SETS: dict[str, dict[str, str]] = {
 }
 # moto warns once per resource its CloudFormation skips (MOTO_SKIPS); that is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto:UserWarning")
-ROUTES = {"POST /jobs", "GET /jobs/{job_id}", "POST /diarize"}
+ROUTES = {
+    "POST /jobs",
+    "GET /jobs/{job_id}",
+    "POST /diarize",
+    "POST /voiceprints",
+    "GET /voiceprints/{name}",
+    "DELETE /voiceprints/{name}",
+}
 # Resource types moto's CloudFormation skips; see the module docstring.
 MOTO_SKIPS = {
     "AWS::ApiGatewayV2::Api",
@@ -182,7 +189,14 @@ def test_every_route_requires_iam(app_templates: dict[str, dict[str, Any]], case
         if resource["Type"] == "AWS::Lambda::Permission"
         and resource["Properties"]["Principal"] == "apigateway.amazonaws.com"
     }
-    assert invokers == {"POST/jobs", "GET/jobs/*", "POST/diarize"}
+    assert invokers == {
+        "POST/jobs",
+        "GET/jobs/*",
+        "POST/diarize",
+        "POST/voiceprints",
+        "GET/voiceprints/*",
+        "DELETE/voiceprints/*",
+    }
 
 
 def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(app_templates: dict[str, dict[str, Any]]) -> None:
@@ -383,6 +397,7 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         "ReadInputs",
         "ListInputsSoMissingObjectsAre404",
         "WriteResults",
+        "CallersVoiceprints",
         "PresignUploads",
         "StateTables",
         "QueueJobs",
@@ -411,9 +426,9 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
 
 
 def assert_scoped(inline: list[dict[str, Any]], bucket: str, queue: str, tables: set[str], jobs_table: str) -> None:
-    """Objects only under the input, output and async-output prefixes; listing only those prefixes; queries only on
-    the jobs table's deadline index; nothing '*'."""
-    prefixes = ("audio/", "results/", "async-output/")
+    """Objects only under the input, output, async-output and voiceprint prefixes; listing only those prefixes;
+    queries only on the jobs table's deadline index; nothing '*'."""
+    prefixes = ("audio/", "results/", "async-output/", "voiceprints/")
     for statement in inline:
         assert statement["Effect"] == "Allow"
         actions, resources = as_list(statement["Action"]), as_list(statement["Resource"])
@@ -649,6 +664,7 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
         "ReadInputs",
         "ListInputsSoMissingObjectsAre404",
         "WriteResults",
+        "CallersVoiceprints",
         "PresignUploads",
         "StateTables",
         "QueueJobs",

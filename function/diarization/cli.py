@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from diarization.engine import Diarizer
     from diarization.hints import SpeakerHints
     from diarization.result import DiarizationResult
+    from diarization.voiceprints import Voiceprint
 
 PROG = "diarize"
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_DEPLOYMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "audio",
-        nargs="+",
+        nargs="*",
         metavar="INPUT",
         help="audio file (wav, flac, mp3, m4a/aac, ogg/opus, webm, ...), folder of audio files, "
         "- for standard input, or s3://bucket/key",
@@ -79,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress display (errors and warnings stay)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log loading and device details to stderr")
     parser.add_argument("--version", action="version", version=version_text())
+    voices = parser.add_argument_group("voiceprints (identify known speakers)")
+    voices.add_argument(
+        "--enroll", nargs=2, metavar=("NAME", "FILE"), help="make NAME's voiceprint from FILE (a few seconds of them)"
+    )
+    voices.add_argument("--identify", metavar="NAME,...", help="name the speakers matching these voiceprints")
+    voices.add_argument(
+        "--voiceprints", type=Path, default=Path("voiceprints"), metavar="DIR", help="default: ./voiceprints"
+    )
+    voices.add_argument("--speaker-embeddings", action="store_true", help="add each speaker's embedding to the JSON")
     return parser
 
 
@@ -147,6 +157,8 @@ class _Run:
     hints: SpeakerHints
     output_format: str
     progress: bool
+    voiceprints: tuple[Voiceprint, ...] = ()
+    include_embeddings: bool = False
     storage: Storage = field(default_factory=Storage)
     diarizer: Diarizer | None = None
 
@@ -163,7 +175,15 @@ class _Run:
                 progress.stage("loading the model")
                 self.diarizer = Diarizer.from_settings(self.settings)
                 progress.stage("loading the model", done=True)
-            return self.diarizer.diarize_decoded(audio, self.hints, item.uri, decode_seconds, hook=progress.hook)
+            return self.diarizer.diarize_decoded(
+                audio,
+                self.hints,
+                item.uri,
+                decode_seconds,
+                hook=progress.hook,
+                voiceprints=self.voiceprints,
+                include_embeddings=self.include_embeddings,
+            )
 
     def write(self, result: DiarizationResult, target: Location | None, output_format: str | None = None) -> None:
         data, content_type = render(result, output_format or self.output_format)
@@ -175,6 +195,7 @@ class _Run:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from diarization import voiceprint_files
     from diarization.hints import SpeakerHints
 
     if args.threads is not None and args.threads < 1:
@@ -185,6 +206,12 @@ def _run(args: argparse.Namespace) -> int:
     if plot_format not in (None, "svg", "png"):
         raise InvalidParameterError(f"--plot {args.plot}: the picture is .svg or .png.", parameter="plot")
     settings = Settings.from_env(model_dir=args.model_dir, device=args.device, num_threads=args.threads)
+    if args.enroll:
+        return _enroll(args, settings)
+    if not args.audio:
+        raise InvalidParameterError("Give an audio input (or --enroll NAME FILE); see --help.", parameter="audio")
+    names = [name.strip() for name in args.identify.split(",")] if args.identify else []
+    voiceprints = tuple(voiceprint_files.load(args.voiceprints, names))  # before any input: a typo fails at once
     inputs = expand_inputs(args.audio)
     if args.output is not None and args.output_dir is not None:
         raise InvalidParameterError("Give --output (one input) or --output-dir (any number), not both.")
@@ -195,7 +222,14 @@ def _run(args: argparse.Namespace) -> int:
         )
     if batch and plot is not None:
         raise InvalidParameterError("--plot draws one input's picture: give one input.", parameter="plot")
-    run = _Run(settings, hints, args.format, progress=not args.quiet and sys.stderr.isatty())
+    run = _Run(
+        settings,
+        hints,
+        args.format,
+        progress=not args.quiet and sys.stderr.isatty(),
+        voiceprints=voiceprints,
+        include_embeddings=args.speaker_embeddings,
+    )
     if not batch:
         output = None if args.output is None else parse_location(args.output, option="--output")
         if isinstance(output, Path):
@@ -258,6 +292,31 @@ def _batch(run: _Run, inputs: list[Input], folder: Location) -> int:
     done = len(inputs) - failed
     print(f"{PROG}: {done} of {len(inputs)} inputs diarized into {_where(folder)}, {failed} failed", file=sys.stderr)
     return worst
+
+
+def _enroll(args: argparse.Namespace, settings: Settings) -> int:
+    """Write NAME's voiceprint to the voiceprints folder; says on stderr which speaker of the sample it took."""
+    from diarization import voiceprint_files
+    from diarization.engine import Diarizer, decode_within_limits
+    from diarization.voiceprints import check_name
+
+    if args.audio or args.identify:
+        raise InvalidParameterError("--enroll NAME FILE takes no other audio file and no --identify.")
+    name, sample = check_name(args.enroll[0]), Path(args.enroll[1])
+    audio, decode_seconds = decode_within_limits(settings, sample)
+    voiceprint, result = Diarizer.from_settings(settings).enroll_decoded(audio, name, str(sample), decode_seconds)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    path = voiceprint_files.save(args.voiceprints, voiceprint)
+    taken = voiceprint.enrollment
+    found = (
+        f"{taken['speakers_found']} speakers found, took the one who spoke most: " if len(result.speakers) > 1 else ""
+    )
+    print(
+        f"enrolled {name!r} from {sample} ({found}{taken['speaker']}, {taken['speaking_seconds']} s): {path}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 def _where(location: Location) -> str:

@@ -21,6 +21,10 @@ DEFAULT_MAX_AUDIO_SECONDS = 4 * 3600.0
 DEFAULT_MAX_AUDIO_BYTES = 1024**3
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
+DEFAULT_VOICEPRINT_THRESHOLD = 0.86
+"""Measured with the real-weights stand-in (GE2E) on real speech (docs/VOICEPRINTS.md): a voice enrolled from one
+part of pyannote's sample scored 0.888-0.933 in parts and files its enrollment never saw; the sample's other voice
+scored up to 0.836 (same room and microphone), AMI strangers far less. Another embedding model needs its own value."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class Settings:
     embedding_batch_size: int | None = None
     """None keeps the value in the model's config.yaml."""
     segmentation_batch_size: int | None = None
+    voiceprint_threshold: float = DEFAULT_VOICEPRINT_THRESHOLD
+    """Cosine similarity at or above which a speaker takes a voiceprint's name (see diarization.voiceprints)."""
     fast_embeddings: bool = True
     """Use :mod:`diarization.fastpath` (same embeddings, a fraction of the work); False keeps pyannote's code."""
 
@@ -106,6 +112,17 @@ class Settings:
                     problems.append(f"MAX_AUDIO_SECONDS={raw_seconds} must be a positive, finite number of seconds.")
                 else:
                     values["max_audio_seconds"] = seconds
+
+        raw_threshold = text("VOICEPRINT_THRESHOLD")
+        if raw_threshold is not None:
+            try:
+                threshold = float(raw_threshold)
+            except ValueError:
+                threshold = float("nan")
+            if not -1.0 <= threshold < 1.0:
+                problems.append(f"VOICEPRINT_THRESHOLD={raw_threshold!r} must be a cosine similarity in [-1, 1).")
+            else:
+                values["voiceprint_threshold"] = threshold
 
         if problems:
             raise ConfigurationError(

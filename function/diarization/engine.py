@@ -6,9 +6,10 @@ decoded duration (e.g. Lambda's deadline guard) before paying for diarization.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from diarization.config import Settings
 from diarization.hints import SpeakerHints
 from diarization.loader import LoadedPipeline, load_pipeline
 from diarization.result import STAND_IN_WARNING, UNTRAINED_WARNING, DiarizationResult, ModelInfo, Segment, Timings
+from diarization.voiceprints import EmbeddingModel, Voiceprint, check_compatible, check_name, enroll, identify
 
 SILENCE_PEAK = 10 ** (-80 / 20)
 """Digital silence (peak below -80 dBFS) has no speakers; skipping the pipeline saves its full cost."""
@@ -70,9 +72,15 @@ class Diarizer:
         hints: SpeakerHints,
         input_uri: str,
         decode_seconds: float = 0.0,
+        voiceprints: Sequence[Voiceprint] = (),
+        include_embeddings: bool = False,
         hook: PipelineHook | None = None,
     ) -> DiarizationResult:
-        """``hook`` is pyannote's pipeline hook (e.g. the CLI's progress display): called per step and batch."""
+        """Diarize, then name the speakers that match ``voiceprints`` (refused up front if another model made
+        them, so a mismatch costs no diarization). ``hook`` is pyannote's pipeline hook (e.g. the CLI's progress
+        display): called per step and batch."""
+        if voiceprints:
+            check_compatible(voiceprints, self.embedding_model())
         started = time.perf_counter()
         warnings: list[str] = []
         if not self.loaded.manifest.trained:
@@ -82,12 +90,13 @@ class Diarizer:
         if float(np.abs(audio.samples).max()) < SILENCE_PEAK:
             segments: list[Segment] = []
             exclusive: list[Segment] = []
+            embeddings: dict[str, tuple[float, ...]] = {}
             warnings.append(SILENCE_WARNING)
         else:
-            segments, exclusive = self._run_pipeline(audio, hints, hook)
+            segments, exclusive, embeddings = self._run_pipeline(audio, hints, hook)
         diarize_seconds = time.perf_counter() - started
         total = decode_seconds + diarize_seconds
-        return DiarizationResult(
+        result = DiarizationResult(
             input_uri=input_uri,
             audio=audio.facts,
             parameters=hints.to_dict(),
@@ -101,7 +110,34 @@ class Diarizer:
                 real_time_factor=round(total / audio.duration_seconds, 4),
             ),
             warnings=warnings,
+            speaker_embeddings=embeddings,
+            include_embeddings=include_embeddings,
         )
+        if not voiceprints:
+            return result
+        spoken = {speaker.id: embeddings[speaker.id] for speaker in result.speakers if speaker.id in embeddings}
+        return dataclasses.replace(
+            result,
+            identities=identify(spoken, voiceprints, self.embedding_model(), self.settings.voiceprint_threshold),
+            identification={
+                "threshold": self.settings.voiceprint_threshold,
+                "voiceprints": [voiceprint.name for voiceprint in voiceprints],
+            },
+        )
+
+    def enroll_decoded(
+        self, audio: DecodedAudio, name: str, input_uri: str, decode_seconds: float = 0.0
+    ) -> tuple[Voiceprint, DiarizationResult]:
+        """A voiceprint named ``name`` from the sample's dominant speaker, and the sample's diarization."""
+        check_name(name)
+        result = self.diarize_decoded(audio, SpeakerHints(), input_uri, decode_seconds)
+        speaking = {speaker.id: speaker.speaking_seconds for speaker in result.speakers}
+        return enroll(name, self.embedding_model(), speaking, result.speaker_embeddings), result
+
+    def embedding_model(self) -> EmbeddingModel:
+        """The space this pipeline's speaker embeddings (and so its voiceprints) live in."""
+        manifest = self.loaded.manifest
+        return EmbeddingModel(manifest.name, manifest.revision, int(self.loaded.pipeline._embedding.dimension))
 
     def model_info(self) -> ModelInfo:
         loaded = self.loaded
@@ -120,7 +156,7 @@ class Diarizer:
 
     def _run_pipeline(
         self, audio: DecodedAudio, hints: SpeakerHints, hook: PipelineHook | None = None
-    ) -> tuple[list[Segment], list[Segment]]:
+    ) -> tuple[list[Segment], list[Segment], dict[str, tuple[float, ...]]]:
         """One call at a time: torch already uses every thread, concurrent calls only oversubscribe."""
         import torch
 
@@ -133,7 +169,17 @@ class Diarizer:
         return (
             _segments(output.speaker_diarization, duration),
             _segments(output.exclusive_speaker_diarization, duration),
+            _centroids(output.speaker_diarization, output.speaker_embeddings),
         )
+
+
+def _centroids(annotation: Any, embeddings: Any) -> dict[str, tuple[float, ...]]:
+    """pyannote's per-speaker centroids by label: one row per label of ``annotation.labels()`` (sorted); None with
+    oracle clustering, and zero rows for speakers clustering found no centroid for."""
+    if embeddings is None:
+        return {}
+    rows = zip(annotation.labels(), embeddings, strict=True)
+    return {str(label): tuple(float(value) for value in row) for label, row in rows}
 
 
 def _segments(annotation: Any, duration: float) -> list[Segment]:

@@ -297,6 +297,35 @@ class WebhookDeliveryError(DiarizationError):
     permanent = False
 
 
+class InvalidVoiceprintError(DiarizationError):
+    """A voiceprint (a stored or sent JSON document, or its name) is malformed."""
+
+    code = "INVALID_VOICEPRINT"
+    http_status = 400
+
+
+class VoiceprintNotFoundError(DiarizationError):
+    """A request names a voiceprint the caller has not enrolled (callers never see each other's)."""
+
+    code = "VOICEPRINT_NOT_FOUND"
+    http_status = 404
+
+
+class VoiceprintModelMismatchError(DiarizationError):
+    """A voiceprint was made by another embedding model (name, revision or dimension): its embedding lives in
+    another space, so it is refused rather than compared. Enroll it again with the deployment's model."""
+
+    code = "VOICEPRINT_MODEL_MISMATCH"
+    http_status = 409
+
+
+class EnrollmentNoSpeechError(DiarizationError):
+    """The enrollment sample has no speaker with a usable embedding (silence, noise, too short)."""
+
+    code = "ENROLLMENT_NO_SPEECH"
+    http_status = 400
+
+
 ERROR_CODES: dict[str, type[DiarizationError]] = {
     cls.code: cls
     for cls in (
@@ -335,6 +364,10 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         CallbackUrlInvalidError,
         CallbackHostNotAllowedError,
         WebhookDeliveryError,
+        InvalidVoiceprintError,
+        VoiceprintNotFoundError,
+        VoiceprintModelMismatchError,
+        EnrollmentNoSpeechError,
     )
 }
 """Every stable code, for documentation and for adapters that map codes to statuses."""

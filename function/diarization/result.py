@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diarization.audio import AudioFacts
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+"""1.1 added the speakers' identity fields, `identification` and the opt-in `speaker_embeddings`."""
 SCHEMA_DIR = Path(__file__).parent / "schema"
 
 UNTRAINED_WARNING = (
@@ -39,10 +41,27 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class SpeakerIdentity:
+    """What matching against voiceprints says about one speaker (see :mod:`diarization.voiceprints`)."""
+
+    name: str | None
+    similarity: float | None
+    """Cosine similarity with the matched voiceprint, or with the closest one when anonymous."""
+    confidence: float | None
+    """See :func:`diarization.voiceprints.confidence`; None when anonymous."""
+
+
+NO_IDENTITY = SpeakerIdentity(None, None, None)
+
+
+@dataclass(frozen=True)
 class Speaker:
     id: str
     speaking_seconds: float
     segment_count: int
+    name: str | None = None
+    similarity: float | None = None
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,13 @@ class DiarizationResult:
     timings: Timings
     warnings: list[str] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
+    speaker_embeddings: Mapping[str, tuple[float, ...]] = field(default_factory=dict, repr=False)
+    """Each speaker's centroid embedding (pyannote's ``speaker_embeddings``), by label; serialised only when
+    ``include_embeddings`` is set, because they are large and most users want names, not vectors."""
+    include_embeddings: bool = False
+    identities: Mapping[str, SpeakerIdentity] = field(default_factory=dict)
+    identification: Mapping[str, object] | None = None
+    """What identification ran with (threshold, voiceprint names); None when no voiceprint was given."""
 
     @property
     def speakers(self) -> list[Speaker]:
@@ -88,8 +114,13 @@ class DiarizationResult:
         for segment in self.segments:
             totals.setdefault(segment.speaker, []).append(segment.duration)
         return [
-            Speaker(id=name, speaking_seconds=round(sum(durations), 3), segment_count=len(durations))
-            for name, durations in sorted(totals.items())
+            Speaker(
+                id=label,
+                speaking_seconds=round(sum(durations), 3),
+                segment_count=len(durations),
+                **asdict(self.identities.get(label, NO_IDENTITY)),
+            )
+            for label, durations in sorted(totals.items())
         ]
 
     @property
@@ -105,7 +136,7 @@ class DiarizationResult:
         return round(overlap, 3)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "schema_version": self.schema_version,
             "input": {"uri": self.input_uri, "size_bytes": self.audio.size_bytes},
             "audio": {
@@ -127,6 +158,14 @@ class DiarizationResult:
             "timings": asdict(self.timings),
             "warnings": list(self.warnings),
         }
+        if self.identification is not None:
+            body["identification"] = dict(self.identification)
+        if self.include_embeddings:
+            body["speaker_embeddings"] = {
+                speaker.id: [round(value, 7) for value in self.speaker_embeddings.get(speaker.id, ())]
+                for speaker in self.speakers
+            }
+        return body
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False) + "\n"

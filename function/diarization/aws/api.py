@@ -3,6 +3,9 @@
 POST /jobs      {"s3_uri": ...} or {"upload": true, "filename": ...} (+ hints, formats, "callback_url") -> 202 job
 GET  /jobs/{id}                                                                -> job status
 POST /diarize   {"audio_base64": ..., "filename"?} or {"s3_uri": ...} (+ hints) -> 200 result, if it fits 30 s
+                (+ "voiceprints": [names] to name the speakers, "speaker_embeddings": true for the centroids)
+POST /voiceprints {"name": ..., "audio_base64" or "s3_uri": ...}              -> 201 voiceprint (sample <= 30 s)
+GET|DELETE /voiceprints/{name}                                                 -> 200 voiceprint | 200 {deleted}
 
 Every user mistake is a 4xx with ``{"error": {"code", "message"}}``; never a 500. A job belongs to the caller
 that created it (:func:`owner_of`): to anyone else it, its results and its upload do not exist (404).
@@ -15,6 +18,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -36,6 +40,8 @@ from diarization.hints import HINT_NAMES, SpeakerHints
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.locations import Locations, ObjectRef, check_safe_name, parse_s3_uri
 from diarization.service.sync import DiarizeSync, SyncRequest
+from diarization.service.voiceprints import Voiceprints
+from diarization.voiceprints import Voiceprint, check_compatible, check_name
 
 MAX_INLINE_AUDIO_BYTES = 4 * 1024 * 1024
 """Base64 inflates by 4/3 and a synchronous Lambda request stops at 6 MB."""
@@ -82,8 +88,10 @@ class Api:
         logger: Logger,
         max_upload_bytes: int,
         callbacks: CallbackPolicy | None = None,
+        voiceprints: Voiceprints | None = None,
     ) -> None:
         self.diarize_sync = diarize_sync
+        self.voiceprints = voiceprints
         self.max_upload_bytes = max_upload_bytes
         self.settings = settings
         self.locations = locations
@@ -97,6 +105,9 @@ class Api:
         self.app.post("/jobs")(self.create_job)
         self.app.get("/jobs/<job_id>")(self.get_job)
         self.app.post("/diarize")(self.diarize)
+        self.app.post("/voiceprints")(self.enroll_voiceprint)
+        self.app.get("/voiceprints/<name>")(self.get_voiceprint)
+        self.app.delete("/voiceprints/<name>")(self.delete_voiceprint)
         self.app.exception_handler(DiarizationError)(error_response)
         self.app.not_found(self._not_found)
 
@@ -106,7 +117,10 @@ class Api:
     def _not_found(self, _: Exception) -> Response[str]:
         method, path = self.app.current_event.http_method, self.app.current_event.path
         return error_response(
-            NotFoundError(f"No route {method} {path}. Routes: POST /jobs, GET /jobs/{{job_id}}, POST /diarize.")
+            NotFoundError(
+                f"No route {method} {path}. Routes: POST /jobs, GET /jobs/{{job_id}}, POST /diarize, "
+                "POST /voiceprints, GET and DELETE /voiceprints/{name}."
+            )
         )
 
     def _body(self, allowed: set[str]) -> dict[str, Any]:
@@ -146,11 +160,14 @@ class Api:
     def create_job(self) -> Response[str]:
         jobs = self._require_jobs()
         owner = self._owner()
-        body = self._body({"s3_uri", "upload", "filename", "formats", "callback_url", *HINT_NAMES})
+        body = self._body({"s3_uri", "upload", "filename", "formats", "callback_url", "voiceprints", *HINT_NAMES})
         hints = SpeakerHints.from_mapping(body)
         named = body.get("formats")
         formats = self.settings.output_formats if named is None else parse_formats(named)
         callback_url = self.callbacks.check(body["callback_url"]) if "callback_url" in body else None
+        # Resolved now (a typo or another model's voiceprint fails the request, not the job) and kept with the job,
+        # so the run uses them as they were even if they are re-enrolled or deleted meanwhile.
+        voiceprints = self._resolve_voiceprints(owner, body)
         job_id = new_job_id()
         if "s3_uri" in body:
             if "upload" in body or "filename" in body:
@@ -190,6 +207,7 @@ class Api:
             result=result,
             upload=upload is not None,
             callback_url=callback_url,
+            voiceprints=json.dumps([voiceprint.to_dict() for voiceprint in voiceprints]) if voiceprints else None,
         )
         if upload is None and self.queue is not None:
             self.queue.send_message(
@@ -244,19 +262,53 @@ class Api:
         return json_response(200, body)
 
     def diarize(self) -> Response[str]:
-        body = self._body({"s3_uri", "audio_base64", "filename", *HINT_NAMES})
+        body = self._body({"s3_uri", "audio_base64", "filename", "voiceprints", "speaker_embeddings", *HINT_NAMES})
         hints = SpeakerHints.from_mapping(body)
+        embeddings = body.get("speaker_embeddings", False)
+        if not isinstance(embeddings, bool):
+            raise InvalidParameterError('"speaker_embeddings" must be true or false.', parameter="speaker_embeddings")
+        voiceprints = self._resolve_voiceprints(self._owner(), body)
+        source, name = self._source(body)
+        request = SyncRequest(source, hints, name, voiceprints, embeddings)
+        return json_response(200, self.diarize_sync(request).to_dict())
+
+    def _source(self, body: dict[str, Any]) -> tuple[bytes | ObjectRef, str]:
+        """Inline audio or an `s3_uri` the caller may read, and its name for the result."""
         if ("s3_uri" in body) == ("audio_base64" in body):
             raise InvalidRequestError('Give exactly one of "s3_uri" or "audio_base64".')
         if "audio_base64" in body:
             name = body.get("filename") or "upload"
             if not isinstance(name, str):
                 raise InvalidParameterError('"filename" must be a string.', parameter="filename")
-            request = SyncRequest(self._inline_audio(body["audio_base64"]), hints, name)
-        else:
-            ref = self._input(body["s3_uri"], self._owner())
-            request = SyncRequest(ref, hints, ref.uri)
-        return json_response(200, self.diarize_sync(request).to_dict())
+            return self._inline_audio(body["audio_base64"]), name
+        ref = self._input(body["s3_uri"], self._owner())
+        return ref, ref.uri
+
+    def _resolve_voiceprints(self, owner: str, body: dict[str, Any]) -> tuple[Voiceprint, ...]:
+        if "voiceprints" not in body:
+            return ()
+        voiceprints = self._require_voiceprints().resolve(owner, body["voiceprints"])
+        check_compatible(voiceprints, self.diarize_sync.diarizer.embedding_model())
+        return voiceprints
+
+    def _require_voiceprints(self) -> Voiceprints:
+        if self.voiceprints is None:
+            raise ConfigurationError("This deployment has no voiceprint store.")
+        return self.voiceprints
+
+    def enroll_voiceprint(self) -> Response[str]:
+        """Diarize the sample (limits of POST /diarize) and keep its dominant speaker's centroid under "name"."""
+        body = self._body({"name", "s3_uri", "audio_base64", "filename"})
+        source, name = self._source(body)
+        voiceprint = self._require_voiceprints().enroll(self._owner(), check_name(body.get("name")), source, name)
+        return json_response(201, voiceprint.to_dict())
+
+    def get_voiceprint(self, name: str) -> Response[str]:
+        return json_response(200, self._require_voiceprints().get(self._owner(), unquote(name)).to_dict())
+
+    def delete_voiceprint(self, name: str) -> Response[str]:
+        self._require_voiceprints().delete(self._owner(), unquote(name))
+        return json_response(200, {"name": unquote(name), "deleted": True})
 
     @staticmethod
     def _inline_audio(value: Any) -> bytes:

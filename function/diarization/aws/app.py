@@ -36,6 +36,7 @@ from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
 from diarization.aws_ports.eventbridge import Notifier
 from diarization.aws_ports.s3 import S3Store
+from diarization.aws_ports.s3_voiceprints import S3VoiceprintStore
 from diarization.aws_ports.sagemaker import GpuRouter
 from diarization.capacity import MemoryBudget
 from diarization.config import Settings
@@ -48,6 +49,7 @@ from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget
+from diarization.service.voiceprints import Voiceprints
 
 IDEMPOTENCY_KEY = "[bucket, key, version_id, etag, hints, formats]"
 """One run per object version (or ETag), set of hints and of output formats, however often it is delivered."""
@@ -114,6 +116,9 @@ class FunctionApp:
         publisher = Publisher(store, notifier, self.logger, telemetry, ordering)
         speed = SpeedEstimate(self.aws.expected_real_time_factor)
         workdir = Path(tempfile.gettempdir())
+        budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
+        diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
+        voiceprints = Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws))
         self.diarize_object = DiarizeObject(
             self.diarizer,
             locations,
@@ -129,6 +134,7 @@ class FunctionApp:
             idempotent=idempotent,
             memory=MemoryBudget.of_this_process(env),
             formats=self.aws.output_formats,
+            drop_voiceprints=voiceprints.for_drops(self.aws.drop_voiceprint_owner, self.aws.drop_voiceprints),
         )
         self.complete_inference = CompleteInference(
             locations, store, publisher, jobs, self.logger, telemetry, self.aws.output_formats
@@ -137,8 +143,6 @@ class FunctionApp:
         self.end_overdue_jobs = (
             EndOverdueJobs(locations, store, publisher, jobs, self.logger, telemetry) if jobs else None
         )
-        budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
-        diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
         self.api = Api(
             diarize_sync,
@@ -150,6 +154,7 @@ class FunctionApp:
             self.logger,
             self.settings.max_audio_bytes,
             callbacks=webhook_settings.policy if self.webhooks else None,
+            voiceprints=voiceprints,
         )
         self.batch = BatchProcessor(event_type=EventType.SQS)
         self.lambda_handler = self.logger.inject_lambda_context(clear_state=True)(

@@ -44,6 +44,31 @@ class AwsSettings:
     """A job still running this long after its first start is ended by the overdue-job sweep."""
     gpu_deadline_seconds: float = DEFAULT_GPU_DEADLINE_SECONDS
     """A routed inference without a report this long after its submission is ended by the sweep."""
+    drop_voiceprint_owner: str | None = None
+    drop_voiceprints: tuple[str, ...] = ()
+    """Objects dropped into the bucket without a job are matched against these voiceprints of that owner."""
+    voiceprint_prefix: str = "voiceprints/"
+    """Callers' voiceprints, in the output bucket (else the input bucket): ``{prefix}{owner hash}/{name}.json``."""
+
+    def voiceprint_location(self) -> tuple[str, str]:
+        """(bucket, prefix) of the voiceprints, checked when first used so deployments without them are unaffected.
+
+        Inside the input prefix they would be diarized as audio; inside the output prefix they would share keys
+        with results. Either way an input's name could overwrite them.
+        """
+        bucket = self.output_bucket or self.input_bucket
+        if bucket is None:
+            raise ConfigurationError("Neither OUTPUT_BUCKET nor INPUT_BUCKET is set: voiceprints have no bucket.")
+        clashes = [("OUTPUT_PREFIX", self.output_prefix)]
+        if bucket == self.input_bucket:
+            clashes.append(("INPUT_PREFIX", self.input_prefix))
+        for name, prefix in clashes:
+            if self.voiceprint_prefix.startswith(prefix) or prefix.startswith(self.voiceprint_prefix):
+                raise ConfigurationError(
+                    f"VOICEPRINT_PREFIX={self.voiceprint_prefix!r} overlaps {name}={prefix!r} in s3://{bucket}: "
+                    "choose separate folders (defaults: voiceprints/, audio/, results/)."
+                )
+        return bucket, self.voiceprint_prefix
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AwsSettings:
@@ -88,7 +113,20 @@ class AwsSettings:
                 f"INPUT_PREFIX={input_prefix!r} lies inside OUTPUT_PREFIX={output_prefix!r}: results would "
                 "trigger the function again. Use separate prefixes (defaults: audio/ and results/)."
             )
+        voiceprint_prefix = env.get("VOICEPRINT_PREFIX", "voiceprints/").strip()
+        if not voiceprint_prefix.endswith("/") or voiceprint_prefix.startswith("/"):
+            problems.append(f"VOICEPRINT_PREFIX={voiceprint_prefix!r} must be a folder: end in '/', not start with it.")
+        drop_owner = text("DROP_VOICEPRINT_OWNER")
+        drop_names = tuple(name.strip() for name in (text("DROP_VOICEPRINTS") or "").split(",") if name.strip())
+        if bool(drop_owner) != bool(drop_names):
+            problems.append(
+                "DROP_VOICEPRINTS and DROP_VOICEPRINT_OWNER go together: the names are looked up in that owner's "
+                "voiceprints (an API caller id, `{account id}:{principal id}`, or `anonymous`)."
+            )
         settings = cls(
+            drop_voiceprint_owner=drop_owner,
+            drop_voiceprints=drop_names,
+            voiceprint_prefix=voiceprint_prefix,
             input_bucket=input_bucket,
             input_prefix=input_prefix,
             output_bucket=output_bucket,

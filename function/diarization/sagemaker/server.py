@@ -4,7 +4,8 @@ The same core as the Lambda function, in a long-running process: the pipeline lo
 (/ping answers 503 until it is ready), requests run at most MAX_CONCURRENT_INVOCATIONS at a time so GPU
 memory is never oversubscribed, and SIGTERM stops accepting, finishes what is in flight, then exits.
 Asynchronous endpoints post the input object's bytes; hints (and the input's URI, for the result) come
-in the X-Amzn-SageMaker-Custom-Attributes header.
+in the X-Amzn-SageMaker-Custom-Attributes header. A JSON body `{"s3_uri", hints, "voiceprints": [voiceprint objects]}`
+names the speakers that match the voiceprints it carries.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from diarization.hints import HINT_NAMES, SpeakerHints
 from diarization.service.locations import ObjectRef, parse_s3_uri
 from diarization.service.ports import ObjectStore
 from diarization.service.sync import DiarizeSync, SyncRequest
+from diarization.voiceprints import Voiceprint
 
 logger = logging.getLogger("diarization.server")
 
@@ -145,12 +147,20 @@ class InferenceService:
         hints_in = hints_from_attributes(attributes)
         if media == "application/json":
             request = _json_object(body)
-            unknown = sorted(set(request) - {"s3_uri", *HINT_NAMES})
+            unknown = sorted(set(request) - {"s3_uri", "voiceprints", "speaker_embeddings", *HINT_NAMES})
             if unknown or "s3_uri" not in request:
-                raise InvalidRequestError(f'JSON bodies take "s3_uri" and hints only (unknown: {unknown}).')
+                raise InvalidRequestError(
+                    f'JSON bodies take "s3_uri", hints, "voiceprints" and "speaker_embeddings" (unknown: {unknown}).'
+                )
             hints = SpeakerHints.from_mapping({**hints_in, **{k: v for k, v in request.items() if k in HINT_NAMES}})
             ref = parse_s3_uri(request["s3_uri"])
-            work = SyncRequest(ref, hints, ref.uri)
+            work = SyncRequest(
+                ref,
+                hints,
+                ref.uri,
+                _voiceprints(request.get("voiceprints", [])),
+                request.get("speaker_embeddings") is True,
+            )
         elif media.startswith(AUDIO_TYPES):
             name = unquote(attributes.get("input_uri", "")) or "upload"
             work = SyncRequest(body, SpeakerHints.from_mapping(hints_in), name)
@@ -169,6 +179,13 @@ class InferenceService:
 
             self._store = S3Store()
         return self._store
+
+
+def _voiceprints(value: Any) -> tuple[Voiceprint, ...]:
+    """Voiceprints travel whole in the request: the server never reads a caller's stored voiceprints itself."""
+    if not isinstance(value, list):
+        raise InvalidRequestError('"voiceprints" must be a list of voiceprint objects (as GET /voiceprints/{name}).')
+    return tuple(Voiceprint.from_dict(item) for item in value)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

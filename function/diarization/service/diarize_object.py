@@ -43,6 +43,7 @@ from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, fr
 from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher
 from diarization.service.routing import Routing
+from diarization.voiceprints import Voiceprint
 
 FIXED_OVERHEAD_SECONDS = 2.0
 """Upload, events and bookkeeping after diarization."""
@@ -79,9 +80,11 @@ class PinnedRun:
     job_id: str | None
     order: Order
     formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS
+    voiceprints: tuple[Voiceprint, ...] = ()
+    """The job's voiceprints, as resolved when it was created (POST /jobs)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "bucket": self.ref.bucket,
             "key": self.ref.key,
             "version_id": self.ref.version_id,
@@ -92,12 +95,17 @@ class PinnedRun:
             "order": [self.order.position, self.order.version],
             "formats": list(self.formats),
         }
+        if self.voiceprints:  # absent otherwise, so the idempotency key of a run without them is unchanged
+            body["voiceprints"] = [voiceprint.to_dict() for voiceprint in self.voiceprints]
+        return body
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> PinnedRun:
         ref = ObjectRef(body["bucket"], body["key"], body["version_id"], body["etag"])
+        voiceprints = tuple(Voiceprint.from_dict(item) for item in body.get("voiceprints", ()))
         hints = SpeakerHints.from_mapping(body["hints"])
-        return cls(ref, body["size"], hints, body["job_id"], Order(*body["order"]), tuple(body["formats"]))
+        order = Order(*body["order"])
+        return cls(ref, body["size"], hints, body["job_id"], order, tuple(body["formats"]), voiceprints)
 
 
 def inference_id_for(run: PinnedRun) -> str:
@@ -175,7 +183,11 @@ class DiarizeObject:
         idempotent: Idempotent | None = None,
         memory: MemoryBudget | None = None,
         formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS,
+        drop_voiceprints: Callable[[], tuple[Voiceprint, ...]] | None = None,
     ) -> None:
+        """`drop_voiceprints`: the deployment's voiceprints for objects without a job (DROP_VOICEPRINTS), read per
+        object so a re-enrolled voiceprint takes effect at once."""
+        self.drop_voiceprints = drop_voiceprints
         self.diarizer = diarizer
         self.locations = locations
         self.store = store
@@ -212,7 +224,8 @@ class DiarizeObject:
             hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
             size, exact, sequencer = pin_version(self.store, request, self.log)
             formats = self._job_formats(job_id)
-            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer), formats)
+            voiceprints = self._job_voiceprints(job_id) if job_id else self._drop_voiceprints()
+            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer), formats, voiceprints)
             # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
             # every version alike; pinned first, so its error object describes and is ordered as that version.
             self.locations.check(exact)
@@ -279,6 +292,13 @@ class DiarizeObject:
         named = (job or {}).get("formats")
         return self.formats if named is None else parse_formats(named)
 
+    def _drop_voiceprints(self) -> tuple[Voiceprint, ...]:
+        return self.drop_voiceprints() if self.drop_voiceprints else ()
+
+    def _job_voiceprints(self, job_id: str | None) -> tuple[Voiceprint, ...]:
+        job = self.jobs.get(job_id) if job_id and self.jobs else None
+        return tuple(Voiceprint.from_dict(item) for item in json.loads((job or {}).get("voiceprints") or "[]"))
+
     def _run_stored(self, request: dict[str, Any], invocation: Invocation) -> dict[str, Any]:
         """What the idempotency layer stores and replays: the outcome's dict."""
         return self._run(PinnedRun.from_dict(request), invocation).to_dict()
@@ -307,7 +327,7 @@ class DiarizeObject:
                 return self._route(self.router, run, audio.duration_seconds, route)
             self._check_deadline(audio.duration_seconds, needed, available)
             with self.telemetry.span("## diarize") as span:
-                result = self.diarizer.diarize_decoded(audio, run.hints, ref.uri, decode_seconds)
+                result = self.diarizer.diarize_decoded(audio, run.hints, ref.uri, decode_seconds, run.voiceprints)
                 span.put_annotation("speakers", len(result.speakers))
             self.speed.observe(audio.duration_seconds, result.timings.diarize_seconds)
         except DiarizationError as error:

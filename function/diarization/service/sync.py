@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from diarization.audio import DecodedAudio
 from diarization.capacity import MemoryBudget
 from diarization.engine import Diarizer, decode_within_limits
 from diarization.errors import AudioTooLargeError, ConfigurationError, TooLongForSyncError
@@ -18,6 +19,7 @@ from diarization.result import DiarizationResult
 from diarization.service.diarize_object import SpeedEstimate
 from diarization.service.locations import ObjectRef
 from diarization.service.ports import ObjectStore
+from diarization.voiceprints import Voiceprint
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class SyncRequest:
     hints: SpeakerHints
     name: str = "upload"
     """The input's name in the result (an object's URI, or the uploaded file's name)."""
+    voiceprints: tuple[Voiceprint, ...] = ()
+    include_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,18 @@ class DiarizeSync:
                 self.store.download(exact, local)
                 audio, decode_seconds = decode_within_limits(settings, local, self._check_declared)
                 self._check_decoded(audio.duration_seconds)
-                return self.diarizer.diarize_decoded(audio, request.hints, ref.uri, decode_seconds)
+                return self._diarize(request, audio, ref.uri, decode_seconds)
         with gate or nullcontext():
             audio, decode_seconds = decode_within_limits(settings, request.source, self._check_declared)
             self._check_decoded(audio.duration_seconds)
-            return self.diarizer.diarize_decoded(audio, request.hints, request.name, decode_seconds)
+            return self._diarize(request, audio, request.name, decode_seconds)
+
+    def _diarize(
+        self, request: SyncRequest, audio: DecodedAudio, name: str, decode_seconds: float
+    ) -> DiarizationResult:
+        return self.diarizer.diarize_decoded(
+            audio, request.hints, name, decode_seconds, request.voiceprints, request.include_embeddings
+        )
 
     def _check_declared(self, declared_seconds: float) -> None:
         """From the container's header, before decoding: a 4 h file is refused in milliseconds, not after a minute
