@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from diarization import offline
 from diarization.modeldir import CONFIG_FILE, MODEL_FILE, ModelManifest, check_model_dir, write_manifest
 from diarization.runtime import prepare_environment
 
@@ -41,30 +42,16 @@ MIN_CLUSTER_SIZE = 12
 
 
 def pipeline_config() -> dict[str, Any]:
-    """community-1's segmentation settings; agglomerative clustering in place of VBx."""
-    return {
-        "dependencies": {"pyannote.audio": "4.0.0"},
-        "pipeline": {
-            "name": "pyannote.audio.pipelines.SpeakerDiarization",
-            "params": {
-                "clustering": "AgglomerativeClustering",
-                "embedding": "$model/embedding",
-                "embedding_batch_size": 32,
-                "embedding_exclude_overlap": True,
-                "plda": "$model/plda",
-                "segmentation": "$model/segmentation",
-                "segmentation_batch_size": 32,
-            },
-        },
-        "params": {
-            "clustering": {
-                "method": "centroid",
-                "min_cluster_size": MIN_CLUSTER_SIZE,
-                "threshold": CLUSTERING_THRESHOLD,
-            },
-            "segmentation": {"min_duration_off": 0.0},
-        },
+    """community-1's config (segmentation, batch sizes, overlap handling) with agglomerative clustering in
+    place of VBx."""
+    config = offline.pipeline_config()
+    config["pipeline"]["params"]["clustering"] = "AgglomerativeClustering"
+    config["params"]["clustering"] = {
+        "method": "centroid",
+        "min_cluster_size": MIN_CLUSTER_SIZE,
+        "threshold": CLUSTERING_THRESHOLD,
     }
+    return config
 
 
 def write_real_pipeline(out_dir: Path, cache_dir: Path) -> Path:
@@ -75,7 +62,6 @@ def write_real_pipeline(out_dir: Path, cache_dir: Path) -> Path:
     from pyannote.audio.core.task import Problem, Resolution, Specifications
 
     from diarization.ge2e_embedding import GE2ESpeakerEmbedding, load_resemblyzer_weights
-    from diarization.offline import save_model
     from diarization.realweights.fetch import EMBEDDING, SEGMENTATION, fetch
     from diarization.realweights.onnx_segmentation import convert
 
@@ -89,8 +75,8 @@ def write_real_pipeline(out_dir: Path, cache_dir: Path) -> Path:
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(segmentation.eval(), tmp / "segmentation" / MODEL_FILE)
-    save_model(embedding.eval(), tmp / "embedding" / MODEL_FILE)
+    offline.save_model(segmentation.eval(), tmp / "segmentation" / MODEL_FILE)
+    offline.save_model(embedding.eval(), tmp / "embedding" / MODEL_FILE)
     _write_unused_plda(tmp / "plda", embedding.dimension)
     (tmp / CONFIG_FILE).write_text(yaml.safe_dump(pipeline_config(), sort_keys=False))
     write_manifest(
