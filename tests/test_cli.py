@@ -293,7 +293,7 @@ def test_version_and_one_program_name() -> None:
         usage = run_cli("--help", program=program)
         assert usage.returncode == 0 and usage.stdout.startswith("usage: diarize ")
         assert "`python -m diarization` is the same program" in " ".join(usage.stdout.split())
-        assert run_cli(program=program).stderr.startswith("error: INVALID_PARAMETER: the following arguments")
+        assert run_cli(program=program).stderr.startswith("error: INVALID_PARAMETER: Give an audio input")
 
 
 def test_s3_inputs_and_outputs(moto_endpoint: str, tiny_model_dir: Path, sample_path: Path, tmp_path: Path) -> None:
