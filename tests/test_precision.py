@@ -207,9 +207,16 @@ def test_a_missing_or_unreadable_proof_is_fp32_only(tmp_path: Path) -> None:
     assert read_proof(tmp_path).proven == ("fp32", "bf16")
 
 
-def test_generated_directories_claim_no_proof(production_model_dir: Path, tiny_model_dir: Path) -> None:
+def test_generated_directories_claim_no_proof_and_say_so(
+    production_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diarization import offline
+
     assert not (production_model_dir / PRECISION_FILE).exists()
-    assert not (tiny_model_dir / PRECISION_FILE).exists()
+    assert offline.main([str(tmp_path / "generated"), "--variant", "tiny"]) == 0
+    assert not (tmp_path / "generated" / PRECISION_FILE).exists()
+    said = capsys.readouterr().err
+    assert f"has no {PRECISION_FILE}" in said and "EMBEDDING_PRECISION=auto runs it in fp32" in said
 
 
 def test_loading_an_unproven_directory_with_auto_gives_fp32_and_logs_why(

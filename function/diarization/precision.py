@@ -30,6 +30,12 @@ PRECISION_FILE = "precision.json"
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 """/proc/cpuinfo flags of x86 processors whose bf16 dot products oneDNN runs in hardware."""
 
+NO_PRECISION_PROOF = (
+    "precision: {path} has no " + PRECISION_FILE + ", so EMBEDDING_PRECISION=auto runs it in fp32; "
+    "`python -m diarization.precision prove {path}` compares bf16 with fp32 and records the verdict"
+)
+"""What generators print: they write no proof, so they must not look as if they had one."""
+
 MIN_COSINE = 0.999
 """Smallest cosine between a (chunk, speaker) embedding in fp32 and in bf16 that still counts as agreement.
 
