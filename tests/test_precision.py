@@ -165,6 +165,7 @@ def test_cuda_choices() -> None:
     """No GPU here: the CUDA paths are covered only through this pure function."""
     gpu = Machine(frozenset(), "AVX2", onednn_bf16=False, cuda_bf16=True)
     assert choose_precision("auto", gpu, "cuda", PROVEN).precision == "bf16"
+    assert choose_precision("auto", gpu, "cuda:0", PROVEN).precision == "bf16", "the loader passes torch's name"
     assert choose_precision("auto", gpu, "cuda", UNPROVEN).precision == "fp32"
     old_gpu = Machine(frozenset(), "AVX2", onednn_bf16=False, cuda_bf16=False)
     assert choose_precision("auto", old_gpu, "cuda", PROVEN).precision == "fp32"

@@ -95,6 +95,7 @@ def choose_precision(requested: str, machine: Machine, device: str, proof: Proof
         raise ConfigurationError(
             f"EMBEDDING_PRECISION={requested!r} is not one of {', '.join(REQUESTS)}.", setting="EMBEDDING_PRECISION"
         )
+    device = device.split(":")[0]  # torch names GPUs "cuda:0"; only the kind matters here
     if device == "cpu" and requested == "fp16":
         raise PrecisionUnsupportedError(
             "EMBEDDING_PRECISION=fp16 needs a GPU: CPUs have no fast fp16 convolutions. Use auto, fp32 or bf16 on CPU.",
