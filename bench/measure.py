@@ -5,7 +5,9 @@ alone. ``--path upstream`` is pyannote.audio as installed (``Pipeline.from_pretr
 ``get_embeddings``) with an embedding batch of 1: its fastest CPU setting and so the fair baseline,
 although community-1's ``config.yaml`` (copied by the offline pipeline) says 32; ``--path
 upstream-batch32`` keeps that 32 (choose it to see what the shipped config costs on CPU);
-``--path fast`` is this project's loader with :mod:`diarization.fastpath`.
+``--path fast`` is this project's loader with :mod:`diarization.fastpath` in fp32, ``--path fast-bf16``
+the same with the ResNet trunk in bf16 (``EMBEDDING_PRECISION=bf16``: forced, because the bench's
+generated directory is not proven, so ``auto`` would stay fp32).
 Both get the same in-memory waveform (decoded by this project's PyAV decoder: upstream's own
 decoder, torchcodec, needs system FFmpeg libraries that the image does not ship).
 
@@ -27,7 +29,7 @@ from typing import Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--path", choices=("upstream", "upstream-batch32", "fast"), required=True)
+    parser.add_argument("--path", choices=("upstream", "upstream-batch32", "fast", "fast-bf16"), required=True)
     parser.add_argument("--audio", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--threads", type=int, required=True)
@@ -56,7 +58,11 @@ def main() -> None:
         from diarization.loader import load_pipeline
 
         pyannote_imported = time.perf_counter()
-        pipeline = load_pipeline(Settings(model_dir=args.model_dir, device="cpu", num_threads=args.threads)).pipeline
+        precision = "bf16" if args.path == "fast-bf16" else "fp32"
+        settings = Settings(
+            model_dir=args.model_dir, device="cpu", num_threads=args.threads, embedding_precision=precision
+        )
+        pipeline = load_pipeline(settings).pipeline
         loaded = time.perf_counter()
     rss_after_load = _peak_rss_bytes()
 
@@ -108,6 +114,7 @@ def main() -> None:
         "turns": len(output.speaker_diarization),
         "embedding_batch_size": int(pipeline.embedding_batch_size),
         "pipeline_class": type(pipeline).__name__,
+        "embedding_precision": getattr(pipeline, "trunk_precision", "fp32"),
     }
     print(json.dumps(row))
 

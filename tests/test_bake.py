@@ -25,6 +25,7 @@ import yaml
 from diarization.bake import bake, resolve_token
 from diarization.errors import HubAccessDeniedError, HubTokenMissingError
 from diarization.modeldir import check_model_dir, read_manifest
+from diarization.precision import read_proof
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,6 +103,8 @@ def test_bake_localizes_hub_references_and_verifies(tiny_model_dir: Path, tmp_pa
     assert read_manifest(out) == manifest
     assert manifest.trained and manifest.revision == "commit-of-acme/diarization" and manifest.source == "huggingface"
     assert not (out.with_name("baked.partial")).exists()
+    proof = read_proof(out)  # the tiny stand-in has no ResNet trunk: bake records fp32 only, and why
+    assert proof.proven == ("fp32",) and "no WeSpeaker ResNet trunk" in proof.reason and proof.created_at
 
 
 def test_bake_that_cannot_load_fails_and_leaves_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -55,8 +55,8 @@ def test_page_reports_ratios_equivalence_and_targets(tmp_path: Path) -> None:
     ]
     page = render({"started": "2026-11-25 12:00 UTC", "commit": "abc1234", "model_dir": str(tmp_path), "rows": rows})
 
-    assert "| 10min | 2 | 4.00 | 4.00 | 90% | 100% | 2.4e-07 | yes |" in page
-    assert "| 30s | 2 | 3.00 | 3.00 | 100% | 100% | 1.0e-03 | NO |" in page
+    assert "| 10min | 2 | 4.00 | 4.00 | 90% | 100% | 1144 | 2.4e-07 | 1.000000 | yes |" in page
+    assert "| 30s | 2 | 3.00 | 3.00 | 100% | 100% | 1144 | 1.0e-03 | 0.999999 | NO |" in page
     assert "10min, 2 threads: 4.00× — **met**" in page
     assert "60min, 2 threads: not measured in this run" in page
     assert "largest difference 1.0e-03 — **not met**" in page
@@ -64,3 +64,24 @@ def test_page_reports_ratios_equivalence_and_targets(tmp_path: Path) -> None:
     assert "cold start ≤ 50 % of upstream's: worst pair 100% — **not met**" in page
     assert "peak RSS ≤ 1.5 GB for 60 minutes: 1.60 GB — **not met**" in page
     assert "at commit abc1234" in page
+
+
+def test_page_reports_bf16_rows_against_both_upstream_baselines_and_fp32(tmp_path: Path) -> None:
+    embeddings = np.random.default_rng(0).normal(size=(10, 3, 256)).astype(np.float32)
+    rounded = embeddings.copy()
+    rounded[0, 0] = -embeddings[0, 0]  # one opposite embedding: the cosine column must show it
+    rows = [
+        row(tmp_path, "upstream", "10min", 800.0, embeddings, "SPEAKER a\n"),
+        row(tmp_path, "upstream-batch32", "10min", 1600.0, embeddings, "SPEAKER a\n"),
+        row(tmp_path, "fast", "10min", 200.0, embeddings, "SPEAKER a\n"),
+        row(tmp_path, "fast-bf16", "10min", 100.0, rounded, "SPEAKER a\n", peak_rss_bytes=2**30),
+    ]
+    page = render({"started": "2026-11-25 12:00 UTC", "commit": "abc1234", "model_dir": str(tmp_path), "rows": rows})
+
+    assert "## fast-bf16 vs upstream-batch32, same run" in page
+    assert "| 10min | 2 | 16.00 | 16.00 | 100% | 89% | 1024 |" in page
+    assert "## fast-bf16 vs upstream, same run" in page and "| 10min | 2 | 8.00 | 8.00 |" in page
+    assert "## fast-bf16 vs fast, same run" in page and "| -1.000000 | yes |" in page
+    assert "bf16 ≥ 8× faster than upstream defaults (batch 32), 10min, 2 threads: 16.00× — **met**" in page
+    assert "bf16 ≥ 8× faster than upstream defaults, 60min, 2 threads: not measured in this run" in page
+    assert "bf16 turns identical to fp32's in every pair: **met**" in page

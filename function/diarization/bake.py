@@ -4,9 +4,12 @@ Runs at image build time (``docker build --secret id=hf_token,...``): downloads
 the pipeline with a Hugging Face token, makes every model reference local
 (``$model/...``), records the exact commit, then loads the result with
 ``HF_HUB_OFFLINE=1`` and diarizes a few seconds of generated audio. A build
-whose model does not load fails here instead of at the first request.
+whose model does not load fails here instead of at the first request. Last, it compares
+the embedding trunk in fp32 and bf16 on real speech and records the verdict in
+``precision.json`` (:mod:`diarization.precision`): ``EMBEDDING_PRECISION=auto`` uses bf16
+only where this proof passed.
 
-Usage: ``python -m diarization.bake OUT_DIR [--model ID] [--revision REV] [--token-file PATH]``
+Usage: ``python -m diarization.bake OUT_DIR [--model ID] [--revision REV] [--token-file PATH] [--audio WAV ...]``
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from diarization.errors import (
     HubUnavailableError,
 )
 from diarization.modeldir import CONFIG_FILE, LOCAL_PREFIX, ModelManifest, read_config, write_manifest
+from diarization.precision import Proof
 
 DEFAULT_MODEL = "pyannote/speaker-diarization-community-1"
 DEFAULT_TOKEN_FILE = Path("/run/secrets/hf_token")
@@ -112,6 +116,7 @@ def bake(
     token: str = "",
     download: Downloader = hub_download,
     verify: bool = True,
+    recordings: tuple[Path, ...] = (),
 ) -> ModelManifest:
     """Download ``model`` into ``out_dir`` with every reference local, then verify it."""
     staging = out_dir.with_name(out_dir.name + ".partial")
@@ -129,6 +134,7 @@ def bake(
     write_manifest(staging, manifest)
     if verify:
         verify_model_dir(staging)
+        prove_precision(staging, recordings)
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return manifest
@@ -192,6 +198,19 @@ def verify_model_dir(model_dir: Path, seconds: float = 6.0) -> dict[str, Any]:
     return result.to_dict()
 
 
+def prove_precision(model_dir: Path, recordings: tuple[Path, ...] = ()) -> Proof:
+    """Compare fp32 and bf16 on pyannote's sample and ``recordings``; record the verdict in the directory.
+
+    A disagreement is not a failed build: the directory records fp32 and why, and ``auto`` keeps fp32.
+    """
+    from diarization.precision import prove, sample_recording, write_proof
+
+    proof = prove(model_dir, [sample_recording(), *recordings])
+    write_proof(model_dir, proof)
+    print(f"precision: proven {', '.join(proof.proven)}: {proof.reason}", file=sys.stderr)
+    return proof
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diarization.bake", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
@@ -210,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"used when HF_TOKEN is unset (default: {DEFAULT_TOKEN_FILE})",
     )
     parser.add_argument("--verify-only", action="store_true", help="only load and test an existing OUT_DIR")
+    parser.add_argument(
+        "--audio",
+        type=Path,
+        action="append",
+        default=[],
+        help="more real recordings for the fp32/bf16 agreement check (pyannote's sample is always used)",
+    )
     args = parser.parse_args(argv)
     from diarization.runtime import prepare_environment
 
@@ -217,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verify_only:
             verify_model_dir(args.out_dir)
+            prove_precision(args.out_dir, tuple(args.audio))
             print(f"verified {args.out_dir}: loads offline and diarizes generated audio", file=sys.stderr)
             return 0
         token = resolve_token(args.token_file, args.model)
-        manifest = bake(args.out_dir, args.model, args.revision, token)
+        manifest = bake(args.out_dir, args.model, args.revision, token, recordings=tuple(args.audio))
     except DiarizationError as error:
         print(f"error: {error.code}: {error.message}", file=sys.stderr)
         return 2 if error.http_status < 500 else 3

@@ -15,6 +15,8 @@ from typing import Literal
 from diarization.errors import ConfigurationError
 
 Device = Literal["auto", "cpu", "cuda"]
+EmbeddingPrecision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 DEFAULT_MODEL_DIR = "/opt/diarization/model"
 DEFAULT_MAX_AUDIO_SECONDS = 4 * 3600.0
@@ -44,6 +46,8 @@ class Settings:
     """Cosine similarity at or above which a speaker takes a voiceprint's name (see diarization.voiceprints)."""
     fast_embeddings: bool = True
     """Use :mod:`diarization.fastpath` (same embeddings, a fraction of the work); False keeps pyannote's code."""
+    embedding_precision: EmbeddingPrecision = "auto"
+    """The embedding trunk's arithmetic; ``auto`` decides per machine and model (:mod:`diarization.precision`)."""
 
     @property
     def effective_threads(self) -> int:
@@ -98,6 +102,13 @@ class Settings:
                 values["fast_embeddings"] = False
             else:
                 problems.append(f"FAST_EMBEDDINGS={fast!r} is not true or false.")
+
+        precision = text("EMBEDDING_PRECISION")
+        if precision is not None:
+            if precision.lower() not in PRECISIONS:
+                problems.append(f"EMBEDDING_PRECISION={precision!r} is not one of {', '.join(PRECISIONS)}.")
+            else:
+                values["embedding_precision"] = precision.lower()
 
         raw_seconds = text("MAX_AUDIO_SECONDS")
         if raw_seconds is not None:

@@ -152,6 +152,7 @@ class Diarizer:
             device_name=loaded.device.name,
             num_threads=loaded.device.num_threads,
             stand_in=loaded.manifest.stand_in,
+            embedding_precision=loaded.embedding_precision,
         )
 
     def _run_pipeline(

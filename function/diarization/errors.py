@@ -243,6 +243,13 @@ class DeviceUnavailableError(DiarizationError):
     http_status = 503
 
 
+class PrecisionUnsupportedError(DiarizationError):
+    """``EMBEDDING_PRECISION`` names arithmetic the selected device cannot run fast (fp16 on a CPU)."""
+
+    code = "PRECISION_UNSUPPORTED"
+    http_status = 500
+
+
 class HubTokenMissingError(DiarizationError):
     """``bake`` needs a Hugging Face token and none was given."""
 
@@ -357,6 +364,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         ModelNotFoundError,
         ModelInvalidError,
         DeviceUnavailableError,
+        PrecisionUnsupportedError,
         HubTokenMissingError,
         HubAccessDeniedError,
         HubUnavailableError,

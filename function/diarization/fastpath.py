@@ -12,6 +12,11 @@ float32 rounding (the equivalence tests hold them to 1e-4 and to an identical RT
 the trunk's weights channels-last (oneDNN's fastest fp32 layout on x86): both are exact
 algebra, differing from upstream only in float rounding.
 
+``trunk_precision`` (set by the loader from :mod:`diarization.precision`) runs only the trunk
+(the ResNet's ``forward_frames``, after the fp32 fbank) under bf16/fp16 autocast and casts its
+output back to fp32 before pooling: pooling, PLDA and clustering always see fp32, and pyannote's
+own inference (which converts outputs to numpy and rejects bf16) is not touched.
+
 ``FAST_EMBEDDINGS=false`` keeps pyannote's own code path untouched.
 """
 
@@ -36,6 +41,9 @@ class SharedTrunkDiarization(SpeakerDiarization):  # type: ignore[misc]
     ``embedding_batch_size`` counts chunks here (each carrying all its local speakers),
     not (chunk, speaker) pairs.
     """
+
+    trunk_precision = "fp32"
+    """``fp32``, ``bf16`` or ``fp16``: the arithmetic of the ResNet trunk alone."""
 
     def get_embeddings(
         self,
@@ -63,13 +71,30 @@ class SharedTrunkDiarization(SpeakerDiarization):  # type: ignore[misc]
         with torch.inference_mode():
             for index, (first, chunks) in enumerate(_batches(binary_segmentations, batch_size), 1):
                 waveforms = torch.stack([self._audio.crop(file, chunk, mode="pad")[0] for chunk in chunks])
-                frames = model.forward_frames(waveforms.to(device))
+                frames = _trunk(model, waveforms.to(device), self.trunk_precision)
                 speaker_weights = weights[first : first + len(chunks)].to(device)
                 embeddings = model.forward_embedding(frames, weights=speaker_weights).cpu().numpy()
                 batches.append(embeddings)
                 if hook is not None:
                     hook("embeddings", embeddings, total=batch_count, completed=index)
         return np.concatenate(batches)
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _trunk(model: Any, waveforms: torch.Tensor, precision: str) -> torch.Tensor:
+    """The ResNet's frame features in fp32, computed in ``precision``; the fbank front end stays fp32: its
+    mel filterbank sums power spectra of 16-bit-scaled samples before the log, where bf16's 8-bit mantissa
+    would lose small bands next to loud ones; the trunk then sees (and autocast rounds) only log energies."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        frames: torch.Tensor = model.forward_frames(waveforms)
+        return frames
+    fbank = model.compute_fbank(waveforms)
+    with torch.autocast(waveforms.device.type, dtype=dtype):
+        frames = model.resnet.forward_frames(fbank)
+    return frames.float()
 
 
 def pooling_weights(embedding: Any, binary_segmentations: SlidingWindowFeature, exclude_overlap: bool) -> np.ndarray:

@@ -18,6 +18,7 @@ from typing import Any
 from diarization.config import Settings
 from diarization.errors import DiarizationError, ModelInvalidError
 from diarization.modeldir import FIX, ModelManifest, check_model_dir, read_manifest
+from diarization.precision import choose_precision, detect_machine, read_proof
 from diarization.runtime import DeviceInfo, prepare_environment, select_device
 
 logger = logging.getLogger("diarization")
@@ -34,6 +35,9 @@ class LoadedPipeline:
     load_seconds: float
     fast_embeddings: bool = False
     """Whether :mod:`diarization.fastpath` computes the embeddings."""
+    embedding_precision: str = "fp32"
+    """The embedding trunk's arithmetic (:mod:`diarization.precision`)."""
+    precision_reason: str = ""
 
 
 _cache: dict[tuple[Any, ...], LoadedPipeline] = {}
@@ -49,6 +53,7 @@ def load_pipeline(settings: Settings) -> LoadedPipeline:
         settings.embedding_batch_size,
         settings.segmentation_batch_size,
         settings.fast_embeddings,
+        settings.embedding_precision,
     )
     with _lock:
         if key not in _cache:
@@ -95,6 +100,12 @@ def _load(settings: Settings) -> LoadedPipeline:
             _cpu_batch_sizes(pipeline, settings)
         if not fast_embeddings:
             logger.warning("fast embedding path not applicable to %s; using pyannote's own", type(pipeline).__name__)
+    choice = choose_precision(
+        settings.embedding_precision, detect_machine(), device.device, read_proof(model_dir), trunk=fast_embeddings
+    )
+    if fast_embeddings:
+        pipeline.trunk_precision = choice.precision
+    logger.info("embedding precision %s: %s", choice.precision, choice.reason)
 
     loaded = LoadedPipeline(
         pipeline=pipeline,
@@ -104,6 +115,8 @@ def _load(settings: Settings) -> LoadedPipeline:
         pyannote_version=pyannote_version,
         load_seconds=time.perf_counter() - started,
         fast_embeddings=fast_embeddings,
+        embedding_precision=choice.precision,
+        precision_reason=choice.reason,
     )
     logger.info(
         "loaded pipeline %s (revision %s, %s) from %s in %.2f s, %s embedding path",

@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from diarization.modeldir import CONFIG_FILE, MODEL_FILE, ModelManifest, check_model_dir, write_manifest
+from diarization.precision import NO_PRECISION_PROOF
 from diarization.runtime import prepare_environment
 
 VARIANTS = ("production", "tiny")
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = write_offline_pipeline(args.out_dir, args.variant, args.seed)
     print(f"wrote UNTRAINED {args.variant} pipeline (random weights, seed {args.seed}) to {path}", file=sys.stderr)
+    print(NO_PRECISION_PROOF.format(path=path), file=sys.stderr)
     return 0
 
 

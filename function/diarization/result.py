@@ -77,6 +77,8 @@ class ModelInfo:
     num_threads: int
     stand_in: str | None = None
     """What in the pipeline stands in for community-1's networks (trained, but not the product's model), or None."""
+    embedding_precision: str = "fp32"
+    """The embedding trunk's arithmetic: fp32, or bf16/fp16 where the model directory proved it agrees."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import yaml
 
 from diarization import offline
 from diarization.modeldir import CONFIG_FILE, MODEL_FILE, ModelManifest, check_model_dir, write_manifest
+from diarization.precision import NO_PRECISION_PROOF
 from diarization.runtime import prepare_environment
 
 NAME = "segmentation-3.0+resemblyzer-ge2e"
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = write_real_pipeline(args.out_dir, args.cache)
     print(f"wrote the real-weights pipeline ({STAND_IN}) to {path}", file=sys.stderr)
+    print(NO_PRECISION_PROOF.format(path=path), file=sys.stderr)
     return 0
 
 
