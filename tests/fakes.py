@@ -209,12 +209,16 @@ class FakeRouter:
     threshold_seconds: float
     endpoint_name: str = "gpu-endpoint"
     submitted: list[tuple[ObjectRef, SpeakerHints, str]] = field(default_factory=list)
+    embeddings_asked: list[bool] = field(default_factory=list)
 
     def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
         return "long" if audio_seconds > self.threshold_seconds else None
 
-    def submit(self, ref: ObjectRef, hints: SpeakerHints, inference_id: str) -> dict[str, Any]:
+    def submit(
+        self, ref: ObjectRef, hints: SpeakerHints, inference_id: str, *, speaker_embeddings: bool = False
+    ) -> dict[str, Any]:
         self.submitted.append((ref, hints, inference_id))
+        self.embeddings_asked.append(speaker_embeddings)
         return {"inference_id": inference_id, "output_location": f"s3://gpu/out/{inference_id}.out"}
 
 

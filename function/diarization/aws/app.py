@@ -137,7 +137,14 @@ class FunctionApp:
             drop_voiceprints=voiceprints.for_drops(self.aws.drop_voiceprint_owner, self.aws.drop_voiceprints),
         )
         self.complete_inference = CompleteInference(
-            locations, store, publisher, jobs, self.logger, telemetry, self.aws.output_formats
+            locations,
+            store,
+            publisher,
+            jobs,
+            self.logger,
+            telemetry,
+            self.aws.output_formats,
+            voiceprint_threshold=self.settings.voiceprint_threshold,
         )
         self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
         self.end_overdue_jobs = (

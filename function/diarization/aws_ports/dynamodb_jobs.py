@@ -14,6 +14,7 @@ index: the inference's deadline ends it (see ``diarization.service.overdue``).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -27,6 +28,7 @@ from diarization.aws_ports.dynamodb import conditionally
 from diarization.service.locations import ObjectRef
 from diarization.service.overdue import DEFAULT_GPU_DEADLINE_SECONDS, DEFAULT_JOB_DEADLINE_SECONDS
 from diarization.service.routing import Routing
+from diarization.voiceprints import Voiceprint
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 OPEN = "#s IN (:queued, :running)"
@@ -113,6 +115,8 @@ class JobStore:
             "output_location": routing.output_location,
             "failure_location": routing.failure_location,
             "formats": None if routing.formats is None else list(routing.formats),
+            # One JSON string, as jobs keep them: boto3 refuses Python floats in DynamoDB items.
+            "voiceprints": json.dumps([v.to_dict() for v in routing.voiceprints]) if routing.voiceprints else None,
             "submitted_at": now,
             "deadline": int(now + self.gpu_deadline_seconds),
             "running": RUNNING,
@@ -142,6 +146,7 @@ class JobStore:
             deadline=item.get("deadline"),
             ended="outcome" in item,
             formats=None if item.get("formats") is None else tuple(item["formats"]),
+            voiceprints=tuple(Voiceprint.from_dict(body) for body in json.loads(item.get("voiceprints") or "[]")),
         )
 
     def overdue_routings(self, now: float) -> list[Routing]:

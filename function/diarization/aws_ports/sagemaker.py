@@ -34,10 +34,18 @@ class GpuRouter:
             return f"about {estimated_seconds:.0f} s of work does not fit the {available_seconds:.0f} s left"
         return None
 
-    def submit(self, ref: ObjectRef, hints: SpeakerHints, inference_id: str) -> dict[str, Any]:
-        """The endpoint reads the object itself: nothing but its location crosses from Lambda."""
+    def submit(
+        self, ref: ObjectRef, hints: SpeakerHints, inference_id: str, *, speaker_embeddings: bool = False
+    ) -> dict[str, Any]:
+        """The endpoint reads the object itself: nothing but its location crosses from Lambda.
+
+        `speaker_embeddings` asks for the centroids in the output through CustomAttributes, which SageMaker (and
+        infra/local_sagemaker.py) hands to the container unchanged: an opt-in like the server's JSON requests have,
+        so outputs without voiceprints to match stay small, and the voiceprints themselves never leave Lambda."""
         attributes = [f"input_uri={quote(ref.uri, safe='')}"]
         attributes += [f"{name}={value}" for name, value in hints.as_pipeline_kwargs().items()]
+        if speaker_embeddings:
+            attributes.append("speaker_embeddings=true")  # the JSON requests' field name
         response = self.client.invoke_endpoint_async(
             EndpointName=self.endpoint_name,
             InputLocation=ref.uri,

@@ -4,8 +4,9 @@ The same core as the Lambda function, in a long-running process: the pipeline lo
 (/ping answers 503 until it is ready), requests run at most MAX_CONCURRENT_INVOCATIONS at a time so GPU
 memory is never oversubscribed, and SIGTERM stops accepting, finishes what is in flight, then exits.
 Asynchronous endpoints post the input object's bytes; hints (and the input's URI, for the result) come
-in the X-Amzn-SageMaker-Custom-Attributes header. A JSON body `{"s3_uri", hints, "voiceprints": [voiceprint objects]}`
-names the speakers that match the voiceprints it carries.
+in the X-Amzn-SageMaker-Custom-Attributes header, and `speaker_embeddings=true` there asks for the speakers'
+centroids (the Lambda function names routed results with them). A JSON body
+`{"s3_uri", hints, "voiceprints": [voiceprint objects]}` names the speakers that match the voiceprints it carries.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ class InferenceService:
             )
         elif media.startswith(AUDIO_TYPES):
             name = unquote(attributes.get("input_uri", "")) or "upload"
-            work = SyncRequest(body, SpeakerHints.from_mapping(hints_in), name)
+            embeddings = _flag(attributes, "speaker_embeddings")
+            work = SyncRequest(body, SpeakerHints.from_mapping(hints_in), name, include_embeddings=embeddings)
         else:
             raise UnsupportedMediaTypeError(
                 f"Content-Type {content_type!r} is not supported: send audio bytes (audio/*, "
@@ -179,6 +181,14 @@ class InferenceService:
 
             self._store = S3Store()
         return self._store
+
+
+def _flag(attributes: dict[str, str], name: str) -> bool:
+    """A custom attribute that is `true` or `false` (absent: false)."""
+    value = attributes.get(name, "false")
+    if value not in ("true", "false"):
+        raise InvalidParameterError(f"{name}={value!r} in {ATTRIBUTES_HEADER} is not true or false.", parameter=name)
+    return value == "true"
 
 
 def _voiceprints(value: Any) -> tuple[Voiceprint, ...]:

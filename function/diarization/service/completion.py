@@ -1,7 +1,8 @@
 """Completion of GPU inferences: SageMaker's async success/error notification becomes the standard
 result object (`results/{name}.json` + the selected formats) or error object, the same completion event, and a
 finished job — exactly what the object use case writes, so a user cannot tell where the work ran except
-from the result's `model.device` and `timings`.
+from the result's `model.device` and `timings`. A run with voiceprints has its speakers named here, from the
+centroids the endpoint returns (``diarization.service.identify_result``).
 
 SageMaker's notification: `invocationStatus` (`Completed` or `Failed`), `requestParameters.inputLocation`,
 `responseParameters.outputLocation` (or `failureLocation`), `failureReason`, `inferenceId`.
@@ -15,14 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from diarization.config import DEFAULT_VOICEPRINT_THRESHOLD
 from diarization.errors import (
     ERROR_CODES,
     AccessDeniedError,
     DiarizationError,
     GpuInferenceFailedError,
     InputNotFoundError,
+    VoiceprintModelMismatchError,
 )
 from diarization.formats import DEFAULT_OUTPUT_FORMATS, render
+from diarization.service.identify_result import name_speakers
 from diarization.service.locations import Locations, ObjectRef, OutputLocations, parse_s3_uri
 from diarization.service.model import Invocation
 from diarization.service.ordering import Order, order_of
@@ -46,7 +50,10 @@ class CompleteInference:
         log: Log,
         telemetry: Telemetry,
         formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS,
+        voiceprint_threshold: float = DEFAULT_VOICEPRINT_THRESHOLD,
     ) -> None:
+        self.voiceprint_threshold = voiceprint_threshold
+        """VOICEPRINT_THRESHOLD: routed results are named here, as the Lambda function names its own."""
         self.formats = formats
         """The deployment's OUTPUT_FORMATS: for routings recorded without formats of their own."""
         self.locations = locations
@@ -73,8 +80,8 @@ class CompleteInference:
         if error is None:
             try:
                 outcome = self._succeeded(ref, order, completion, outputs)
-            except GpuInferenceFailedError as unreadable:
-                error = unreadable
+            except (GpuInferenceFailedError, VoiceprintModelMismatchError) as refused:
+                error = refused
         if error is not None:
             outcome = self.publisher.failed(ref, outputs, error, invocation.request_id, inference_id, order)
         if self.jobs:
@@ -89,12 +96,16 @@ class CompleteInference:
         if not location:
             raise GpuInferenceFailedError("The GPU endpoint reported success without an outputLocation.")
         try:
-            result = self.store.get_json(*_split(location))
-            if str(result.get("schema_version", "")).split(".")[0] != "1":
+            output = self.store.get_json(*_split(location))
+            if str(output.get("schema_version", "")).split(".")[0] != "1":
                 raise ValueError("not a schema v1 result")
+            routing = completion.routing
+            result = name_speakers(output, routing.voiceprints, self.voiceprint_threshold)
             for name in outputs.formats:  # a result no format can render is unreadable too: known before writing
                 render(result, name)
-            outcome = succeeded_from_result(ref, outputs, result, completion.routing.inference_id)
+            outcome = succeeded_from_result(ref, outputs, result, routing.inference_id)
+        except VoiceprintModelMismatchError:
+            raise  # the voiceprints' fault, not the endpoint's: the error object the Lambda path writes for them
         except (DiarizationError, ValueError, KeyError, TypeError) as error:
             raise GpuInferenceFailedError(
                 f"The GPU endpoint reported success, but its output {location} is unreadable: {error}",

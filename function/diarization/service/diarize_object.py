@@ -387,7 +387,9 @@ class DiarizeObject:
         (``diarization.service.routing``), and the record's deadline ends it if the GPU never reports."""
         if self.jobs is None:
             raise ConfigurationError("Routing to the GPU needs JOBS_TABLE: completions are checked against it.")
-        submitted = router.submit(run.ref, run.hints, inference_id_for(run))
+        # The GPU result is named here, at completion, with the voiceprints recorded below: the endpoint only returns
+        # the speakers' centroids (asked for only when there is something to match them against).
+        submitted = router.submit(run.ref, run.hints, inference_id_for(run), speaker_embeddings=bool(run.voiceprints))
         self.jobs.record_routing(
             Routing(
                 inference_id=submitted["inference_id"],
@@ -395,6 +397,7 @@ class DiarizeObject:
                 output_location=submitted.get("output_location"),
                 failure_location=submitted.get("failure_location"),
                 formats=run.formats,
+                voiceprints=run.voiceprints,
             )
         )
         self.telemetry.metric("RoutedToGpu", "Count", 1)

@@ -81,7 +81,10 @@ class GpuRouter(Protocol):
     def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
         """Why this file should go to the GPU (None: run it here)."""
 
-    def submit(self, ref: ObjectRef, hints: SpeakerHints, inference_id: str) -> dict[str, Any]: ...
+    def submit(
+        self, ref: ObjectRef, hints: SpeakerHints, inference_id: str, *, speaker_embeddings: bool = False
+    ) -> dict[str, Any]:
+        """`speaker_embeddings`: the output carries each speaker's centroid (for matching voiceprints afterwards)."""
 
 
 class Span(Protocol):

@@ -13,6 +13,7 @@ from typing import Any
 
 from diarization.errors import DiarizationError
 from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
+from diarization.voiceprints import Voiceprint
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Routing:
     ended: bool = False
     formats: tuple[str, ...] | None = None
     """The outputs the completion writes beside the JSON (None: the deployment's OUTPUT_FORMATS)."""
+    voiceprints: tuple[Voiceprint, ...] = ()
+    """The run's voiceprints: the completion names the GPU result's speakers with them, as the Lambda path would."""
 
 
 @dataclass(frozen=True)
