@@ -69,6 +69,11 @@ def test_hints_and_input_uri_from_custom_attributes(container: Container, encode
     status, result = container.request("POST", "/invocations", encoded_samples["flac"].read_bytes(), headers)
     assert status == 200 and result["speaker_count"] == 2 and result["parameters"]["num_speakers"] == 2
     assert result["input"]["uri"] == "s3://bucket/audio/x.flac"
+    assert "speaker_embeddings" not in result  # only when asked for, as in JSON requests
+
+    headers["X-Amzn-SageMaker-Custom-Attributes"] += ",speaker_embeddings=true"
+    status, result = container.request("POST", "/invocations", encoded_samples["flac"].read_bytes(), headers)
+    assert status == 200 and set(result["speaker_embeddings"]) == {speaker["id"] for speaker in result["speakers"]}
 
 
 def test_json_body_with_an_s3_uri(
@@ -143,6 +148,12 @@ def test_json_body_with_an_s3_uri(
         (
             b"x",
             {"Content-Type": "audio/wav", "X-Amzn-SageMaker-Custom-Attributes": "garbage"},
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            b"x",
+            {"Content-Type": "audio/wav", "X-Amzn-SageMaker-Custom-Attributes": "speaker_embeddings=yes"},
             400,
             "INVALID_PARAMETER",
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from diarization.aws.settings import AwsSettings
 from diarization.capacity import MemoryBudget
 from diarization.config import Settings
-from diarization.engine import Diarizer
+from diarization.engine import Diarizer, decode_within_limits
 from diarization.errors import AudioTooLongForMemoryError, InvalidAudioError, TooLongForSyncError
 from diarization.hints import SpeakerHints
 from diarization.service.abandon import AbandonObject
@@ -359,6 +360,46 @@ def test_long_audio_is_routed_and_its_job_finishes_on_completion(
     assert isinstance(done, Succeeded) and done.inference_id == "job2"
     assert service.store.keys(BUCKET, "results/") == ["results/long.wav.json", "results/long.wav.rttm"]
     assert service.jobs.jobs["job2"]["status"] == "succeeded"
+
+
+def test_a_routed_run_is_named_on_completion_and_an_unreadable_centroid_fails_it(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    """The matching of routed work on its own (the end-to-end path is in test_gpu_routing): the centroids are asked
+    for, used and not published; one that is not a number makes the output unreadable (GPU_INFERENCE_FAILED)."""
+    service = make_service(diarizer, tmp_path, gpu_above=10.0)
+    audio, _ = decode_within_limits(diarizer.settings, encoded_samples["wav"])
+    alice, _ = diarizer.enroll_decoded(audio, "alice", "alice.wav")
+    for job_id in ("job7", "job8"):
+        service.store.put(BUCKET, f"audio/{job_id}.wav", encoded_samples["wav"].read_bytes())
+        service.jobs.create(job_id, voiceprints=json.dumps([alice.to_dict()]))
+        assert isinstance(service.diarize_object(request(f"audio/{job_id}.wav", job_id=job_id), Invocation()), Routed)
+    assert service.router.embeddings_asked == [True, True]
+    output = diarizer.diarize_decoded(audio, SpeakerHints(), "gpu", include_embeddings=True).to_dict()
+    broken = {**output, "speaker_embeddings": {label: ["x"] for label in output["speaker_embeddings"]}}
+    service.store.put_json("gpu", "out/job7.out", output)
+    service.store.put_json("gpu", "out/job8.out", broken)
+
+    def complete(job_id: str) -> Succeeded | Failed | Skipped:
+        return service.complete(
+            {
+                "invocationStatus": "Completed",
+                "inferenceId": job_id,
+                "requestParameters": {"inputLocation": f"s3://audio/audio/{job_id}.wav"},
+                "responseParameters": {"outputLocation": f"s3://gpu/out/{job_id}.out"},
+            },
+            Invocation(),
+        )
+
+    assert isinstance(complete("job7"), Succeeded)
+    result = service.store.get_json(BUCKET, "results/job7.wav.json")
+    named = {speaker["id"]: speaker["name"] for speaker in result["speakers"]}
+    assert named[alice.enrollment["speaker"]] == "alice"  # the same audio: its dominant speaker
+    assert result["identification"]["voiceprints"] == ["alice"] and "speaker_embeddings" not in result
+    failed = complete("job8")
+    assert isinstance(failed, Failed) and failed.error["code"] == "GPU_INFERENCE_FAILED"
+    assert "speaker_embeddings" in failed.error["message"]
+    assert service.jobs.jobs["job8"]["status"] == "failed"
 
 
 def test_synchronous_diarization_keeps_to_its_budget(diarizer: Diarizer, encoded_samples, tmp_path: Path) -> None:

@@ -53,10 +53,17 @@ def _centroids(embeddings: Any, labels: list[str]) -> dict[str, list[float]]:
     list a result writes for it) stays anonymous, as in the Lambda path where pyannote gave it none."""
     if not isinstance(embeddings, dict):
         raise ValueError("speaker_embeddings is not an object")
-    centroids = {label: [float(value) for value in embeddings.get(label) or ()] for label in labels}
+    centroids = {label: _vector(embeddings.get(label) or [], label) for label in labels}
     centroids = {label: vector for label, vector in centroids.items() if vector}
     if len({len(vector) for vector in centroids.values()}) > 1:
         raise ValueError("speaker_embeddings are not all of one length")
-    if not all(math.isfinite(value) for vector in centroids.values() for value in vector):
-        raise ValueError("speaker_embeddings are not all finite numbers")
     return centroids
+
+
+def _vector(value: Any, label: str) -> list[float]:
+    numbers = value if isinstance(value, list) else None
+    if numbers is None or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in numbers):
+        raise ValueError(f"speaker_embeddings[{label!r}] is not a list of numbers")
+    if not all(math.isfinite(x) for x in numbers):
+        raise ValueError(f"speaker_embeddings[{label!r}] is not all finite numbers")
+    return [float(x) for x in numbers]
