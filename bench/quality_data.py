@@ -9,7 +9,6 @@ refused instead of silently scoring against other audio or another reference.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyannote.core import Annotation, Segment, Timeline
+
+from diarization.realweights.fetch import sha256
 
 REQUIREMENT = "pyannote.audio==4.0.7"
 SDIST = "pyannote_audio-4.0.7.tar.gz"
@@ -91,14 +92,6 @@ class Item:
     reference: Annotation
     uem: Timeline | None
     """The scored region; ``None`` for the sample, which has no UEM: it is scored over the whole audio."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(cache_dir: Path) -> Path:
