@@ -25,6 +25,8 @@ TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
 REGION = "us-east-1"
 # Stands in for the image `sam build` pushes; the transform insists on one for PackageType Image functions.
 PLACEHOLDER_IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/diarization:latest"
+# Stands in for the artifact bucket `sam package` uploads local files (a state machine's definition) to.
+PLACEHOLDER_ARTIFACT_BUCKET = "sam-artifacts-123456789012"
 
 
 def transform(path: Path, parameters: dict[str, str], region: str = REGION) -> dict[str, Any]:
@@ -39,11 +41,24 @@ def transform(path: Path, parameters: dict[str, str], region: str = REGION) -> d
         properties = resource.get("Properties", {})
         if resource.get("Type") == "AWS::Serverless::Function" and properties.get("PackageType") == "Image":
             properties.setdefault("ImageUri", PLACEHOLDER_IMAGE_URI)
+        uri = properties.get("DefinitionUri")
+        if resource.get("Type") == "AWS::Serverless::StateMachine" and isinstance(uri, str):
+            properties["DefinitionUri"] = packaged_definition_uri(path.parent, uri)
     # No credentials are needed: managed policies are referenced by ARN, and the nested application is a local
     # path (the plugin asks the Serverless Application Repository only for ApplicationId/SemanticVersion pairs).
     translator = Translator(None, Parser(), plugins=[], boto_session=boto3.Session(region_name=region))
     result: dict[str, Any] = translator.translate(template, dict(parameters), get_managed_policy_map=dict)
     return result
+
+
+def packaged_definition_uri(root: Path, uri: str) -> str:
+    """A state machine's local DefinitionUri as `sam package` leaves it: an S3 location (the transform accepts
+    nothing else; `sam validate` makes the same substitution). Nothing is uploaded; the file must exist."""
+    if uri.startswith("s3://"):
+        return uri
+    if not (root / uri).is_file():
+        raise FileNotFoundError(f"DefinitionUri {uri} does not exist under {root}")
+    return f"s3://{PLACEHOLDER_ARTIFACT_BUCKET}/{uri}"
 
 
 def transformed(path: Path, parameters: dict[str, str] | None = None, timeout: float = 120) -> dict[str, Any]:

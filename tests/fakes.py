@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from diarization.errors import InputChangedError, InputNotFoundError
 from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
 from diarization.service.ordering import Order
-from diarization.service.routing import Routing
+from diarization.service.routing import STEPFUNCTIONS, Routing
 
 log = logging.getLogger("tests.fakes")
 
@@ -95,6 +95,15 @@ class MemoryStore:
     def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         self.put(bucket, key, body)
 
+    def put_stream(self, bucket: str, key: str, body: BinaryIO, content_type: str) -> None:
+        self.put(bucket, key, body.read())
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        return self._find(ObjectRef(bucket, key)).data
+
+    def get_range(self, bucket: str, key: str, start: int, stop: int) -> bytes:
+        return self._find(ObjectRef(bucket, key)).data[start:stop]
+
     def delete(self, bucket: str, key: str) -> None:
         self.objects.pop((bucket, key), None)
 
@@ -144,6 +153,8 @@ class MemoryJobs:
 
     def record_routing(self, routing: Routing) -> None:
         inference = self.inferences.setdefault(routing.inference_id, {"waiting": set()})
+        if routing.engine == STEPFUNCTIONS and "outcome" in inference:
+            return  # the same run's execution has ended: recording it again does not reopen it
         inference.pop("outcome", None)
         now = time.time()
         inference["routing"] = replace(routing, submitted_at=now, deadline=now + self.gpu_deadline_seconds)

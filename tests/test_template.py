@@ -43,10 +43,17 @@ from urllib.parse import unquote_plus
 import boto3
 import pytest
 
-from template_check import PLACEHOLDER_IMAGE_URI, ROOT, resolve_conditions, transformed
+from template_check import (
+    PLACEHOLDER_ARTIFACT_BUCKET,
+    PLACEHOLDER_IMAGE_URI,
+    ROOT,
+    resolve_conditions,
+    transformed,
+)
 
 TEMPLATE = ROOT / "template.yaml"
 GPU_TEMPLATE = ROOT / "infra" / "sagemaker" / "endpoint.yaml"
+DEFINITION = "statemachine/fanout.asl.json"
 ACCOUNT = "123456789012"
 GPU_IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/diarization-gpu:1"
 PARAMETER_SETS: dict[str, dict[str, str]] = {
@@ -55,6 +62,7 @@ PARAMETER_SETS: dict[str, dict[str, str]] = {
     "gpu": {"GpuImageUri": GPU_IMAGE, "EventBusName": "diarization-events", "AlarmEmail": "ops@example.com"},
     "existing-bucket": {"ExistingBucketName": "my-audio"},
     "webhooks": {"WebhookAllowedHosts": "hooks.example.com,*.example.org:8443", "WebhookSecretParameter": "/dz/hook"},
+    "no-fanout": {"FanOut": "never"},
 }
 # moto warns once per resource its CloudFormation skips (MOTO_SKIPS); that is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto:UserWarning")
@@ -337,6 +345,9 @@ def test_the_queue_leaves_room_in_the_reservation(app_templates: dict[str, dict[
     parameters = template["Parameters"]
     consumers = int(parameters["QueueMaximumConcurrency"]["Default"]) + 2 + 2  # work queue, dead letters, webhooks
     assert consumers < int(parameters["ReservedConcurrency"]["Default"])
+    # ... and one fan-out's shards at once fit beside them and the 2 kept for the API and completions
+    shards = int(parameters["FanOutMaxConcurrency"]["Default"])
+    assert consumers + 2 + shards <= int(parameters["ReservedConcurrency"]["Default"])
 
 
 def test_given_up_work_reaches_its_consumer(app_templates: dict[str, dict[str, Any]]) -> None:
@@ -407,7 +418,11 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         expected |= {"PublishCompletionEvents", "RouteToGpu", "ReadGpuOutputs"}
     if case == "webhooks":
         expected |= {"QueueAndRetryWebhooks", "ReadWebhookSecret"}
+    if case != "no-fanout":
+        expected |= FANOUT_SIDS
     assert {s["Sid"] for s in inline} == expected
+    assert_fanout_scoped([s for s in inline if s["Sid"] in FANOUT_SIDS])
+    inline = [s for s in inline if s["Sid"] not in FANOUT_SIDS]
     if case == "webhooks":
         (secret,) = [s for s in inline if s["Sid"] == "ReadWebhookSecret"]
         assert secret["Action"] == "ssm:GetParameter"  # that one parameter, nothing else in SSM
@@ -423,6 +438,63 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         )
         (events,) = [s for s in inline if s["Sid"] == "PublishCompletionEvents"]
         assert events["Resource"] == "arn:aws:events:us-east-1:123456789012:event-bus/diarization-events"
+
+
+FANOUT_SIDS = {"StartFanOut", "FanOutWorkObjects", "ListWorkSoMissingObjectsAre404"}
+STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:diarization-fanout-"
+
+
+def assert_fanout_scoped(statements: list[dict[str, Any]]) -> None:
+    """The fan-out's: start that one state machine; objects and listing in the work bucket only."""
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        if statement["Sid"] == "StartFanOut":
+            assert statement["Action"] == "states:StartExecution"
+            assert statement["Resource"].startswith(STATE_MACHINE_ARN)
+        elif statement["Sid"] == "FanOutWorkObjects":
+            assert statement["Action"] == ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]
+            assert statement["Resource"] == "<FanoutWorkBucket.Arn>/*"
+        else:
+            assert (statement["Action"], statement["Resource"]) == ("s3:ListBucket", "<FanoutWorkBucket.Arn>")
+
+
+def test_the_fanout_state_machine(app_templates: dict[str, dict[str, Any]]) -> None:
+    """The definition file and its substitutions, the machine's role (invoke the function, nothing else), the work
+    bucket (encrypted with KMS, private, TLS only, emptied after a day), the function's settings; FanOut=never removes
+    all of it."""
+    resources = app_templates["defaults"]["Resources"]
+    machine = resources["FanoutStateMachine"]["Properties"]
+    assert machine["DefinitionS3Location"] == {"Bucket": PLACEHOLDER_ARTIFACT_BUCKET, "Key": DEFINITION}
+    definition = (ROOT / DEFINITION).read_text()
+    assert set(re.findall(r"\$\{(\w+)\}", definition)) == set(machine["DefinitionSubstitutions"])
+    assert render(machine["DefinitionSubstitutions"], {}) == {
+        "FunctionArn": "<DiarizationFunction.Arn>",
+        "MapMaxConcurrency": "<FanOutMaxConcurrency>",
+    }
+    role = resources[machine["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    invoke = [s for policy in role["Policies"] for s in statements(policy["PolicyDocument"])]
+    assert [(s["Action"], render(s["Resource"], {})) for s in invoke if s.get("Sid") == "InvokeTheFunctionOnly"] == [
+        ("lambda:InvokeFunction", ["<DiarizationFunction.Arn>", "<DiarizationFunction.Arn>:*"])
+    ]
+    assert all(s.get("Sid") == "InvokeTheFunctionOnly" or "xray" in str(s["Action"]) for s in invoke)
+    name = render(machine["StateMachineName"], {})
+    variables = resources["DiarizationFunction"]["Properties"]["Environment"]["Variables"]
+    assert render(variables["FANOUT_STATE_MACHINE_ARN"], pseudo({})) == STATE_MACHINE_ARN + name.removeprefix(
+        "diarization-fanout-"
+    )
+    assert render(variables["FANOUT_WORK_BUCKET"], {}) == "<FanoutWorkBucket>"
+    bucket = resources["FanoutWorkBucket"]["Properties"]
+    (encryption,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms"}
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == 1 and "Prefix" not in rule
+    (tls,) = statements(resources["FanoutWorkBucketPolicy"]["Properties"]["PolicyDocument"])
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    off = app_templates["no-fanout"]
+    assert not {"FanoutStateMachine", "FanoutWorkBucket", "FanoutWorkBucketPolicy"} & set(off["Resources"])
+    variables = off["Resources"]["DiarizationFunction"]["Properties"]["Environment"]["Variables"]
+    assert (variables["FANOUT_STATE_MACHINE_ARN"], variables["FANOUT_WORK_BUCKET"]) == ("", "")
 
 
 def assert_scoped(inline: list[dict[str, Any]], bucket: str, queue: str, tables: set[str], jobs_table: str) -> None:
@@ -597,7 +669,7 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
     configuration = function["Configuration"]
     assert configuration["Role"].endswith(f":role/{physical['DiarizationFunctionRole']}")
     assert (configuration["Timeout"], configuration["MemorySize"]) == (900, 10240)
-    assert function["Concurrency"]["ReservedConcurrentExecutions"] == 12
+    assert function["Concurrency"]["ReservedConcurrentExecutions"] == 20
     variables = configuration["Environment"]["Variables"]
     assert {
         name: variables[name] for name in ("INPUT_BUCKET", "IDEMPOTENCY_TABLE", "JOBS_TABLE", "WORK_QUEUE_URL")
@@ -669,7 +741,16 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
         "StateTables",
         "QueueJobs",
         "FindOverdueJobs",
+        *FANOUT_SIDS,
     }
+    # The function names the state machine it starts without a reference to it (that would be a cycle): the name
+    # it computes is the one CloudFormation gave the machine.
+    machine = boto3.client("stepfunctions").describe_state_machine(stateMachineArn=physical["FanoutStateMachine"])
+    assert variables["FANOUT_STATE_MACHINE_ARN"] == machine["stateMachineArn"]
+    assert variables["FANOUT_WORK_BUCKET"] == physical["FanoutWorkBucket"]
+    (start,) = [s for s in inline if s["Sid"] == "StartFanOut"]
+    assert start["Resource"] == machine["stateMachineArn"]
+    inline = [s for s in inline if s["Sid"] not in FANOUT_SIDS]
     arns = {
         t: dynamodb.describe_table(TableName=physical[t])["Table"]["TableArn"]
         for t in ("IdempotencyTable", "JobsTable", "OrderingTable")

@@ -178,10 +178,19 @@ class GpuInferenceFailedError(DiarizationError):
     http_status = 502
 
 
+class FanoutFailedError(DiarizationError):
+    """A fan-out step failed for good (after its retries) without one of our typed errors: a crash, a timeout, an
+    unexpected S3 or Lambda failure. ``details``: ``execution``, ``step_error`` (Step Functions' error name)."""
+
+    code = "FANOUT_FAILED"
+    http_status = 502
+
+
 class JobDeadlineExceededError(DiarizationError):
     """Work that was started (in Lambda) or routed (to the GPU endpoint) was not done by its deadline: every delivery
-    ended without an answer, or the endpoint never reported back. The overdue-job sweep writes it.
-    ``details``: ``deadline`` (Unix seconds), ``where`` (``lambda`` or ``gpu``), ``inference_id`` for routed work."""
+    ended without an answer, or the endpoint (or fan-out execution) never reported back. The overdue-job sweep writes
+    it. ``details``: ``deadline`` (Unix seconds), ``where`` (``lambda``, ``gpu`` or ``fanout``), ``inference_id`` for
+    routed work."""
 
     code = "JOB_DEADLINE_EXCEEDED"
     http_status = 504
@@ -355,6 +364,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         AudioTooLongForLambdaError,
         AudioTooLongForMemoryError,
         GpuInferenceFailedError,
+        FanoutFailedError,
         JobDeadlineExceededError,
         EmptyAudioError,
         NoAudioStreamError,

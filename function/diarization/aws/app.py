@@ -38,12 +38,15 @@ from diarization.aws_ports.eventbridge import Notifier
 from diarization.aws_ports.s3 import S3Store
 from diarization.aws_ports.s3_voiceprints import S3VoiceprintStore
 from diarization.aws_ports.sagemaker import GpuRouter
+from diarization.aws_ports.stepfunctions import StepFunctionsFanOut
 from diarization.capacity import MemoryBudget
 from diarization.config import Settings
 from diarization.engine import Diarizer
+from diarization.errors import ConfigurationError
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
 from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
+from diarization.service.fanout import FanoutSettings, FanoutSteps, StartFanout
 from diarization.service.locations import Locations
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.overdue import EndOverdueJobs
@@ -75,6 +78,7 @@ class FunctionApp:
                 self.aws.job_ttl_days,
                 job_deadline_seconds=self.aws.job_deadline_seconds,
                 gpu_deadline_seconds=self.aws.gpu_deadline_seconds,
+                fanout_deadline_seconds=self.aws.fanout_deadline_seconds,
             )
             if self.aws.jobs_table
             else None
@@ -105,6 +109,16 @@ class FunctionApp:
             else None
         )
         telemetry = PowertoolsTelemetry(self.metrics, self.tracer)
+        fanout = (
+            FanoutSettings(
+                self.aws.fanout_work_bucket,
+                self.aws.fanout,
+                self.aws.fanout_shard_seconds,
+                prefer_gpu=self.aws.long_audio_route == "gpu",
+            )
+            if self.aws.fanout_state_machine_arn and self.aws.fanout_work_bucket
+            else None
+        )
         webhook_settings = WebhookSettings.from_env(env)
         self.webhooks = (
             Webhooks(webhook_settings, jobs, self.logger, telemetry)
@@ -135,6 +149,13 @@ class FunctionApp:
             memory=MemoryBudget.of_this_process(env),
             formats=self.aws.output_formats,
             drop_voiceprints=voiceprints.for_drops(self.aws.drop_voiceprint_owner, self.aws.drop_voiceprints),
+            fanout=(
+                StartFanout(
+                    StepFunctionsFanOut(self.aws.fanout_state_machine_arn), fanout, store, self.logger, telemetry
+                )
+                if fanout and self.aws.fanout_state_machine_arn
+                else None
+            ),
         )
         self.complete_inference = CompleteInference(
             locations,
@@ -145,6 +166,11 @@ class FunctionApp:
             telemetry,
             self.aws.output_formats,
             voiceprint_threshold=self.settings.voiceprint_threshold,
+        )
+        self.fanout_steps = (
+            FanoutSteps(self.diarizer, fanout, store, jobs, self.complete_inference, self.logger)
+            if fanout and jobs
+            else None
         )
         self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
         self.end_overdue_jobs = (
@@ -186,6 +212,10 @@ class FunctionApp:
             return {"outcomes": self.sweep(context)}
         if kind == "api":
             return self.api.resolve(event, context)
+        if kind == "fanout":
+            if self.fanout_steps is None:
+                raise ConfigurationError("A fan-out step arrived, but FANOUT_STATE_MACHINE_ARN is not set here.")
+            return self.fanout_steps(event["fanout"], invocation_of(context))
         if kind == "sqs" and self.webhooks is not None and self.webhooks.owns(event["Records"]):
             deliveries: PartialItemFailureResponse = process_partial_response(
                 event=event, record_handler=self.webhooks.record, processor=self.webhooks.batch, context=context

@@ -3,7 +3,8 @@
 Shapes handled: S3 notifications (direct, inside SQS bodies, or wrapped in SNS: S3 -> SNS -> Lambda and
 S3 -> SNS -> SQS), EventBridge "Object Created" (direct or via SQS), job messages that POST /jobs puts on
 the queue, direct invocations ``{"bucket", "key", hints...}`` (what `sam local invoke` and Step Functions
-send), SageMaker async completions (SNS -> Lambda), and what the dead-letter queue holds (SQS messages given up
+send), SageMaker async completions (SNS -> Lambda), the fan-out state machine's steps (``{"fanout": {...}}``, see
+``diarization.service.fanout``), and what the dead-letter queue holds (SQS messages given up
 on, and Lambda's on-failure destination records of failed asynchronous invocations).
 
 SNS records are told apart by their message, one record at a time: an S3 notification (``Records`` from
@@ -45,7 +46,7 @@ class SnsWork:
 
 
 def kind_of(event: Any) -> str:
-    """``api``, ``sqs``, ``s3``, ``sns``, ``eventbridge``, ``schedule`` or ``direct``; raises otherwise.
+    """``api``, ``sqs``, ``s3``, ``sns``, ``eventbridge``, ``schedule``, ``fanout`` or ``direct``; raises otherwise.
 
     ``sns`` covers S3 notifications and SageMaker completions alike: :func:`from_sns_record` tells them apart.
     """
@@ -65,6 +66,8 @@ def kind_of(event: Any) -> str:
             return "eventbridge"
         if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
             return "schedule"  # the template's Schedule: the overdue-work sweep
+        if set(event) == {"fanout"} and isinstance(event["fanout"], dict):
+            return "fanout"  # a step of the fan-out state machine (statemachine/fanout.asl.json)
         if "bucket" in event and "key" in event:
             return "direct"
     keys = sorted(event)[:8] if isinstance(event, dict) else type(event).__name__

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 from diarization.errors import ConfigurationError, UnknownFormatError
 from diarization.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
-from diarization.service.overdue import DEFAULT_GPU_DEADLINE_SECONDS, DEFAULT_JOB_DEADLINE_SECONDS
+from diarization.service.fanout import DEFAULT_SHARD_SECONDS, MODES, ROUTES
+from diarization.service.overdue import (
+    DEFAULT_FANOUT_DEADLINE_SECONDS,
+    DEFAULT_GPU_DEADLINE_SECONDS,
+    DEFAULT_JOB_DEADLINE_SECONDS,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,16 @@ class AwsSettings:
     """A job still running this long after its first start is ended by the overdue-job sweep."""
     gpu_deadline_seconds: float = DEFAULT_GPU_DEADLINE_SECONDS
     """A routed inference without a report this long after its submission is ended by the sweep."""
+    fanout_state_machine_arn: str | None = None
+    """Fan long audio out to this Step Functions state machine (None: no fan-out); see diarization.service.fanout."""
+    fanout_work_bucket: str | None = None
+    """Where the fan-out stages the decoded audio and its intermediate objects (FANOUT_WORK_BUCKET)."""
+    fanout: str = "auto"
+    fanout_shard_seconds: float = DEFAULT_SHARD_SECONDS
+    long_audio_route: str = "fanout"
+    """With both the state machine and the GPU endpoint deployed: which one takes long audio (LONG_AUDIO_ROUTE)."""
+    fanout_deadline_seconds: float = DEFAULT_FANOUT_DEADLINE_SECONDS
+    """A fan-out execution without a report this long after its start is ended by the sweep."""
     drop_voiceprint_owner: str | None = None
     drop_voiceprints: tuple[str, ...] = ()
     """Objects dropped into the bucket without a job are matched against these voiceprints of that owner."""
@@ -123,7 +138,19 @@ class AwsSettings:
                 "DROP_VOICEPRINTS and DROP_VOICEPRINT_OWNER go together: the names are looked up in that owner's "
                 "voiceprints (an API caller id, `{account id}:{principal id}`, or `anonymous`)."
             )
+        choices = {}
+        for name, allowed, default in (("FANOUT", MODES, "auto"), ("LONG_AUDIO_ROUTE", ROUTES, "fanout")):
+            choices[name] = (text(name) or default).lower()
+            if choices[name] not in allowed:
+                problems.append(f"{name}={env[name]!r} must be one of {', '.join(allowed)}.")
+                choices[name] = default
         settings = cls(
+            fanout_state_machine_arn=text("FANOUT_STATE_MACHINE_ARN"),
+            fanout_work_bucket=text("FANOUT_WORK_BUCKET"),
+            fanout=choices["FANOUT"],
+            fanout_shard_seconds=number("FANOUT_SHARD_SECONDS", DEFAULT_SHARD_SECONDS, 1.0),
+            long_audio_route=choices["LONG_AUDIO_ROUTE"],
+            fanout_deadline_seconds=number("FANOUT_DEADLINE_SECONDS", DEFAULT_FANOUT_DEADLINE_SECONDS, 60.0),
             drop_voiceprint_owner=drop_owner,
             drop_voiceprints=drop_names,
             voiceprint_prefix=voiceprint_prefix,
@@ -152,6 +179,11 @@ class AwsSettings:
             problems.append(
                 "SAGEMAKER_ENDPOINT_NAME is set without JOBS_TABLE: routed work is recorded there, and a GPU "
                 "completion is only trusted if it matches its record."
+            )
+        if settings.fanout_state_machine_arn and not (settings.fanout_work_bucket and settings.jobs_table):
+            problems.append(
+                "FANOUT_STATE_MACHINE_ARN needs FANOUT_WORK_BUCKET (where the decoded audio is staged) and JOBS_TABLE "
+                "(each step is checked against the routing recorded there)."
             )
         if problems:
             raise ConfigurationError(

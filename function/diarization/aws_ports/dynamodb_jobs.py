@@ -25,9 +25,15 @@ from typing import Any
 import boto3
 
 from diarization.aws_ports.dynamodb import conditionally
+from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
-from diarization.service.overdue import DEFAULT_GPU_DEADLINE_SECONDS, DEFAULT_JOB_DEADLINE_SECONDS
-from diarization.service.routing import Routing
+from diarization.service.ordering import Order
+from diarization.service.overdue import (
+    DEFAULT_FANOUT_DEADLINE_SECONDS,
+    DEFAULT_GPU_DEADLINE_SECONDS,
+    DEFAULT_JOB_DEADLINE_SECONDS,
+)
+from diarization.service.routing import SAGEMAKER, STEPFUNCTIONS, Routing
 from diarization.voiceprints import Voiceprint
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -51,11 +57,13 @@ class JobStore:
         *,
         job_deadline_seconds: float = DEFAULT_JOB_DEADLINE_SECONDS,
         gpu_deadline_seconds: float = DEFAULT_GPU_DEADLINE_SECONDS,
+        fanout_deadline_seconds: float = DEFAULT_FANOUT_DEADLINE_SECONDS,
     ) -> None:
         self.table = (resource or boto3.resource("dynamodb")).Table(table_name)
         self.ttl_seconds = ttl_days * 86400
         self.job_deadline_seconds = job_deadline_seconds
         self.gpu_deadline_seconds = gpu_deadline_seconds
+        self.fanout_deadline_seconds = fanout_deadline_seconds
         self.on_end: Callable[[str], None] | None = None
         """Told the id of each job that ends, once (webhooks: ``diarization.service.webhooks.WebhookEvents``)."""
 
@@ -104,9 +112,12 @@ class JobStore:
         return [item_id for item_id in self._overdue(now) if not item_id.startswith(INFERENCE_PREFIX)]
 
     def record_routing(self, routing: Routing) -> None:
-        """Overwrites an earlier routing of the same id and its outcome: a new submission is a new inference."""
+        """A GPU routing overwrites an earlier one of the same id and its outcome: a new submission is a new inference.
+        A fan-out's id is its execution's name, made from the run (one run, one execution): recording the same run
+        again keeps an outcome it already has, so a redelivery cannot reopen an inference that has ended."""
         now = int(time.time())
         ref = routing.ref
+        fanout = routing.engine == STEPFUNCTIONS
         fields = {
             "input_bucket": ref.bucket,
             "input_key": ref.key,
@@ -117,18 +128,25 @@ class JobStore:
             "formats": None if routing.formats is None else list(routing.formats),
             # One JSON string, as jobs keep them: boto3 refuses Python floats in DynamoDB items.
             "voiceprints": json.dumps([v.to_dict() for v in routing.voiceprints]) if routing.voiceprints else None,
+            "engine": routing.engine,
+            "hints": None if routing.hints is None else json.dumps(routing.hints.to_dict()),
+            "order": None if routing.order is None else [routing.order.position, routing.order.version],
             "submitted_at": now,
-            "deadline": int(now + self.gpu_deadline_seconds),
+            "deadline": int(now + (self.fanout_deadline_seconds if fanout else self.gpu_deadline_seconds)),
             "running": RUNNING,
         }
         names = {f"#f{index}": name for index, name in enumerate(fields)}
         values = {f":f{index}": value for index, value in enumerate(fields.values())}
         sets = [f"#f{index} = :f{index}" for index in range(len(fields))]
-        self.table.update_item(
-            Key={"job_id": INFERENCE_PREFIX + routing.inference_id},
-            UpdateExpression="SET " + ", ".join([*sets, "#e = if_not_exists(#e, :expires)"]) + " REMOVE #o",
-            ExpressionAttributeNames={**names, "#e": "expires_at", "#o": "outcome"},
-            ExpressionAttributeValues={**values, ":expires": now + self.ttl_seconds},
+        update = "SET " + ", ".join([*sets, "#e = if_not_exists(#e, :expires)"])
+        conditionally(
+            lambda: self.table.update_item(
+                Key={"job_id": INFERENCE_PREFIX + routing.inference_id},
+                UpdateExpression=update if fanout else update + " REMOVE #o",
+                ExpressionAttributeNames={**names, "#e": "expires_at", "#o": "outcome"},
+                ExpressionAttributeValues={**values, ":expires": now + self.ttl_seconds},
+                **({"ConditionExpression": "attribute_not_exists(#o)"} if fanout else {}),
+            )
         )
 
     def routing(self, inference_id: str) -> Routing | None:
@@ -137,6 +155,7 @@ class JobStore:
         if item is None or "input_key" not in item:
             return None  # no routing recorded: only jobs waiting (or an item from before routings were recorded)
         item = _plain(item)
+        hints, order = item.get("hints"), item.get("order")
         return Routing(
             inference_id=inference_id,
             ref=ObjectRef(item["input_bucket"], item["input_key"], item.get("version_id"), item.get("etag")),
@@ -147,6 +166,9 @@ class JobStore:
             ended="outcome" in item,
             formats=None if item.get("formats") is None else tuple(item["formats"]),
             voiceprints=tuple(Voiceprint.from_dict(body) for body in json.loads(item.get("voiceprints") or "[]")),
+            engine=str(item.get("engine") or SAGEMAKER),
+            hints=None if hints is None else SpeakerHints.from_mapping(json.loads(hints)),
+            order=None if order is None else Order(*order),
         )
 
     def overdue_routings(self, now: float) -> list[Routing]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -74,6 +74,27 @@ class S3Store:
 
     def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+    def put_stream(self, bucket: str, key: str, body: BinaryIO, content_type: str) -> None:
+        """boto3's managed transfer: 8 MiB parts (a multipart upload above that), read from `body` as it goes."""
+        self.client.upload_fileobj(body, bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        try:
+            return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as error:
+            raise self._map(error, ObjectRef(bucket, key)) from error
+
+    def get_range(self, bucket: str, key: str, start: int, stop: int) -> bytes:
+        """HTTP ranges are inclusive: ``bytes=start-(stop-1)``. A short answer (the object is shorter) is an error."""
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}")
+            body = bytes(response["Body"].read())
+        except ClientError as error:
+            raise self._map(error, ObjectRef(bucket, key)) from error
+        if len(body) != stop - start:
+            raise ValueError(f"s3://{bucket}/{key} bytes [{start}, {stop}) returned {len(body)} bytes")
+        return body
 
     def delete(self, bucket: str, key: str) -> None:
         self.client.delete_object(Bucket=bucket, Key=key)

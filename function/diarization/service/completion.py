@@ -1,4 +1,5 @@
-"""Completion of GPU inferences: SageMaker's async success/error notification becomes the standard
+"""Completion of routed inferences (GPU, and fan-out executions, whose publish step sends the same notification):
+SageMaker's async success/error notification becomes the standard
 result object (`results/{name}.json` + the selected formats) or error object, the same completion event, and a
 finished job — exactly what the object use case writes, so a user cannot tell where the work ran except
 from the result's `model.device` and `timings`. A run with voiceprints has its speakers named here, from the
@@ -33,7 +34,7 @@ from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Failed, Skipped, Succeeded, with_job
 from diarization.service.ports import JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher, succeeded_from_result
-from diarization.service.routing import Completion, check_completion
+from diarization.service.routing import STEPFUNCTIONS, Completion, Routing, check_completion
 
 UNTRUSTED = "untrusted completion"
 MAX_INFERENCE_ID = 64
@@ -72,7 +73,7 @@ class CompleteInference:
         completion, reason = check_completion(notification, routing, self.locations)
         if completion is None:
             return self._untrusted(notification, inference_id, str(reason))
-        ref, order = self._current(completion.routing.ref)
+        ref, order = self._current(completion.routing)
         formats = self.formats if completion.routing.formats is None else completion.routing.formats
         outputs = self.locations.outputs(ref, formats)
         outcome: Succeeded | Failed | Skipped
@@ -124,9 +125,14 @@ class CompleteInference:
         self.telemetry.metric("UntrustedCompletions", "Count", 1)
         return Skipped(input=str(named)[:1100] if named else "", reason=f"{UNTRUSTED}: {reason}")
 
-    def _current(self, ref: ObjectRef) -> tuple[ObjectRef, Order | None]:
-        """SageMaker read the current object (it takes no version id): the report is ordered as that version.
-        An input that is gone or unreadable has no version to order by: the report is written as its latest word."""
+    def _current(self, routing: Routing) -> tuple[ObjectRef, Order | None]:
+        """SageMaker read the current object (it takes no version id): the report is ordered as that version. A
+        fan-out diarized the staged decode of the pinned version: its report is ordered as that version, so a newer
+        version's outputs are never replaced by it. An input that is gone or unreadable has no version to order by: a
+        GPU report is then written as its latest word."""
+        if routing.engine == STEPFUNCTIONS and routing.order is not None:
+            return routing.ref, routing.order
+        ref = routing.ref
         try:
             _, current = self.store.head(ObjectRef(ref.bucket, ref.key))
         except (InputNotFoundError, AccessDeniedError):

@@ -1,6 +1,6 @@
 """Diarize one S3 object end to end: the single path every trigger goes through.
 
-head (size limit before download) -> [idempotency] -> download -> decode -> route or deadline guard
+head (size limit before download) -> [idempotency] -> download -> decode -> route (GPU or fan-out) or deadline guard
 -> diarize -> write JSON + the selected formats (or .error.json) -> metrics, event, job. A bad file is a *handled*
 outcome (an error object, no retry); only unexpected failures raise, so the host retries them
 (SQS redelivers, then dead-letters).
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from diarization.audio import DecodedAudio
 from diarization.capacity import MemoryBudget
 from diarization.engine import Diarizer, decode_within_limits
 from diarization.errors import (
@@ -36,6 +37,7 @@ from diarization.errors import (
 )
 from diarization.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
 from diarization.hints import SpeakerHints
+from diarization.service.fanout import StartFanout
 from diarization.service.locations import Locations, ObjectRef, key_too_long
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.ordering import Order, order_of
@@ -184,9 +186,12 @@ class DiarizeObject:
         memory: MemoryBudget | None = None,
         formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS,
         drop_voiceprints: Callable[[], tuple[Voiceprint, ...]] | None = None,
+        fanout: StartFanout | None = None,
     ) -> None:
         """`drop_voiceprints`: the deployment's voiceprints for objects without a job (DROP_VOICEPRINTS), read per
-        object so a re-enrolled voiceprint takes effect at once."""
+        object so a re-enrolled voiceprint takes effect at once. `fanout`: the Step Functions route for long audio
+        (``diarization.service.fanout``)."""
+        self.fanout = fanout
         self.drop_voiceprints = drop_voiceprints
         self.diarizer = diarizer
         self.locations = locations
@@ -321,10 +326,9 @@ class DiarizeObject:
             local.unlink()
             available = self._available_seconds(invocation)
             needed = self.speed.seconds_for(audio.duration_seconds)
-            route = self.router.reason(audio.duration_seconds, needed, available) if self.router else None
-            route = route or self._memory_route(audio.duration_seconds)
-            if route and self.router:
-                return self._route(self.router, run, audio.duration_seconds, route)
+            routed = self._long_audio(run, audio, decode_seconds, needed, available)
+            if routed is not None:
+                return routed
             self._check_deadline(audio.duration_seconds, needed, available)
             with self.telemetry.span("## diarize") as span:
                 result = self.diarizer.diarize_decoded(audio, run.hints, ref.uri, decode_seconds, run.voiceprints)
@@ -381,6 +385,35 @@ class DiarizeObject:
     def _available_seconds(self, invocation: Invocation) -> float | None:
         left = invocation.seconds_left()
         return None if left is None else left - self.deadline_margin_seconds
+
+    def _long_audio(
+        self, run: PinnedRun, audio: DecodedAudio, decode_seconds: float, needed: float, available: float | None
+    ) -> Routed | None:
+        """Where long audio goes (README, "Long audio: fan-out"), None: here. A file too large for this function's
+        memory goes to the GPU (the reduce would need that memory too), else is AUDIO_TOO_LONG_FOR_MEMORY. Otherwise,
+        with both deployed the fan-out takes what it is asked to (it does not fit, or FANOUT=always) unless
+        LONG_AUDIO_ROUTE=gpu; with one deployed, that one; with neither, the deadline check refuses it."""
+        seconds = audio.duration_seconds
+        memory = self._memory_route(seconds)
+        if memory and self.router:
+            return self._route(self.router, run, seconds, memory)
+        gpu = self.router.reason(seconds, needed, available) if self.router else None
+        fan = self.fanout.reason(audio, needed, available) if self.fanout else None
+        if fan and self.fanout and not (gpu and self.fanout.settings.prefer_gpu):
+            return self._fan_out(self.fanout, run, audio, decode_seconds, fan)
+        if gpu and self.router:
+            return self._route(self.router, run, seconds, gpu)
+        return None
+
+    def _fan_out(
+        self, fanout: StartFanout, run: PinnedRun, audio: DecodedAudio, decode_seconds: float, reason: str
+    ) -> Routed:
+        """Staged and started under the run's inference id: a redelivery of the same run is the same execution."""
+        if self.jobs is None:
+            raise ConfigurationError("Fan-out needs JOBS_TABLE: its steps and completion are checked against it.")
+        name = inference_id_for(run)
+        routing = fanout.routing(name, run.ref, run.hints, run.formats, run.voiceprints, run.order)
+        return fanout(self.jobs, name, routing, audio, decode_seconds, reason)
 
     def _route(self, router: GpuRouter, run: PinnedRun, audio_seconds: float, reason: str) -> Routed:
         """Submit, then record what was submitted: its completion is only trusted if it matches the record

@@ -27,7 +27,7 @@ from diarization.service.ordering import SUPERSEDED, order_of
 from diarization.service.outcomes import Failed, Outcome, Skipped, Succeeded, with_job
 from diarization.service.ports import JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher
-from diarization.service.routing import Routing
+from diarization.service.routing import STEPFUNCTIONS, Routing
 
 DEFAULT_JOB_DEADLINE_SECONDS = 32400
 """A job run in Lambda: the work queue's worst case with the template's defaults. Each of the 5 receives
@@ -38,6 +38,11 @@ DEFAULT_GPU_DEADLINE_SECONDS = 27000
 """A routed inference: SageMaker's own limits for an asynchronous request, 21,600 s in its queue (RequestTTLSeconds,
 default and maximum) plus 3,600 s of processing (InvocationTimeoutSeconds, as routed), plus 1,800 s for the
 notification: 7.5 h. An endpoint scaled to zero with a backlog can legitimately take hours to start a request."""
+DEFAULT_FANOUT_DEADLINE_SECONDS = 14400
+"""A fan-out execution (FANOUT_DEADLINE_SECONDS, its own: it neither queues like SageMaker nor is redelivered like a
+Lambda run): 4 h. Its worst case with the template's defaults is a few rounds of 900 s invocations (the plan, the
+shards in waves of MapMaxConcurrency, the reduce, the publish), each retried at most 3 times with backoff; 4 h covers
+a 4 h file's 24 shards at concurrency 8 (3 waves) with every attempt used, and the sweep then ends what is left."""
 
 LATE = {
     "lambda": (
@@ -48,6 +53,10 @@ LATE = {
     "gpu": (
         "{uri} was routed to the GPU endpoint (inference {inference_id}), which had not reported back by the "
         "deadline ({deadline}). Check the endpoint's logs and async output; upload the file again to retry."
+    ),
+    "fanout": (
+        "{uri} was fanned out to the Step Functions state machine (execution {inference_id}), which had not reported "
+        "back by the deadline ({deadline}). Check the execution's history; upload the file again to retry."
     ),
 }
 
@@ -84,9 +93,10 @@ class EndOverdueJobs:
         return outcomes
 
     def _end_routing(self, routing: Routing, invocation: Invocation) -> list[Outcome]:
-        error = _late("gpu", routing.ref.uri, routing.deadline, inference_id=routing.inference_id)
+        where = "fanout" if routing.engine == STEPFUNCTIONS else "gpu"
+        error = _late(where, routing.ref.uri, routing.deadline, inference_id=routing.inference_id)
         outcome = self._publish(routing.ref, error, invocation, routing.inference_id)
-        self.log.warning("ended an overdue GPU inference", extra={"inference_id": routing.inference_id})
+        self.log.warning("ended an overdue routed inference", extra={"inference_id": routing.inference_id})
         waiting = self.jobs.end_inference(routing.inference_id, outcome.to_dict())
         ended: list[Outcome] = [outcome]
         for job_id in waiting:

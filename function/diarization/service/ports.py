@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
@@ -30,6 +30,14 @@ class ObjectStore(Protocol):
     def put_text(self, bucket: str, key: str, text: str, content_type: str = "text/plain") -> None: ...
 
     def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None: ...
+
+    def put_stream(self, bucket: str, key: str, body: BinaryIO, content_type: str) -> None:
+        """Read `body` to its end in parts (a multipart upload for large bodies), never holding a second copy."""
+
+    def get_bytes(self, bucket: str, key: str) -> bytes: ...
+
+    def get_range(self, bucket: str, key: str, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` of the object (one ranged GET)."""
 
     def delete(self, bucket: str, key: str) -> None: ...
 
@@ -85,6 +93,15 @@ class GpuRouter(Protocol):
         self, ref: ObjectRef, hints: SpeakerHints, inference_id: str, *, speaker_embeddings: bool = False
     ) -> dict[str, Any]:
         """`speaker_embeddings`: the output carries each speaker's centroid (for matching voiceprints afterwards)."""
+
+
+class FanOut(Protocol):
+    """The Step Functions state machine that diarizes long audio in shards (see ``diarization.service.fanout``)."""
+
+    state_machine: str
+
+    def start(self, name: str) -> bool:
+        """Start the execution `name`; False when an execution of that name exists already (the same run)."""
 
 
 class Span(Protocol):

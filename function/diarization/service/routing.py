@@ -1,4 +1,5 @@
-"""What was routed to the GPU endpoint, and whether a completion notification matches it.
+"""What was routed (to the GPU endpoint, or fanned out to the Step Functions state machine), and whether a completion
+notification matches it.
 
 SageMaker's notification arrives through SNS; whoever can publish to the topic (or invoke the function) could
 otherwise make the function copy any object it can read into the results, or write outputs for any key. So a
@@ -12,14 +13,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from diarization.errors import DiarizationError
+from diarization.hints import SpeakerHints
 from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
+from diarization.service.ordering import Order
 from diarization.voiceprints import Voiceprint
+
+SAGEMAKER = "sagemaker"
+STEPFUNCTIONS = "stepfunctions"
+"""`Routing.engine`: which long-audio path took the work (see README, "Long audio: fan-out")."""
 
 
 @dataclass(frozen=True)
 class Routing:
-    """One inference sent to the GPU endpoint. The job store fills in `submitted_at` and `deadline` (Unix seconds)
-    when it records the routing, and `ended` once the inference has an outcome."""
+    """One inference sent to the GPU endpoint, or one fan-out execution (its name is the inference id). The job store
+    fills in `submitted_at` and `deadline` (Unix seconds) when it records the routing, and `ended` once the inference
+    has an outcome."""
 
     inference_id: str
     ref: ObjectRef
@@ -32,6 +40,13 @@ class Routing:
     """The outputs the completion writes beside the JSON (None: the deployment's OUTPUT_FORMATS)."""
     voiceprints: tuple[Voiceprint, ...] = ()
     """The run's voiceprints: the completion names the GPU result's speakers with them, as the Lambda path would."""
+    engine: str = SAGEMAKER
+    hints: SpeakerHints | None = None
+    """Fan-out only: the run's hints, which its reduce step reads here (step events carry nothing to trust)."""
+    order: Order | None = None
+    """Fan-out only: the pinned version's order. The fan-out diarizes the staged decode of exactly that version, so its
+    completion is ordered as that version; SageMaker reads whatever is current, so a GPU completion is ordered as the
+    current one."""
 
 
 @dataclass(frozen=True)
