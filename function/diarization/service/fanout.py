@@ -31,7 +31,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -75,6 +75,7 @@ far inside the 900 s invocation, while the per-invocation costs (model load, sta
 EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 """Step Functions' execution names (we only ever make 32 hex digits): anything else was not started by us."""
 STEPS = ("plan", "shard", "reduce", "publish", "fail")
+T = TypeVar("T")
 
 
 class TransientStepError(Exception):
@@ -187,7 +188,7 @@ class _ArrayReader(io.RawIOBase):
     """The samples' bytes as a file, without a copy of the whole array (hours of audio are gigabytes)."""
 
     def __init__(self, samples: np.ndarray) -> None:
-        self.view = memoryview(samples).cast("B")
+        self.view = samples.data.cast("B")
         self.position = 0
 
     def readable(self) -> bool:
@@ -282,19 +283,17 @@ class FanoutSteps:
         )
         return {"index": index, "chunks": shard.stop_chunk - shard.first_chunk}
 
+    def _part(self, name: str, index: int) -> bytes:
+        return self._staged(
+            lambda: self.store.get_bytes(self.settings.work_bucket, work_key(name, shard_object(index)))
+        )
+
     def _reduce(self, routing: Routing) -> dict[str, Any]:
         """The routed run's hints, and its voiceprints' matching left to the completion (as for a GPU result): the
         result carries the speakers' centroids when there is something to match them against."""
         name = routing.inference_id
         facts = self._facts(name)
-        parts = [
-            self._staged(
-                lambda index=shard.index: self.store.get_bytes(
-                    self.settings.work_bucket, work_key(name, shard_object(index))
-                )
-            )
-            for shard in self._plan(name)
-        ]
+        parts = [self._part(name, shard.index) for shard in self._plan(name)]
         result = reduce_shards(
             self.diarizer,
             parts,
@@ -324,7 +323,7 @@ class FanoutSteps:
         return dict(outcome.to_dict())
 
     @staticmethod
-    def _staged(read: Callable[[], Any]) -> Any:
+    def _staged(read: Callable[[], T]) -> T:
         """A staged object that is missing or unreadable is not the input's fault: transient for the state machine
         (retried), then FANOUT_FAILED — never the INPUT_NOT_FOUND of the user's file."""
         try:
