@@ -6,15 +6,17 @@ decoded duration (e.g. Lambda's deadline guard) before paying for diarization.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from diarization.audio import AudioSource, DeclaredCheck, DecodedAudio, decode_audio
+from diarization.audio import AudioFacts, AudioSource, DeclaredCheck, DecodedAudio, decode_audio
 from diarization.config import Settings
 from diarization.hints import SpeakerHints
 from diarization.loader import LoadedPipeline, load_pipeline
@@ -28,6 +30,24 @@ SILENCE_WARNING = "The audio is silent (peak below -80 dBFS): no speech to diari
 
 PipelineHook = Callable[..., Any]
 """pyannote's hook protocol: ``hook(step_name, artifact, file=None, total=None, completed=None)``."""
+
+PipelineRun = Callable[[dict[str, int]], Any]
+"""Computes pyannote's ``DiarizeOutput`` given the pipeline's speaker-count keyword arguments."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a result says about its audio, without the samples (a fan-out reduce never holds them)."""
+
+    facts: AudioFacts
+    duration_seconds: float
+    """Of the decoded 16 kHz samples: the real-time factor's denominator and where turns are clipped."""
+    peak: float
+    """Largest absolute sample (:func:`peak_of`): below :data:`SILENCE_PEAK` nothing is run."""
+
+
+def peak_of(samples: np.ndarray) -> float:
+    return float(np.abs(samples).max())
 
 
 def decode_within_limits(
@@ -79,26 +99,56 @@ class Diarizer:
         """Diarize, then name the speakers that match ``voiceprints`` (refused up front if another model made
         them, so a mismatch costs no diarization). ``hook`` is pyannote's pipeline hook (e.g. the CLI's progress
         display): called per step and batch."""
+        import torch
+
+        started = time.perf_counter()
+        waveform = {"waveform": torch.from_numpy(audio.samples).unsqueeze(0), "sample_rate": audio.sample_rate}
+        return self.diarize_with(
+            lambda pipeline_hints: self.loaded.pipeline(waveform, hook=hook, **pipeline_hints),
+            Prepared(audio.facts, audio.duration_seconds, peak_of(audio.samples)),
+            hints,
+            input_uri,
+            started=started,
+            decode_seconds=decode_seconds,
+            voiceprints=voiceprints,
+            include_embeddings=include_embeddings,
+        )
+
+    def diarize_with(
+        self,
+        run: PipelineRun,
+        prepared: Prepared,
+        hints: SpeakerHints,
+        input_uri: str,
+        *,
+        started: float,
+        decode_seconds: float = 0.0,
+        voiceprints: Sequence[Voiceprint] = (),
+        include_embeddings: bool = False,
+    ) -> DiarizationResult:
+        """The one way a result is made, whichever way pyannote's output was computed (one process: the whole
+        pipeline; fan-out: clustering over precomputed shards): warnings, the silence rule, model info, segments,
+        centroids, timings and identification. ``run(pipeline_kwargs)`` returns pyannote's ``DiarizeOutput``; it is
+        not called for silent audio. ``started`` is the ``time.perf_counter()`` the diarize time counts from."""
         if voiceprints:
             check_compatible(voiceprints, self.embedding_model())
-        started = time.perf_counter()
         warnings: list[str] = []
         if not self.loaded.manifest.trained:
             warnings.append(UNTRAINED_WARNING)
         elif self.loaded.manifest.stand_in:
             warnings.append(STAND_IN_WARNING)
-        if float(np.abs(audio.samples).max()) < SILENCE_PEAK:
+        if prepared.peak < SILENCE_PEAK:
             segments: list[Segment] = []
             exclusive: list[Segment] = []
             embeddings: dict[str, tuple[float, ...]] = {}
             warnings.append(SILENCE_WARNING)
         else:
-            segments, exclusive, embeddings = self._run_pipeline(audio, hints, hook)
+            segments, exclusive, embeddings = self._run_pipeline(run, hints, prepared.duration_seconds)
         diarize_seconds = time.perf_counter() - started
         total = decode_seconds + diarize_seconds
         result = DiarizationResult(
             input_uri=input_uri,
-            audio=audio.facts,
+            audio=prepared.facts,
             parameters=hints.to_dict(),
             segments=segments,
             exclusive_segments=exclusive,
@@ -107,7 +157,7 @@ class Diarizer:
                 decode_seconds=round(decode_seconds, 3),
                 diarize_seconds=round(diarize_seconds, 3),
                 total_seconds=round(total, 3),
-                real_time_factor=round(total / audio.duration_seconds, 4),
+                real_time_factor=round(total / prepared.duration_seconds, 4),
             ),
             warnings=warnings,
             speaker_embeddings=embeddings,
@@ -155,18 +205,20 @@ class Diarizer:
             embedding_precision=loaded.embedding_precision,
         )
 
-    def _run_pipeline(
-        self, audio: DecodedAudio, hints: SpeakerHints, hook: PipelineHook | None = None
-    ) -> tuple[list[Segment], list[Segment], dict[str, tuple[float, ...]]]:
-        """One call at a time: torch already uses every thread, concurrent calls only oversubscribe."""
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """One pipeline call at a time (torch already uses every thread, concurrent calls only oversubscribe),
+        without autograd's bookkeeping."""
         import torch
 
-        waveform = torch.from_numpy(audio.samples).unsqueeze(0)
         with self._run_lock, torch.inference_mode():
-            output = self.loaded.pipeline(
-                {"waveform": waveform, "sample_rate": audio.sample_rate}, hook=hook, **hints.as_pipeline_kwargs()
-            )
-        duration = audio.duration_seconds
+            yield
+
+    def _run_pipeline(
+        self, run: PipelineRun, hints: SpeakerHints, duration: float
+    ) -> tuple[list[Segment], list[Segment], dict[str, tuple[float, ...]]]:
+        with self.running():
+            output = run(hints.as_pipeline_kwargs())
         return (
             _segments(output.speaker_diarization, duration),
             _segments(output.exclusive_speaker_diarization, duration),

@@ -1,0 +1,236 @@
+"""Fan-out core: shards computed independently (each from only its own samples) and reduced give exactly the
+single-process answer, and the reduce refuses parts that do not cover the file once.
+
+The audio is real speech: pyannote's 30 s sample followed by AMI meeting excerpts from pyannote.audio's sdist (the
+quality harness's data, CC-BY-4.0), so speakers change across shard boundaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from diarization.audio import SAMPLE_RATE, AudioFacts, DecodedAudio, decode_audio
+from diarization.config import Settings
+from diarization.engine import SILENCE_WARNING, Diarizer, peak_of
+from diarization.fanout.plan import Grid, ShardRange, batch_alignment, plan_shards
+from diarization.fanout.shards import compute_shard, grid_for, reduce_shards, shard_plan
+from diarization.hints import SpeakerHints
+from diarization.result import DiarizationResult
+from media import read_wav
+
+TOLERANCE = 1e-4
+"""Centroids may differ by float rounding at most (they are bit-identical when measured)."""
+
+AMI_EXCERPTS = ("tst00.wav", "dev00.wav", "tst01.wav")
+
+
+@pytest.fixture(scope="module")
+def speech(models_root: Path, sample_path: Path) -> DecodedAudio:
+    """2 minutes of real speech (sample + three AMI excerpts), 16 kHz mono float32."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from quality_data import fetch
+
+    data = fetch(models_root / "quality-data")
+    paths = (sample_path, *(data / name for name in AMI_EXCERPTS))
+    pieces = [decode_audio(path, max_bytes=10**8, max_seconds=60).samples for path in paths]
+    return decoded(np.concatenate(pieces))
+
+
+def decoded(samples: np.ndarray) -> DecodedAudio:
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    facts = AudioFacts(len(samples) / SAMPLE_RATE, SAMPLE_RATE, 1, "pcm_s16le", "wav", 2 * len(samples))
+    return DecodedAudio(samples, facts)
+
+
+def fan_out(diarizer: Diarizer, audio: DecodedAudio, chunks_per_shard: int) -> list[bytes]:
+    """Every shard from a copy of only its own samples (nothing else of the file is reachable)."""
+    plan = shard_plan(diarizer, len(audio.samples), chunks_per_shard)
+    return [compute_shard(diarizer, audio.samples[s.sample_start : s.sample_stop].copy(), s) for s in plan]
+
+
+def reduce(diarizer: Diarizer, parts: Sequence[bytes], audio: DecodedAudio, hints: SpeakerHints, **kw: Any) -> Any:
+    return reduce_shards(
+        diarizer, parts, len(audio.samples), audio.facts, hints, "speech.wav", peak=peak_of(audio.samples), **kw
+    )
+
+
+def assert_same(fanned: DiarizationResult, single: DiarizationResult) -> None:
+    assert fanned.to_rttm() == single.to_rttm()
+    assert fanned.segments == single.segments
+    assert fanned.exclusive_segments == single.exclusive_segments
+    assert fanned.speakers == single.speakers
+    assert fanned.warnings == single.warnings
+    assert fanned.model == single.model and fanned.parameters == single.parameters
+    assert fanned.identities == single.identities and fanned.identification == single.identification
+    assert set(fanned.speaker_embeddings) == set(single.speaker_embeddings)
+    for label, centroid in single.speaker_embeddings.items():
+        np.testing.assert_allclose(fanned.speaker_embeddings[label], centroid, rtol=0, atol=TOLERANCE)
+    without_timings = {k: v for k, v in fanned.to_dict().items() if k != "timings"}
+    assert without_timings == {k: v for k, v in single.to_dict().items() if k != "timings"}
+
+
+# -- plan and refusals (tiny model, seconds) ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path) -> Diarizer:
+    """Batches of 4 (chunks; chunk-speaker pairs for its upstream embedding step): shards of 4 chunks."""
+    settings = Settings(model_dir=tiny_model_dir, num_threads=2, embedding_batch_size=4, segmentation_batch_size=4)
+    return Diarizer.from_settings(settings)
+
+
+@pytest.fixture(scope="module")
+def short_speech(sample_path: Path) -> DecodedAudio:
+    samples, _ = read_wav(sample_path)
+    """17 chunks: shards [0, 4) … [12, 16) and the padded last chunk alone in [16, 17)."""
+    return decoded(samples[: 25 * SAMPLE_RATE + 4000])
+
+
+@pytest.fixture(scope="module")
+def tiny_parts(tiny: Diarizer, short_speech: DecodedAudio) -> list[bytes]:
+    return fan_out(tiny, short_speech, 4)
+
+
+def test_the_grid_is_pyannotes_and_covers_every_sample() -> None:
+    grid = Grid(num_samples=27 * SAMPLE_RATE + 4000, window=160_000, step=16_000)
+    assert (grid.full_chunks, grid.has_padded_chunk, grid.num_chunks) == (18, True, 19)
+    assert grid.samples_for(0, 4) == (0, 3 * 16_000 + 160_000)
+    assert grid.samples_for(16, 19) == (16 * 16_000, grid.num_samples), "the padded chunk reads to the end"
+    exact = Grid(num_samples=20 * 16_000 + 160_000, window=160_000, step=16_000)
+    assert (exact.num_chunks, exact.has_padded_chunk) == (21, False)
+    short = Grid(num_samples=1000, window=160_000, step=16_000)
+    assert (short.full_chunks, short.num_chunks, short.samples_for(0, 1)) == (0, 1, (0, 1000))
+    with pytest.raises(ValueError, match=r"chunks \[3, 20\) are not within \[0, 19\)"):
+        grid.samples_for(3, 20)
+
+
+def test_shards_are_contiguous_batch_aligned_and_complete() -> None:
+    grid = Grid(num_samples=600 * SAMPLE_RATE, window=160_000, step=16_000)
+    plan = plan_shards(grid, chunks_per_shard=100, alignment=batch_alignment(4, 32))
+    assert [(s.first_chunk, s.stop_chunk) for s in plan] == [(0, 96), (96, 192), (192, 288), (288, 384),
+                                                             (384, 480), (480, 576), (576, 591)]  # fmt: skip
+    assert all(s.first_chunk % 32 == 0 for s in plan) and plan[-1].sample_stop == grid.num_samples
+    assert plan_shards(grid, chunks_per_shard=5, alignment=32)[0].stop_chunk == 32, "never below one alignment"
+    assert ShardRange.from_dict(plan[2].to_dict()) == plan[2]
+    with pytest.raises(ValueError, match="must be positive"):
+        plan_shards(grid, chunks_per_shard=0, alignment=4)
+
+
+def test_the_loaded_pipeline_gives_the_grid_and_alignment(tiny: Diarizer) -> None:
+    pipeline = tiny.loaded.pipeline
+    grid = grid_for(tiny, 600 * SAMPLE_RATE)
+    assert (grid.window, grid.step) == (160_000, 16_000)
+    alignment = batch_alignment(pipeline.segmentation_batch_size, pipeline.embedding_batch_size)
+    assert all(s.first_chunk % alignment == 0 for s in shard_plan(tiny, 600 * SAMPLE_RATE, 50))
+    with pytest.raises(ValueError, match="no samples"):
+        grid_for(tiny, 0)
+
+
+def test_tiny_shards_reduce_to_the_single_run(
+    tiny: Diarizer, short_speech: DecodedAudio, tiny_parts: list[bytes]
+) -> None:
+    assert len(tiny_parts) == 5
+    with np.load(io.BytesIO(tiny_parts[-1]), allow_pickle=False) as last:
+        assert (int(last["first_chunk"]), int(last["stop_chunk"])) == (16, 17), "the padded chunk alone"
+    single = tiny.diarize_decoded(short_speech, SpeakerHints(), "speech.wav")
+    assert single.segments
+    assert_same(reduce(tiny, tiny_parts, short_speech, SpeakerHints()), single)
+    assert_same(reduce(tiny, list(reversed(tiny_parts)), short_speech, SpeakerHints()), single)
+
+
+def test_a_shard_refuses_samples_that_are_not_its_range(tiny: Diarizer, short_speech: DecodedAudio) -> None:
+    shard = shard_plan(tiny, len(short_speech.samples), 4)[1]
+    samples = short_speech.samples[shard.sample_start : shard.sample_stop]
+    with pytest.raises(ValueError, match=r"reads samples \[64000, 272000\) \(208000\), but 207999 were given"):
+        compute_shard(tiny, samples[:-1], shard)
+    with pytest.raises(ValueError, match="1-D float32, not 1-D float64"):
+        compute_shard(tiny, samples.astype(np.float64), shard)
+    wrong = dataclasses.replace(shard, stop_chunk=shard.stop_chunk + 1)
+    with pytest.raises(ValueError, match=r"pyannote cut 4 chunks from its samples, not the 5 of chunks \[4, 9\)"):
+        compute_shard(tiny, samples, wrong)
+
+
+def test_the_reduce_refuses_missing_overlapping_duplicate_and_foreign_parts(
+    tiny: Diarizer, short_speech: DecodedAudio, tiny_parts: list[bytes]
+) -> None:
+    hints = SpeakerHints()
+    cases = {
+        r"a shard part is missing: chunks \[4, 8\) are in no part": [tiny_parts[0], *tiny_parts[2:]],
+        r"a shard part is missing: chunks \[16, 17\) are in no part": tiny_parts[:-1],
+        r"overlap or repeat: chunks \[4, 8\) start before chunk 8": [*tiny_parts, tiny_parts[1]],
+        "no shard parts": [],
+        "not a shard output": [*tiny_parts[:-1], b"PK\x03\x04 not an npz"],
+    }
+    for message, parts in cases.items():
+        with pytest.raises(ValueError, match=message):
+            reduce(tiny, parts, short_speech, hints)
+    longer = decoded(np.concatenate([short_speech.samples, short_speech.samples[:8000]]))
+    with pytest.raises(ValueError, match=r"chunks \[16, 17\) was cut from samples \[256000, 404000\)"):
+        reduce(tiny, tiny_parts, longer, hints)
+    overlapping = fan_out(tiny, short_speech, 8)
+    with pytest.raises(ValueError, match="overlap or repeat"):
+        reduce(tiny, [*tiny_parts[:2], overlapping[0], *tiny_parts[2:]], short_speech, hints)
+
+
+def test_a_part_is_plain_arrays_and_loads_without_pickle(tiny_parts: list[bytes]) -> None:
+    with np.load(io.BytesIO(tiny_parts[0]), allow_pickle=False) as part:
+        assert part["segmentations"].dtype == np.float32 and part["segmentations"].shape[0] == 4
+        assert part["embeddings"].dtype == np.float32 and part["embeddings"].shape[:2] == (4, 3)
+        assert (int(part["first_chunk"]), int(part["stop_chunk"])) == (0, 4)
+
+
+def test_silence_is_the_silent_result_without_clustering(tiny: Diarizer) -> None:
+    silent = decoded(np.zeros(25 * SAMPLE_RATE, dtype=np.float32))
+    parts = fan_out(tiny, silent, 4)
+    fanned = reduce(tiny, parts, silent, SpeakerHints(num_speakers=2))
+    single = tiny.diarize_decoded(silent, SpeakerHints(num_speakers=2), "speech.wav")
+    assert fanned.segments == [] and SILENCE_WARNING in fanned.warnings
+    assert_same(fanned, single)
+
+
+# -- the equivalence on 2 minutes of speech (the issue's item 1) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def production(production_model_dir: Path) -> Diarizer:
+    """The production architecture with random weights on the fast embedding path, CPU batch sizes (4 and 1)."""
+    diarizer = Diarizer.from_settings(Settings(model_dir=production_model_dir, device="cpu", num_threads=2))
+    assert diarizer.loaded.fast_embeddings
+    return diarizer
+
+
+@pytest.fixture(scope="module")
+def real(real_model_dir: Path) -> Diarizer:
+    """Trained segmentation-3.0 and the GE2E stand-in embedding: pyannote's upstream embedding step."""
+    diarizer = Diarizer.from_settings(Settings(model_dir=real_model_dir, device="cpu", num_threads=2))
+    assert not diarizer.loaded.fast_embeddings
+    return diarizer
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "chunks_per_shard", "hints"),
+    [
+        ("production", 24, SpeakerHints(num_speakers=4)),
+        ("real", 32, SpeakerHints()),
+        ("real", 32, SpeakerHints(num_speakers=3)),
+    ],
+    ids=["production-forced-4", "real-free", "real-forced-3"],
+)
+def test_fanned_out_shards_give_the_single_runs_answer(
+    request: pytest.FixtureRequest, speech: DecodedAudio, pipeline: str, chunks_per_shard: int, hints: SpeakerHints
+) -> None:
+    diarizer: Diarizer = request.getfixturevalue(pipeline)
+    parts = fan_out(diarizer, speech, chunks_per_shard)
+    assert len(parts) >= 3
+    single = diarizer.diarize_decoded(speech, hints, "speech.wav")
+    fanned = reduce(diarizer, parts, speech, hints)
+    assert len(single.speakers) >= 2
+    assert_same(fanned, single)
