@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diarization.aws.events import kind_of
 from diarization.aws.settings import AwsSettings
 from diarization.config import Settings
 from diarization.engine import Diarizer
-from diarization.errors import ConfigurationError
+from diarization.errors import ConfigurationError, UnsupportedEventError
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT
 from diarization.hints import SpeakerHints
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
@@ -241,3 +242,10 @@ def test_an_overdue_fanout_ends_like_a_gpu_inference(diarizer: Diarizer, tmp_pat
 def test_fanout_settings_are_checked(env: dict[str, str], problem: str) -> None:
     with pytest.raises(ConfigurationError, match=problem):
         AwsSettings.from_env(env)
+
+
+def test_a_step_event_is_told_apart_from_other_events() -> None:
+    assert kind_of({"fanout": {"step": "plan", "execution": "a" * 32}}) == "fanout"
+    for other in ({"fanout": "plan"}, {"fanout": {}, "bucket": "b"}):
+        with pytest.raises(UnsupportedEventError):
+            kind_of(other)

@@ -113,7 +113,7 @@ class CompleteInference:
                 output_location=location,
             ) from error
         published = self.publisher.succeeded(ref, outputs, result, outcome, order)
-        self.telemetry.metric("GpuCompletions", "Count", 1)
+        self.telemetry.metric("FanoutCompletions" if routing.engine == STEPFUNCTIONS else "GpuCompletions", "Count", 1)
         return published
 
     def _untrusted(self, notification: dict[str, Any], inference_id: str, reason: str) -> Skipped:

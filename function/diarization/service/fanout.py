@@ -112,7 +112,7 @@ class StartFanout:
     def reason(self, audio: DecodedAudio, needed: float, available: float | None) -> str | None:
         """Why this file fans out (None: it does not). Silence never does: the single path skips the pipeline for
         it, whatever its length."""
-        if self.settings.mode == "never" or float(np.abs(audio.samples).max(initial=0.0)) < SILENCE_PEAK:
+        if self.settings.mode == "never" or peak_of(audio.samples) < SILENCE_PEAK:
             return None
         if self.settings.mode == "always":
             return "FANOUT=always"
@@ -130,13 +130,14 @@ class StartFanout:
         reason: str,
     ) -> Routed:
         """Stage, record, start: in this order, so a step never runs without its record and objects. A second start
-        of the same run (a redelivery racing the first) finds the execution started and changes nothing."""
+        of the same run (a redelivery racing the first) rewrites the staged objects with the same bytes and finds the
+        execution started."""
         bucket = self.settings.work_bucket
         samples = np.ascontiguousarray(audio.samples, dtype="<f4")
         facts = {
             "sample_rate": audio.sample_rate,
             "num_samples": int(samples.shape[0]),
-            "peak": float(np.abs(samples).max(initial=0.0)),
+            "peak": peak_of(samples),
             "decode_seconds": round(decode_seconds, 3),
             "facts": asdict(audio.facts),
         }
@@ -182,6 +183,13 @@ class StartFanout:
             hints=hints,
             order=order,
         )
+
+
+def peak_of(samples: np.ndarray) -> float:
+    """max |sample| without a temporary array the size of the audio (hours of it are gigabytes)."""
+    if samples.size == 0:
+        return 0.0
+    return float(max(samples.max(), -samples.min()))
 
 
 class _ArrayReader(io.RawIOBase):

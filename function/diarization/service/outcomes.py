@@ -79,7 +79,8 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Routed:
-    """Sent to the GPU endpoint; the completion use case writes the result when it reports back."""
+    """Sent to the GPU endpoint, or fanned out to the state machine (`endpoint` is then its ARN, `inference_id` the
+    execution's name); the completion use case writes the result when it reports back."""
 
     input: str
     version_id: str | None
