@@ -20,7 +20,9 @@ record and the staged objects. A name this deployment did not fan out is refused
 written. Shard ranges are recomputed from the staged facts in every step, never taken from the state.
 
 Errors: a step that fails unexpectedly (S3, a missing staged object, a bug) raises :class:`TransientStepError`, which
-the state machine retries with backoff; typed errors (``DiarizationError``) are not retried. What still fails goes
+the state machine retries with backoff, as it retries a crashed runtime (``Lambda.Unknown``, which Step Functions
+reports for out-of-memory kills and timeouts; ``Runtime.ExitError`` in case the runtime's own name comes through) and
+Lambda's throttling and service errors; typed errors (``DiarizationError``) are not retried. What still fails goes
 to the ``fail`` step: a typed error keeps its code, anything else becomes FANOUT_FAILED.
 """
 
