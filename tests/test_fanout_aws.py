@@ -9,6 +9,7 @@ out of memory) once, or on every attempt (``tests/fanout_faults.py``).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
@@ -19,12 +20,15 @@ from typing import Any
 
 import boto3
 import jsonschema
+import numpy as np
 import pytest
 
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import JobStore
-from diarization.errors import InvalidRequestError
+from diarization.aws_ports.s3 import S3Store
+from diarization.errors import ConfigurationError, InvalidRequestError
 from diarization.result import load_schema
+from diarization.service.fanout import ArrayReader
 from diarization.service.locations import ObjectRef
 from diarization.service.routing import Routing
 from local_aws import Deployment, LambdaContext, create_deployment
@@ -196,7 +200,9 @@ def test_a_shard_that_crashes_once_is_retried(
     assert faulty.finished(job_id)["status"] == "SUCCEEDED"
     calls = shard_calls(faulty.function, job_id)
     assert calls.count((1, True)) == 1 and calls.count((1, False)) == 1, calls
-    (crash,) = [c["answer"] for c in faulty.function.invocations if c["errored"]]
+    (crash,) = [
+        c["answer"] for c in faulty.function.invocations if c["errored"] and c["event"]["fanout"]["execution"] == job_id
+    ]
     assert crash["errorType"] == "Lambda.Unknown" and "signal: killed" in crash["errorMessage"]
     assert faulty.job(faulty.app, job_id)["status"] == "succeeded"
     name = key.removeprefix("audio/")
@@ -302,3 +308,20 @@ def test_a_forged_step_is_refused_and_writes_nothing(stack: FanoutStack) -> None
     assert after == before
     with pytest.raises(InvalidRequestError, match="Unknown fan-out step"):
         stack.app.lambda_handler({"fanout": {"step": "delete", "execution": "0" * 32}}, LambdaContext())
+    without = FunctionApp({**stack.env, "FANOUT_STATE_MACHINE_ARN": "", "FANOUT_WORK_BUCKET": ""})
+    with pytest.raises(ConfigurationError, match="FANOUT_STATE_MACHINE_ARN is not set"):
+        without.lambda_handler({"fanout": {"step": "plan", "execution": "0" * 32}}, LambdaContext())
+
+
+def test_staged_audio_is_uploaded_in_parts_and_read_by_range(stack: FanoutStack) -> None:
+    """12 MB of samples: boto3's managed transfer uploads them in 8 MiB parts from the array itself; a shard's ranged
+    GET returns exactly its samples, and a range past the end is an error, not a short shard."""
+    samples = np.arange(3_000_000, dtype="<f4")
+    store = S3Store()
+    store.put_stream(stack.work_bucket, "parts/audio.f32", io.BufferedReader(ArrayReader(samples)), "x/y")
+    head = boto3.client("s3").head_object(Bucket=stack.work_bucket, Key="parts/audio.f32")
+    assert head["ContentLength"] == samples.nbytes and head["ETag"].strip('"').endswith("-2")  # two parts
+    piece = store.get_range(stack.work_bucket, "parts/audio.f32", 4 * 1_234_567, 4 * 2_345_678)
+    assert np.array_equal(np.frombuffer(piece, dtype="<f4"), samples[1_234_567:2_345_678])
+    with pytest.raises(ValueError, match="returned"):
+        store.get_range(stack.work_bucket, "parts/audio.f32", samples.nbytes - 8, samples.nbytes + 8)

@@ -17,7 +17,10 @@ the GPU completion's), ``fail`` (``failure.json`` in our server's error body, th
 
 Trust: a step event names the execution (and a shard index), nothing else; everything else comes from the routing
 record and the staged objects. A name this deployment did not fan out is refused before anything is read or
-written. Shard ranges are recomputed from the staged facts in every step, never taken from the state.
+written. Shard ranges are recomputed from the staged facts in every step, never taken from the state. A ``fail`` step's
+error name selects one of our own error classes or FANOUT_FAILED, and its cause is only shown as text; whoever may
+invoke the function at all can end a running fan-out with it, which is no more than they could do to the input by
+invoking the function directly.
 
 Errors: a step that fails unexpectedly (S3, a missing staged object, a bug) raises :class:`TransientStepError`, which
 the state machine retries with backoff, as it retries a crashed runtime (``Lambda.Unknown``, which Step Functions
@@ -143,7 +146,7 @@ class StartFanout:
             "decode_seconds": round(decode_seconds, 3),
             "facts": asdict(audio.facts),
         }
-        raw = io.BufferedReader(_ArrayReader(samples), buffer_size=8 * 1024 * 1024)
+        raw = io.BufferedReader(ArrayReader(samples), buffer_size=8 * 1024 * 1024)
         self.store.put_stream(bucket, work_key(name, AUDIO_OBJECT), raw, "application/octet-stream")
         self.store.put_json(bucket, work_key(name, AUDIO_FACTS_OBJECT), facts)
         jobs.record_routing(routing)
@@ -194,7 +197,7 @@ def peak_of(samples: np.ndarray) -> float:
     return float(max(samples.max(), -samples.min()))
 
 
-class _ArrayReader(io.RawIOBase):
+class ArrayReader(io.RawIOBase):
     """The samples' bytes as a file, without a copy of the whole array (hours of audio are gigabytes)."""
 
     def __init__(self, samples: np.ndarray) -> None:
