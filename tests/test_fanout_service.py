@@ -22,7 +22,8 @@ from diarization.errors import ConfigurationError, UnsupportedEventError
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT
 from diarization.hints import SpeakerHints
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
-from diarization.service.fanout import FanoutSettings, StartFanout, step_error
+from diarization.service.fanout import FanoutSettings, StartFanout
+from diarization.service.fanout_steps import step_error
 from diarization.service.locations import Locations, ObjectRef
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Outcome, Routed, Succeeded

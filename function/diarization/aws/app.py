@@ -46,7 +46,8 @@ from diarization.errors import ConfigurationError
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
 from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
-from diarization.service.fanout import FanoutSettings, FanoutSteps, StartFanout
+from diarization.service.fanout import FanoutSettings, StartFanout
+from diarization.service.fanout_steps import FanoutSteps
 from diarization.service.locations import Locations
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.overdue import EndOverdueJobs
