@@ -10,7 +10,7 @@ MODEL_DIR ?= $(MODELS)/offline-production
 REAL_MODEL_DIR ?= $(MODELS)/real-weights
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup tools model real-model demo diarize test bench bench-capacity quality quality-gate docker image build local-up local-down local-invoke local-api \
+.PHONY: help setup tools model real-model demo diarize test bench bench-fanout bench-capacity quality quality-gate docker image build local-up local-down local-invoke local-api \
 	deploy image-test lint lock clean
 
 help:  ## list targets
@@ -58,6 +58,9 @@ test: setup tools  ## run the test suite (all but the image build)
 
 bench: setup model  ## upstream pyannote vs the fast path, side by side -> docs/BENCHMARKS.md (hours; BENCH_ARGS narrows it)
 	$(PY) bench/run.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
+
+bench-fanout: setup model  ## 10 min of audio as 1, 2 and 4 shards + the reduce, and the 1 h / 4 h cost model -> docs/FANOUT.md (BENCH_ARGS: --sizes 10min,60min)
+	$(PY) bench/fanout.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 bench-capacity: setup  ## pyannote's clustering memory against the audio length -> the curve in docs/CAPACITY.md (minutes)
 	$(PY) bench/clustering_memory.py $(BENCH_ARGS)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from run import render
@@ -85,3 +86,40 @@ def test_page_reports_bf16_rows_against_both_upstream_baselines_and_fp32(tmp_pat
     assert "bf16 ≥ 8× faster than upstream defaults (batch 32), 10min, 2 threads: 16.00× — **met**" in page
     assert "bf16 ≥ 8× faster than upstream defaults, 60min, 2 threads: not measured in this run" in page
     assert "bf16 turns identical to fp32's in every pair: **met**" in page
+
+
+def test_fanout_page_reports_the_rows_and_models_cost_from_list_prices() -> None:
+    import fanout
+
+    shards = [{"chunks": 300, "wall_seconds": 120.0, "cpu_seconds": 230.0, "part_bytes": 10}] * 2
+    run = {
+        "started": "2026-11-26 09:00 UTC",
+        "commit": "abc1234",
+        "threads": 2,
+        "batch_sizes": [4, 1],
+        "cold_start_seconds": 8.0,
+        "warm_up_seconds": 3.0,
+        "rows": [
+            {
+                "size": "10min",
+                "audio_seconds": 600.0,
+                "chunks": 600,
+                "shards": shards,
+                "reduce_wall_seconds": 1.0,
+                "reduce_cpu_seconds": 1.5,
+                "speakers": 2,
+                "rttm_sha256": "0123456789ab",
+            }
+        ],
+    }
+    page = fanout.render(run)
+    assert "| 10min | 600 | 2 | 120.0 + 120.0 | 230.0 + 230.0 | 1.00 | 1.50 | 241.0 | 461.5 | 0.400 | 0.767 |" in page
+
+    one_hour = fanout.model(0.8, 1.0 / 600, 1.0, fanout.Assumptions())
+    assert (one_hour["chunks"], one_hour["shards"], one_hour["transitions"]) == (3591, 6, 6 + 3 * 6)
+    assert one_hour["shard_wall"] == pytest.approx(10.0 + 600 * 0.8 / 6)
+    gb_seconds = 10.0 * (6 * one_hour["shard_wall"] + one_hour["reduce_wall"] + 2.0)
+    assert one_hour["gb_seconds"] == pytest.approx(gb_seconds)
+    assert one_hour["cost_x86"] == pytest.approx(gb_seconds * 0.0000166667 + one_hour["cost_other"])
+    assert one_hour["cost_other"] == pytest.approx(9 * 0.2e-6 + 24 * 0.025e-3 + 10 * 0.005e-3 + 19 * 0.0004e-3)
+    assert "| 1 h | 3,591 | 6 |" in page and "| 4 h | 14,391 | 24 |" in page

@@ -135,6 +135,9 @@ def reduce_shards(
     grid = grid_for(diarizer, num_samples)
     segmentations, embeddings = _concatenate([_load(part) for part in parts], grid)
     pipeline = diarizer.loaded.pipeline
+    dimension = int(pipeline._embedding.dimension)
+    if embeddings.shape[-1] != dimension:
+        raise ValueError(f"the parts hold {embeddings.shape[-1]}-dim embeddings; this model makes {dimension}-dim ones")
 
     def run(pipeline_kwargs: dict[str, int]) -> Any:
         return _replay(pipeline, segmentations, embeddings).apply({"uri": FILE_URI}, **pipeline_kwargs)
