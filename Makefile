@@ -59,7 +59,7 @@ test: setup tools  ## run the test suite (all but the image build)
 bench: setup model  ## upstream pyannote vs the fast path, side by side -> docs/BENCHMARKS.md (hours; BENCH_ARGS narrows it)
 	$(PY) bench/run.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
-bench-capacity: setup  ## pyannote's clustering memory against the audio length -> the curve in docs/CAPACITY.md (minutes)
+bench-capacity: setup  ## clustering memory and time against n, scipy vs fastcluster linkage -> docs/CAPACITY.md (~1 h)
 	$(PY) bench/clustering_memory.py $(BENCH_ARGS)
 
 quality: setup real-model  ## diarization error on annotated AMI speech and the sample -> docs/QUALITY.md (QUALITY_ARGS: --tune, --check FILE)
