@@ -67,12 +67,13 @@ AHC clusters; the measurements had 8–47."""
 # Time of the whole VBxClustering.__call__, single-threaded (both linkages are), on the shared 2-core AMD EPYC VM.
 # scipy: the slower of two earlier wall-clock runs, 2.1 / 10.0 / 77.4 s at n = 4,488 / 9,002 / 17,981, fitted as
 # seconds ≈ K · n^P over n ≥ 4,000 (CPU seconds later: 1.4 / 7.2 / 42.1 at 4,003 / 8,017 / 16,005, below the fit).
-# fastcluster: CPU seconds (the machine was loaded; wall clock was up to 8 times more) 3.5 / 16.4 / 69.2 at n = 4,003 /
-# 8,017 / 16,005, least squares in log-log.
+# fastcluster: CPU seconds (the machine was loaded; wall clock was up to 8 times more) 3.5 / 16.4 / 69.2 / 278.9 at
+# n = 4,003 / 8,017 / 16,005 / 32,038, least squares in log-log (exponent 2.10; 2.01 between the last two, so the
+# fit errs high when extrapolated).
 CLUSTERING_SECONDS_K = 6.25e-10
 CLUSTERING_SECONDS_EXPONENT = 2.6
-VECTOR_CLUSTERING_SECONDS_K = 6.57e-8
-VECTOR_CLUSTERING_SECONDS_EXPONENT = 2.15
+VECTOR_CLUSTERING_SECONDS_K = 1.01e-7
+VECTOR_CLUSTERING_SECONDS_EXPONENT = 2.1
 
 PIPELINE_BYTES_PER_CHUNK = 16_384
 """pyannote's per-chunk arrays alive while it clusters: segmentation (589 frames × 3 float32, 7,068 bytes),

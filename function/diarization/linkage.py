@@ -40,7 +40,7 @@ from scipy.cluster.hierarchy import linkage as scipy_linkage
 VECTOR_LINKAGE_MIN_EMBEDDINGS = 10_000
 """From this many embeddings on, centroid linkage runs in O(n·d) memory. scipy's 8·n² is 763 MiB at 10,000
 (about 67 min of a busy meeting), which still fits a 3,008 MB function next to the loaded pipeline; above it
-scipy's matrices would grow to 4.8 GiB at 25,000 and 9.9 GiB at 36,000."""
+scipy's matrices would grow to 4.7 GiB at 25,000 and 9.7 GiB at 36,000."""
 
 
 def linkage(
