@@ -1,4 +1,4 @@
-"""Peak memory and time of pyannote's clustering step against audio length (issue #10, capacity guards).
+"""Peak memory and time of pyannote's clustering against its size, scipy's linkage and fastcluster's (issues #10, #13).
 
 Each size runs in a FRESH subprocess, so its peak RSS belongs to that size alone. The worker builds what
 community-1's ``SpeakerDiarization.apply`` hands to its clustering, on synthetic data:
