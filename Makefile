@@ -62,7 +62,7 @@ bench: setup model  ## upstream pyannote vs the fast path, side by side -> docs/
 bench-fanout: setup model  ## 10 min of audio as 1, 2 and 4 shards + the reduce, and the 1 h / 4 h cost model -> docs/FANOUT.md (BENCH_ARGS: --sizes 10min,60min)
 	$(PY) bench/fanout.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
-bench-capacity: setup  ## pyannote's clustering memory against the audio length -> the curve in docs/CAPACITY.md (minutes)
+bench-capacity: setup  ## clustering memory and time against n, scipy vs fastcluster linkage -> docs/CAPACITY.md (~1 h)
 	$(PY) bench/clustering_memory.py $(BENCH_ARGS)
 
 quality: setup real-model  ## diarization error on annotated AMI speech and the sample -> docs/QUALITY.md (QUALITY_ARGS: --tune, --check FILE)

@@ -1,4 +1,4 @@
-"""Peak memory and time of pyannote's clustering step against audio length (issue #10, capacity guards).
+"""Peak memory and time of pyannote's clustering against its size, scipy's linkage and fastcluster's (issues #10, #13).
 
 Each size runs in a FRESH subprocess, so its peak RSS belongs to that size alone. The worker builds what
 community-1's ``SpeakerDiarization.apply`` hands to its clustering, on synthetic data:
@@ -21,18 +21,26 @@ Peak RSS: the worker resets the kernel's high-water mark (``/proc/self/clear_ref
 call and reads ``VmHWM`` after it; the increase is ``VmHWM - VmRSS before``. torch/BLAS threads are set
 before numpy is imported.
 
+Linkage (issue #13): ``scipy`` is pyannote's own call, ``scipy.cluster.hierarchy.linkage`` (8·n² bytes);
+``vector`` is :mod:`diarization.linkage` forced at every size, i.e. ``fastcluster.linkage_vector`` (O(n·d)).
+Both run pyannote's own ``VBxClustering.__call__`` (the whole call is timed: filtering, linkage, PLDA, VBx,
+centroids and assignment).
+
 Usage::
 
-    python bench/clustering_memory.py                      # 10min,30min,1h,2h at 1 thread (+4h if 2h < 60 s)
-    python bench/clustering_memory.py --sizes 10min,1h --two-threads 1h --json out.json --markdown out.md
+    python bench/clustering_memory.py                       # n = 2k … 48k, scipy and vector, 1 thread
+    python bench/clustering_memory.py --embeddings 8k,16k --linkage vector --json out.json --markdown out.md
+    python bench/clustering_memory.py --sizes 10min,1h --two-threads 1h
 
-A size is skipped when its predicted peak (8 bytes × n², pdist plus linkage's copy) would not fit in 60 %
-of the memory available now, and a worker is killed after ``--timeout`` seconds.
+A size is skipped when its predicted peak (scipy: 8 bytes × n², pdist plus linkage's copy; vector: 16 kB × n)
+would exceed ``--max-extra-gib`` (6) or 60 % of the memory available now; a worker is killed after
+``--timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -54,10 +62,8 @@ MIN_ACTIVE_RATIO = 0.2
 """pyannote's ``filter_embeddings`` keeps a (chunk, speaker) pair with at least this share of clean frames."""
 PARAMETERS = {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8}
 """community-1's clustering parameters (its config.yaml, and ``diarization.offline.pipeline_config``)."""
-DEFAULT_SIZES = "10min,30min,1h,2h"
-CONDITIONAL_SIZE = "4h"
-"""Measured after the default sizes only when 2 h took less than ``CONDITIONAL_LIMIT_SECONDS``."""
-CONDITIONAL_LIMIT_SECONDS = 60.0
+DEFAULT_EMBEDDINGS = "2k,4k,8k,16k,32k,48k"
+"""The curve's sizes in embeddings n; each is skipped where its predicted peak exceeds ``--max-extra-gib``."""
 
 
 def parse_duration(text: str) -> float:
@@ -76,6 +82,11 @@ def label(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"
+
+
+def audio_seconds_for(embeddings: int, active_per_chunk: float) -> float:
+    """The audio length whose chunks hold about ``embeddings`` at ``active_per_chunk`` (whole seconds)."""
+    return float(math.ceil(embeddings / active_per_chunk) + WINDOW_SECONDS - STEP_SECONDS)
 
 
 def num_chunks(audio_seconds: float) -> int:
@@ -174,29 +185,31 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from pyannote.audio.pipelines import clustering as clustering_module
     from pyannote.core import SlidingWindow, SlidingWindowFeature
 
+    from diarization import linkage as linkage_module
     from diarization.offline import _write_plda
 
     with tempfile.TemporaryDirectory() as tmp:
         _write_plda(Path(tmp), dimension=DIMENSION, seed=0)
         plda = PLDA(Path(tmp) / "xvec_transform.npz", Path(tmp) / "plda.npz")
-    clustering = clustering_module.VBxClustering(plda, metric="cosine")
-    clustering.instantiate(PARAMETERS)
-
     embeddings, binarized, active = synthetic_inputs(args.chunks, args.active_per_chunk, args.speakers, args.seed)
     segmentations = SlidingWindowFeature(
         binarized, SlidingWindow(start=0.0, duration=WINDOW_SECONDS, step=STEP_SECONDS)
     )
 
-    # Time the phases by wrapping the two functions VBxClustering looks up in its module (no copies made).
+    # Time the phases by handing pyannote's own VBxClustering.__call__ timed versions of the two functions it
+    # looks up in its module (diarization.linkage.rebind: no copies made, pyannote's module left alone).
     phases: dict[str, float] = {}
     seen: dict[str, int] = {}
-    original_linkage, original_vbx = clustering_module.linkage, clustering_module.cluster_vbx
+    if args.linkage == "scipy":
+        chosen_linkage: Any = clustering_module.linkage
+    else:
+        chosen_linkage = functools.partial(linkage_module.linkage, min_embeddings=0)
 
     def timed_linkage(*a: Any, **k: Any) -> Any:
         seen["clustered"] = len(a[0])  # what filter_embeddings kept
         started = time.perf_counter()
         try:
-            return original_linkage(*a, **k)
+            return chosen_linkage(*a, **k)
         finally:
             phases["linkage_seconds"] = time.perf_counter() - started
 
@@ -204,21 +217,28 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         seen["ahc_clusters"] = int(ahc_init.max()) + 1
         started = time.perf_counter()
         try:
-            return original_vbx(ahc_init, *a, **k)
+            return clustering_module.cluster_vbx(ahc_init, *a, **k)
         finally:
             phases["vbx_seconds"] = time.perf_counter() - started
 
-    clustering_module.linkage = timed_linkage
-    clustering_module.cluster_vbx = timed_vbx
+    class TimedVBxClustering(clustering_module.VBxClustering):  # type: ignore[misc]
+        __call__ = linkage_module.rebind(
+            clustering_module.VBxClustering.__call__, linkage=timed_linkage, cluster_vbx=timed_vbx
+        )
+
+    clustering = TimedVBxClustering(plda, metric="cosine")
+    clustering.instantiate(PARAMETERS)
 
     gc.collect()
     rss_before = _status_kib("VmRSS") * 1024
     reset = _reset_peak()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     hard_clusters, _, centroids = clustering(
         embeddings=embeddings, segmentations=segmentations, num_clusters=None, min_clusters=1, max_clusters=np.inf
     )
     seconds = time.perf_counter() - started
+    # On a shared machine the wall clock includes waiting for a core; CPU time is what a dedicated core takes.
+    cpu_seconds = time.process_time() - cpu_started
     if reset:
         peak = _status_kib("VmHWM") * 1024
     else:  # whole-process peak: an upper bound on the increase
@@ -242,6 +262,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "peak_increase_bytes": peak - rss_before,
         "peak_reset": reset,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         **phases,
         **seen,
         "clusters_found": int(centroids.shape[0]),
@@ -260,12 +281,27 @@ def _available_bytes() -> int:
     return 0
 
 
-def run_size(audio_seconds: float, threads: int, args: argparse.Namespace) -> dict[str, Any]:
+def parse_count(text: str) -> int:
+    """``2000``, ``2k``, ``1.5k`` → embeddings."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(k)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (examples: 2000, 2k, 1.5k)")
+    return round(float(match.group(1)) * (1000 if match.group(2) else 1))
+
+
+def predicted_bytes(embeddings: float, linkage: str) -> float:
+    """What a worker will add, for the skip rule: scipy's two condensed matrices, or fastcluster's vectors
+    (a generous 16 kB per embedding; measured ~9 kB)."""
+    return BYTES_PER_N2 * embeddings**2 if linkage == "scipy" else 16_000 * embeddings
+
+
+def run_size(audio_seconds: float, threads: int, linkage: str, args: argparse.Namespace) -> dict[str, Any]:
     chunks = num_chunks(audio_seconds)
-    predicted = 8 * (chunks * args.active_per_chunk) ** 2
-    row: dict[str, Any] = {"audio_seconds": audio_seconds, "chunks": chunks, "threads": threads}
-    if predicted > 0.6 * _available_bytes():
-        return {**row, "skipped": f"predicted {predicted / 2**30:.1f} GiB > 60 % of available memory"}
+    predicted = predicted_bytes(chunks * args.active_per_chunk, linkage)
+    row: dict[str, Any] = {"audio_seconds": audio_seconds, "chunks": chunks, "threads": threads, "linkage": linkage}
+    cap = min(0.6 * _available_bytes(), args.max_extra_gib * 2**30)
+    if predicted > cap:
+        return {**row, "skipped": f"predicted {predicted / 2**30:.1f} GiB > {cap / 2**30:.1f} GiB allowed"}
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -274,6 +310,8 @@ def run_size(audio_seconds: float, threads: int, args: argparse.Namespace) -> di
         str(chunks),
         "--threads",
         str(threads),
+        "--linkage",
+        linkage,
         "--active-per-chunk",
         str(args.active_per_chunk),
         "--speakers",
@@ -296,30 +334,36 @@ BYTES_PER_N2 = 8.0
 """pdist's condensed matrix (n(n-1)/2 float64) plus the copy scipy's ``fast_linkage`` works on."""
 
 
-def fit(rows: list[dict[str, Any]]) -> dict[str, float] | None:
-    """Two fits of the single-thread rows: peak bytes ≈ a·n² + b·n + c.
+def fit(rows: list[dict[str, Any]], linkage: str) -> dict[str, float] | None:
+    """Fits of one linkage's single-thread rows.
 
-    ``free``: least squares of all three. ``pinned``: a = 8 (the two condensed float64 matrices alive
-    at once in ``linkage(method="centroid")``), b = the largest (measured − 8·n²)/n, so that the
-    estimate is at or above every row. Time: seconds ≈ k·n^p, least squares in log-log over
-    rows with n ≥ 4,000 (below that, fixed costs dominate).
+    scipy: peak bytes ≈ a·n² + b·n + c; ``free``: least squares of all three; ``pinned``: a = 8 (the two
+    condensed float64 matrices alive at once in ``linkage(method="centroid")``), b = the largest
+    (measured − 8·n²)/n, so that the estimate is at or above every row. vector: peak bytes ≈ b·n + c, free,
+    and pinned b = the largest measured/n. Time: seconds ≈ k·n^p, least squares in log-log over rows with
+    n ≥ 4,000 (below that, fixed costs dominate), on CPU seconds where the rows have them.
     """
     import numpy as np
 
-    measured = [r for r in rows if "seconds" in r and r["threads"] == 1]
+    measured = [r for r in rows if "seconds" in r and r["threads"] == 1 and r["linkage"] == linkage]
     if len(measured) < 3:
         return None
     n = np.array([r["embeddings"] for r in measured], dtype=float)
     y = np.array([r["peak_increase_bytes"] for r in measured], dtype=float)
-    t = np.array([r["seconds"] for r in measured], dtype=float)
-    (a, b, c), *_ = np.linalg.lstsq(np.stack([n**2, n, np.ones_like(n)], axis=1), y, rcond=None)
-    result = {
-        "free_a": float(a),
-        "free_b": float(b),
-        "free_c": float(c),
-        "pinned_a": BYTES_PER_N2,
-        "pinned_b": float(np.max((y - BYTES_PER_N2 * n**2) / n)),
-    }
+    t = np.array([r.get("cpu_seconds", r["seconds"]) for r in measured], dtype=float)
+    if linkage == "scipy":
+        (a, b, c), *_ = np.linalg.lstsq(np.stack([n**2, n, np.ones_like(n)], axis=1), y, rcond=None)
+        result = {
+            "free_a": float(a),
+            "free_b": float(b),
+            "free_c": float(c),
+            "pinned_a": BYTES_PER_N2,
+            "pinned_b": float(np.max((y - BYTES_PER_N2 * n**2) / n)),
+        }
+    else:
+        (b, c), *_ = np.linalg.lstsq(np.stack([n, np.ones_like(n)], axis=1), y, rcond=None)
+        result = {"free_a": 0.0, "free_b": float(b), "free_c": float(c), "pinned_a": 0.0}
+        result["pinned_b"] = float(np.max(y / n))
     large = n >= 4000
     if large.sum() >= 2:
         p, log_k = np.polyfit(np.log(n[large]), np.log(t[large]), 1)
@@ -327,45 +371,61 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, float] | None:
     return result
 
 
-def markdown(rows: list[dict[str, Any]], fitted: dict[str, float] | None, machine: str, command: str) -> str:
+def markdown(rows: list[dict[str, Any]], fits: dict[str, dict[str, float] | None], machine: str, command: str) -> str:
     lines = [
         f"Machine: {machine}. Command: `{command}`.",
         "",
-        "| Audio | Chunks | Embeddings n | AHC clusters | Threads | Peak RSS increase (MiB) | 8·n² (MiB) | Seconds"
-        " | of which linkage | VBx |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Linkage | Audio | Chunks | Embeddings n | AHC clusters | Threads | Peak RSS increase (MiB) | 8·n² (MiB)"
+        " | Seconds | CPU seconds | of which linkage | VBx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "seconds" not in r:
             lines.append(
-                f"| {label(r['audio_seconds'])} | {r['chunks']:,} | | | {r['threads']} | {r['skipped']} | | | | |"
+                f"| {r['linkage']} | {label(r['audio_seconds'])} | {r['chunks']:,} | | | {r['threads']} "
+                f"| {r['skipped']} | | | | | |"
             )
             continue
         lines.append(
-            f"| {label(r['audio_seconds'])} | {r['chunks']:,} | {r['embeddings']:,} | {r.get('ahc_clusters', '')} "
-            f"| {r['threads']} | {r['peak_increase_bytes'] / 2**20:,.0f} | {8 * r['embeddings'] ** 2 / 2**20:,.0f} "
-            f"| {r['seconds']:.1f} | {r.get('linkage_seconds', 0):.1f} | {r.get('vbx_seconds', 0):.1f} |"
+            f"| {r['linkage']} | {label(r['audio_seconds'])} | {r['chunks']:,} | {r['embeddings']:,} "
+            f"| {r.get('ahc_clusters', '')} | {r['threads']} | {r['peak_increase_bytes'] / 2**20:,.0f} "
+            f"| {8 * r['embeddings'] ** 2 / 2**20:,.0f} | {r['seconds']:.1f} "
+            f"| {r.get('cpu_seconds', r['seconds']):.1f} "
+            f"| {r.get('linkage_seconds', 0):.1f} "
+            f"| {r.get('vbx_seconds', 0):.1f} |"
         )
-    if fitted:
+    for linkage, fitted in fits.items():
+        if not fitted:
+            continue
         lines += [
             "",
-            f"Free fit (1 thread): peak bytes ≈ {fitted['free_a']:.3f}·n² + {fitted['free_b']:,.0f}·n "
+            f"{linkage}, free fit (1 thread): peak bytes ≈ {fitted['free_a']:.3f}·n² + {fitted['free_b']:,.0f}·n "
             f"{fitted['free_c'] / 2**20:+,.1f} MiB. Pinned: {fitted['pinned_a']:g}·n² + {fitted['pinned_b']:,.0f}·n "
-            "(a = two float64 condensed matrices; b = envelope of the rows).",
+            "(a = two float64 condensed matrices for scipy, none for vector; b = envelope of the rows).",
         ]
         if "time_exponent" in fitted:
-            lines.append(f"Time: seconds ≈ {fitted['time_k']:.3g}·n^{fitted['time_exponent']:.2f}.")
+            lines.append(f"{linkage}, time: seconds ≈ {fitted['time_k']:.3g}·n^{fitted['time_exponent']:.2f}.")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default=None, help=f"audio lengths (default {DEFAULT_SIZES}, then 4h if 2h < 60 s)")
-    parser.add_argument("--two-threads", default="1h", help="one size also measured at 2 threads ('' for none)")
+    sizes_group = parser.add_mutually_exclusive_group()
+    sizes_group.add_argument("--sizes", default=None, help="audio lengths, e.g. 10min,1h,2h")
+    sizes_group.add_argument(
+        "--embeddings", default=None, help=f"embedding counts n, e.g. 2k,8k (the default: {DEFAULT_EMBEDDINGS})"
+    )
+    parser.add_argument(
+        "--linkage", choices=("scipy", "vector", "both"), default="both", help="scipy's linkage, fastcluster's, or both"
+    )
+    parser.add_argument("--two-threads", default="", help="one audio length also measured at 2 threads")
     parser.add_argument("--active-per-chunk", type=float, default=2.5, help="mean active speakers per chunk (1–3)")
     parser.add_argument("--speakers", type=int, default=6, help="global speakers in the synthetic meeting")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=int, default=180, help="seconds before a worker is killed")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds before a worker is killed")
+    parser.add_argument(
+        "--max-extra-gib", type=float, default=6.0, help="skip a size whose predicted increase exceeds this"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -378,32 +438,37 @@ def main() -> None:
         parser.error("--speakers must exceed 3 (turn changes pick a speaker not already in the chunk)")
 
     if args.worker:
+        if args.linkage == "both":
+            parser.error("a worker measures one linkage")
         print(json.dumps(worker(args)))
         return
 
-    sizes = [parse_duration(s) for s in (args.sizes or DEFAULT_SIZES).split(",") if s.strip()]
+    if args.sizes:
+        sizes = [parse_duration(s) for s in args.sizes.split(",") if s.strip()]
+    else:
+        counts = [parse_count(s) for s in (args.embeddings or DEFAULT_EMBEDDINGS).split(",") if s.strip()]
+        sizes = [audio_seconds_for(count, args.active_per_chunk) for count in counts]
+    linkages = ["scipy", "vector"] if args.linkage == "both" else [args.linkage]
     rows: list[dict[str, Any]] = []
     for seconds in sizes:
-        rows.append(run_size(seconds, 1, args))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    two_hours = [r for r in rows if r["audio_seconds"] == 7200 and "seconds" in r]
-    if args.sizes is None and two_hours and two_hours[0]["seconds"] < CONDITIONAL_LIMIT_SECONDS:
-        rows.append(run_size(parse_duration(CONDITIONAL_SIZE), 1, args))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for linkage in linkages:
+            rows.append(run_size(seconds, 1, linkage, args))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     if args.two_threads:
-        rows.append(run_size(parse_duration(args.two_threads), 2, args))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for linkage in linkages:
+            rows.append(run_size(parse_duration(args.two_threads), 2, linkage, args))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
-    fitted = fit(rows)
+    fits = {linkage: fit(rows, linkage) for linkage in linkages}
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     command = "python bench/clustering_memory.py " + " ".join(sys.argv[1:])
-    table = markdown(rows, fitted, machine, command.strip())
+    table = markdown(rows, fits, machine, command.strip())
     print(table)
     if args.markdown:
         args.markdown.write_text(table)
     if args.json:
         args.json.write_text(
-            json.dumps({"machine": machine, "command": command.strip(), "rows": rows, "fit": fitted}, indent=2) + "\n"
+            json.dumps({"machine": machine, "command": command.strip(), "rows": rows, "fits": fits}, indent=2) + "\n"
         )
 
 

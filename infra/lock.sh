@@ -9,7 +9,7 @@ trap 'rm -rf "$work"' EXIT
 gpu_only='^(nvidia-|cuda-|triton==)'
 
 python3 -m venv "$work/runtime"
-"$work/runtime/bin/pip" install --quiet torch==2.14.1 torchaudio==2.11.0 pyannote.audio==4.0.7 av awslambdaric boto3 "aws-lambda-powertools[tracer]"
+"$work/runtime/bin/pip" install --quiet torch==2.14.1 torchaudio==2.11.0 pyannote.audio==4.0.7 fastcluster av awslambdaric boto3 "aws-lambda-powertools[tracer]"
 {
   echo "# Runtime lock: what the function image and the CLI need, pinned. The image installs it with"
   echo "# PyTorch's CPU wheel index (torch==2.14.1 then resolves to 2.14.1+cpu); locally the CUDA build of"

@@ -30,15 +30,57 @@ LAMBDA_MAX = 10_240 * MIB
 BASELINE = GIB
 
 
-def test_the_estimate_grows_with_the_square_of_the_length() -> None:
-    one_hour = capacity.estimate_clustering_bytes(3600)
-    two_hours = capacity.estimate_clustering_bytes(7200)
-    four_hours = capacity.estimate_clustering_bytes(14400)
-    assert 3.75 < two_hours / one_hour < four_hours / two_hours < 4.0  # → 4 as n² takes over
-    # worst case by default: 3 embeddings per chunk, 8 bytes per pair of them
+def test_the_estimate_is_quadratic_below_the_switch_to_vector_linkage_and_linear_from_it() -> None:
+    switch = capacity.VECTOR_LINKAGE_MIN_EMBEDDINGS
+    assert switch == 10_000
+    quarter, half = capacity.clustering_bytes_for_embeddings(2_500), capacity.clustering_bytes_for_embeddings(5_000)
+    assert 3.0 < (half - capacity.CLUSTERING_BYTES_CONSTANT) / (quarter - capacity.CLUSTERING_BYTES_CONSTANT) < 4.0
+    assert half >= 8 * 5_000**2
+    # from the switch on: 20 kB per embedding, never below scipy's just under the switch (so never decreasing)
+    floor = capacity.clustering_bytes_for_embeddings(switch - 1)
+    assert capacity.clustering_bytes_for_embeddings(switch) == floor
+    fifty_thousand = capacity.clustering_bytes_for_embeddings(50_000)
+    assert (
+        fifty_thousand == capacity.VECTOR_CLUSTERING_BYTES_PER_EMBEDDING * 50_000 + capacity.CLUSTERING_BYTES_CONSTANT
+    )
+    assert fifty_thousand < 8 * 50_000**2 / 15
+    sizes = range(2, 120_000, 997)
+    estimates = [capacity.clustering_bytes_for_embeddings(n) for n in sizes]
+    assert estimates == sorted(estimates)
+    # worst case by default: 3 embeddings per chunk
     assert capacity.num_embeddings(3600) == 3 * 3591
-    assert one_hour >= 8 * (3 * 3591) ** 2
-    assert capacity.estimate_clustering_bytes(3600, active_speakers_per_chunk=1.5) < one_hour / 3.5
+    assert capacity.estimate_clustering_bytes(1800, active_speakers_per_chunk=1.5) < 2**30 / 4
+
+
+def test_reconstruction_is_the_larger_peak_of_a_long_file() -> None:
+    """With no n² left in clustering, pyannote's (chunks, 589, clusters) float64 arrays are what grows most."""
+    four_hours = 4 * 3600.0
+    assert capacity.reconstruction_bytes(four_hours) == 2 * 589 * 8 * 20 * capacity.num_chunks(four_hours)
+    assert capacity.reconstruction_bytes(four_hours) > capacity.estimate_clustering_bytes(four_hours)
+    assert capacity.estimate_peak_bytes(four_hours, BASELINE) == (
+        BASELINE
+        + capacity.RETAINED_INFERENCE_BYTES
+        + capacity.PIPELINE_BYTES_PER_CHUNK * capacity.num_chunks(four_hours)
+        + capacity.reconstruction_bytes(four_hours)
+    )
+    assert capacity.estimate_peak_bytes(four_hours, BASELINE) < 5 * GIB
+
+
+def test_time_not_memory_bounds_a_long_file_on_lambdas_largest_function() -> None:
+    reduce_budget = 600.0  # of the reduce's 900 s, the rest for loading, shards, reconstruction and the result
+    by_time = capacity.max_audio_seconds_for_clustering_time(reduce_budget)
+    assert capacity.estimate_clustering_seconds(by_time) <= reduce_budget
+    assert capacity.estimate_clustering_seconds(by_time + 1) > reduce_budget
+    assert capacity.max_audio_seconds_for_clustering_time(reduce_budget, 2.5) > by_time
+    assert by_time < capacity.max_audio_seconds(LAMBDA_MAX, BASELINE)
+    # the time grows faster than n²: twice the audio takes more than 4 times as long
+    assert capacity.estimate_clustering_seconds(7200) > 4 * capacity.estimate_clustering_seconds(3600)
+
+
+def test_the_guard_and_the_pipeline_switch_at_the_same_size() -> None:
+    from diarization import linkage
+
+    assert capacity.VECTOR_LINKAGE_MIN_EMBEDDINGS == linkage.VECTOR_LINKAGE_MIN_EMBEDDINGS
 
 
 def test_chunks_follow_pyannotes_sliding_window() -> None:
@@ -54,24 +96,27 @@ def test_a_short_file_passes() -> None:
 
 def test_a_file_over_the_limit_raises_the_typed_error() -> None:
     seconds = 4 * 3600.0
+    capacity.check_memory(seconds, LAMBDA_MAX, BASELINE)  # fits Lambda's maximum now that linkage is O(n·d)
+    limit = 3008 * MIB  # the template's smallest setting
     with pytest.raises(AudioTooLongForMemoryError) as caught:
-        capacity.check_memory(seconds, LAMBDA_MAX, BASELINE)
+        capacity.check_memory(seconds, limit, BASELINE)
     error = caught.value
     assert error.code == "AUDIO_TOO_LONG_FOR_MEMORY" and ERROR_CODES[error.code] is AudioTooLongForMemoryError
     assert error.http_status == 413 and error.permanent
     details = error.details
-    assert details["audio_seconds"] == seconds and details["limit_bytes"] == LAMBDA_MAX
-    assert details["estimated_bytes"] == capacity.estimate_peak_bytes(seconds, BASELINE) > LAMBDA_MAX
+    assert details["audio_seconds"] == seconds and details["limit_bytes"] == limit
+    assert details["estimated_bytes"] == capacity.estimate_peak_bytes(seconds, BASELINE) > limit
     assert details["baseline_bytes"] == BASELINE
-    assert 2 * 3600 < details["max_audio_seconds"] < seconds
+    assert 3600 < details["max_audio_seconds"] < seconds
     for advice in ("GPU endpoint", "split it into parts no longer than", "more memory"):
         assert advice in error.message
-    assert str(error).startswith("AUDIO_TOO_LONG_FOR_MEMORY: 4 h 00 min of audio would need about 15.")
+    gib = details["estimated_bytes"] / GIB
+    assert str(error).startswith(f"AUDIO_TOO_LONG_FOR_MEMORY: 4 h 00 min of audio would need about {gib:.1f} GiB")
 
 
 def test_the_error_object_validates_against_the_schema() -> None:
     with pytest.raises(AudioTooLongForMemoryError) as caught:
-        capacity.check_memory(5 * 3600, LAMBDA_MAX, BASELINE)
+        capacity.check_memory(5 * 3600, 3008 * MIB, BASELINE)
     store = MemoryStore()
     ref = ObjectRef("bucket", "audio/long.wav", None, '"abc"')
     outputs = Locations(AwsSettings(input_bucket="bucket")).outputs(ref)
@@ -93,10 +138,10 @@ def test_max_audio_seconds_is_the_boundary_of_check_memory() -> None:
 
 
 def test_an_exact_embedding_count_replaces_the_worst_case() -> None:
-    seconds = 3.25 * 3600
+    seconds, limit = 50 * 60.0, 2048 * MIB  # below the switch, where scipy's n² still decides
     with pytest.raises(AudioTooLongForMemoryError):
-        capacity.check_memory(seconds, LAMBDA_MAX, BASELINE)
-    capacity.check_memory(seconds, LAMBDA_MAX, BASELINE, embeddings=int(2.0 * capacity.num_chunks(seconds)))
+        capacity.check_memory(seconds, limit, BASELINE)
+    capacity.check_memory(seconds, limit, BASELINE, embeddings=int(2.0 * capacity.num_chunks(seconds)))
 
 
 def test_clustered_embeddings_counts_what_pyannote_keeps() -> None:
@@ -122,10 +167,14 @@ def test_memory_limit_from_lambda_the_cgroup_or_the_machine(tmp_path: Path) -> N
     assert rss is None or rss > 10 * MIB
 
 
-def test_the_estimate_holds_for_pyannotes_real_clustering() -> None:
-    """~1,500 embeddings through pyannote's VBxClustering, peak RSS measured in a fresh process."""
+@pytest.mark.parametrize("linkage", ["scipy", "vector"])
+def test_the_estimate_holds_for_pyannotes_real_clustering(linkage: str) -> None:
+    """~1,500 embeddings through pyannote's VBxClustering, peak RSS measured in a fresh process, with scipy's
+    linkage and with fastcluster's (forced at this size; the estimate's linear part is what it is held to)."""
     command = [sys.executable, str(Path(bench.__file__)), "--worker", "--chunks", "600", "--active-per-chunk", "2.5"]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    finished = subprocess.run(
+        [*command, "--linkage", linkage], capture_output=True, text=True, timeout=120, check=False
+    )
     assert finished.returncode == 0, finished.stderr[-2000:]
     row = json.loads(finished.stdout.strip().splitlines()[-1])
     if not row["peak_reset"]:
@@ -133,8 +182,13 @@ def test_the_estimate_holds_for_pyannotes_real_clustering() -> None:
     assert row["embeddings"] == row["generated_active"], "pyannote kept other embeddings than the generator made"
     assert 1400 < row["embeddings"] < 1600 and row["clusters_found"] >= 2
     measured = row["peak_increase_bytes"]
-    estimated = capacity.clustering_bytes_for_embeddings(row["embeddings"])
-    assert measured <= estimated <= 4 * measured, (measured, estimated)
+    n = row["embeddings"]
+    if linkage == "scipy":
+        estimated = capacity.clustering_bytes_for_embeddings(n)
+        assert measured <= estimated <= 4 * measured, (measured, estimated)
+    else:
+        estimated = capacity.VECTOR_CLUSTERING_BYTES_PER_EMBEDDING * n + capacity.CLUSTERING_BYTES_CONSTANT
+        assert measured <= estimated, (measured, estimated)
 
 
 def test_the_budget_of_a_lambda_function_is_its_configured_memory() -> None:

@@ -1,18 +1,22 @@
 """Memory capacity guard: predict the peak memory of a diarization before running it.
 
-pyannote's clustering (community-1: ``VBxClustering``) starts with ``scipy.cluster.hierarchy.linkage(...,
-method="centroid")`` over every active (10 s chunk, local speaker) embedding. That computes the condensed
-distance matrix, ``n(n-1)/2`` float64, and ``fast_linkage`` works on a copy of it: about ``8·n²`` bytes alive
-at once. With a 1 s step, ``n`` is up to 3 per second of audio, so 4 hours can need more than the 10,240 MB a
-Lambda function gets, and an out-of-memory kill leaves no error object. :func:`check_memory` refuses such a
-file beforehand with :class:`~diarization.errors.AudioTooLongForMemoryError`.
+pyannote's clustering (community-1: ``VBxClustering``; the real-weights pipeline: ``AgglomerativeClustering``) starts
+with centroid linkage over every active (10 s chunk, local speaker) embedding. scipy's ``linkage`` computes the
+condensed distance matrix, ``n(n-1)/2`` float64, and ``fast_linkage`` works on a copy of it: about ``8·n²`` bytes
+alive at once, more than a Lambda function's 10,240 MB for 4 hours of audio. The loader therefore routes centroid
+linkage on :data:`VECTOR_LINKAGE_MIN_EMBEDDINGS` or more embeddings to fastcluster's ``linkage_vector``, which
+gives the same dendrogram in O(n·d) memory (:mod:`diarization.linkage`). The estimate follows the same switch:
+8·n² below it, linear above it. With the quadratic term gone, pyannote's reconstruction (a ``(chunks, 589,
+clusters)`` float64 array, made twice) can be the larger peak on long files, so the estimate takes the larger of
+the two. An out-of-memory kill leaves no error object: :func:`check_memory` refuses a file that would not fit
+beforehand with :class:`~diarization.errors.AudioTooLongForMemoryError`.
 
 The constants below were measured with ``python bench/clustering_memory.py`` (pyannote 4.0.7, scipy 1.17.1,
-numpy 2.4.6; each size in a fresh process) and fitted as described in docs/CAPACITY.md. Estimates are
-deliberately high: every chunk is assumed to hold 3 active speakers (a busy meeting has about 2.5), the n²
-coefficient is the allocation's exact 8 bytes (a free least-squares fit gave 7.5 and would under-predict
-beyond the measured range), the linear coefficient is rounded up from the largest measured residual, and only
-:data:`USABLE_FRACTION` of the limit is considered usable.
+fastcluster 1.3.0, numpy 2.4.6; each size in a fresh process) and fitted as described in docs/CAPACITY.md.
+Estimates are deliberately high: every chunk is assumed to hold 3 active speakers (a busy meeting has about 2.5),
+the n² coefficient is the allocation's exact 8 bytes (a free least-squares fit gave 7.5 and would under-predict
+beyond the measured range), the linear coefficients are rounded up from the largest measured residual with room
+for more AHC clusters than the measurements had, and only :data:`USABLE_FRACTION` of the limit is considered usable.
 
 Core module: no AWS import, no torch import.
 """
@@ -37,9 +41,14 @@ LOCAL_SPEAKERS = 3
 WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK = 3.0
 """The estimate's default: every local speaker of every chunk counts as an embedding to cluster."""
 
-# Fitted from `python bench/clustering_memory.py` (docs/CAPACITY.md has the tables, the machine and the fit):
-# measured peak RSS increase of VBxClustering.__call__ for n = 1,482 / 4,488 / 9,002 / 17,981 embeddings:
-# 23 / 173 / 655 / 2,502 MiB (two runs agree within 40 MiB); (measured - 8·n²)/n ≤ 4,442 bytes in every row.
+VECTOR_LINKAGE_MIN_EMBEDDINGS = 10_000
+""":data:`diarization.linkage.VECTOR_LINKAGE_MIN_EMBEDDINGS`, repeated here because this module imports no pyannote
+(a test holds them equal): from this many embeddings on, centroid linkage needs no n² memory."""
+
+# scipy's linkage (below the switch). Fitted from `python bench/clustering_memory.py` (docs/CAPACITY.md has the
+# tables, the machine and the fit): measured peak RSS increase of VBxClustering.__call__ for n = 1,482 / 4,488 /
+# 9,002 / 17,981 embeddings: 23 / 173 / 655 / 2,502 MiB (two runs agree within 40 MiB); (measured - 8·n²)/n ≤ 4,442
+# bytes in every row.
 CLUSTERING_BYTES_PER_EMBEDDING_SQUARED = 8.0
 """pdist's condensed matrix plus ``fast_linkage``'s copy: 2 × n(n-1)/2 × 8 bytes (8·n² is 2,467 MiB at
 n = 17,981; measured 2,464 and 2,502 MiB). A free least-squares fit gave 7.5–7.7."""
@@ -49,15 +58,35 @@ responsibilities); the measured envelope was 4,442 bytes."""
 CLUSTERING_BYTES_CONSTANT = 16 * 2**20
 """Fixed part (small arrays, allocator granularity); the free fits' constants were negative."""
 
-# Time, same runs: single-threaded (scipy's linkage is), on a shared 2-core AMD EPYC VM, so noisy:
-# 2.1 / 10.0 / 77.4 s (busier run) and 1.2 / 5.9 / 37.2 s at n = 4,488 / 9,002 / 17,981. The constants are
-# the busier run's fit, seconds ≈ K · n^P over n ≥ 4,000 (the other run: 1.03e-9 · n^2.48).
+VECTOR_CLUSTERING_BYTES_PER_EMBEDDING = 20_480
+"""fastcluster's linkage (from the switch on) and the rest of the clustering: measured 7.8–9.7 kB per embedding
+(n = 2,012 to 32,038); the vectors as float64 plus fastcluster's (2n−1)-row centroid array are ~6 kB of it. Doubled
+from the measured envelope to cover VBx's n × K float64 arrays (about 40·K bytes per embedding) for K up to ~250
+AHC clusters; the measurements had 8–47."""
+
+# Time of the whole VBxClustering.__call__, single-threaded (both linkages are), on the shared 2-core AMD EPYC VM.
+# scipy: the slower of two earlier wall-clock runs, 2.1 / 10.0 / 77.4 s at n = 4,488 / 9,002 / 17,981, fitted as
+# seconds ≈ K · n^P over n ≥ 4,000 (CPU seconds later: 1.4 / 7.2 / 42.1 at 4,003 / 8,017 / 16,005, below the fit).
+# fastcluster: CPU seconds (the machine was loaded; wall clock was up to 8 times more) 3.5 / 16.4 / 69.2 / 278.9 at
+# n = 4,003 / 8,017 / 16,005 / 32,038, least squares in log-log (exponent 2.10; 2.01 between the last two, so the
+# fit errs high when extrapolated).
 CLUSTERING_SECONDS_K = 6.25e-10
 CLUSTERING_SECONDS_EXPONENT = 2.6
+VECTOR_CLUSTERING_SECONDS_K = 1.01e-7
+VECTOR_CLUSTERING_SECONDS_EXPONENT = 2.1
 
 PIPELINE_BYTES_PER_CHUNK = 16_384
 """pyannote's per-chunk arrays alive while it clusters: segmentation (589 frames × 3 float32, 7,068 bytes),
 embeddings (3 × 256 float32, 3,072 bytes), plus rounding for their transient copies. Computed, not measured."""
+FRAMES_PER_CHUNK = 589
+"""segmentation-3.0's output frames per 10 s chunk."""
+RECONSTRUCTION_CLUSTERS = 20
+"""Speakers assumed when sizing the reconstruction: pyannote allocates ``(chunks, 589, clusters)`` float64 for the
+clustered segmentations (``np.nan * np.zeros(...)``: two such arrays at once). The number of clusters is only known
+after clustering; 20 is more than a meeting has, and a ``max_speakers`` hint bounds it."""
+RECONSTRUCTION_BYTES_PER_CHUNK_AND_CLUSTER = 2 * FRAMES_PER_CHUNK * 8
+"""Two float64 ``(589,)`` rows per chunk and cluster (9,424 bytes): 2.7 GiB for 4 h at 20 clusters. Computed from
+pyannote's ``reconstruct``, not measured; it runs after clustering has freed its memory, hence the max() below."""
 RETAINED_INFERENCE_BYTES = 256 * 2**20
 """Memory the allocator still holds from segmentation and embedding inference when clustering starts:
 78 MiB measured, its 7.7 MB waveform included (production architecture, fast embedding path, 2 threads,
@@ -88,12 +117,28 @@ def num_embeddings(
 
 
 def clustering_bytes_for_embeddings(n: int) -> int:
-    """Peak RSS increase of pyannote's VBx clustering over ``n`` embeddings (the fitted curve)."""
+    """Peak RSS increase of pyannote's clustering over ``n`` embeddings: scipy's fitted curve below
+    :data:`VECTOR_LINKAGE_MIN_EMBEDDINGS`, fastcluster's from it on, but never less than scipy's just below the
+    switch. That floor keeps the estimate non-decreasing in ``n`` (so a longer file never looks cheaper and
+    :func:`max_audio_seconds` is a true boundary); it only over-estimates files just past the switch (up to ~42,000
+    embeddings) by at most ~0.7 GiB."""
     if n < 2:  # pyannote does not cluster fewer than 2 embeddings
         return CLUSTERING_BYTES_CONSTANT
+    if n >= VECTOR_LINKAGE_MIN_EMBEDDINGS:
+        vector = math.ceil(VECTOR_CLUSTERING_BYTES_PER_EMBEDDING * n + CLUSTERING_BYTES_CONSTANT)
+        return max(vector, _scipy_clustering_bytes(VECTOR_LINKAGE_MIN_EMBEDDINGS - 1))
+    return _scipy_clustering_bytes(n)
+
+
+def _scipy_clustering_bytes(n: int) -> int:
     return math.ceil(
         CLUSTERING_BYTES_PER_EMBEDDING_SQUARED * n * n + CLUSTERING_BYTES_PER_EMBEDDING * n + CLUSTERING_BYTES_CONSTANT
     )
+
+
+def reconstruction_bytes(audio_seconds: float, clusters: int = RECONSTRUCTION_CLUSTERS) -> int:
+    """Peak that pyannote's ``reconstruct`` adds: the clustered segmentations of every chunk, twice."""
+    return RECONSTRUCTION_BYTES_PER_CHUNK_AND_CLUSTER * clusters * num_chunks(audio_seconds)
 
 
 def estimate_clustering_bytes(
@@ -103,6 +148,15 @@ def estimate_clustering_bytes(
     return clustering_bytes_for_embeddings(num_embeddings(audio_seconds, active_speakers_per_chunk))
 
 
+def clustering_seconds_for_embeddings(n: int) -> float:
+    """Indicative single-threaded time of pyannote's clustering over ``n`` embeddings on the measuring machine."""
+    if n < 2:
+        return 0.0
+    if n >= VECTOR_LINKAGE_MIN_EMBEDDINGS:
+        return float(VECTOR_CLUSTERING_SECONDS_K * n**VECTOR_CLUSTERING_SECONDS_EXPONENT)
+    return float(CLUSTERING_SECONDS_K * n**CLUSTERING_SECONDS_EXPONENT)
+
+
 def estimate_clustering_seconds(
     audio_seconds: float, active_speakers_per_chunk: float = WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK
 ) -> float:
@@ -110,8 +164,31 @@ def estimate_clustering_seconds(
 
     It grows faster than the audio, so a deadline estimate proportional to the duration misses it on long files.
     """
-    n = num_embeddings(audio_seconds, active_speakers_per_chunk)
-    return CLUSTERING_SECONDS_K * n**CLUSTERING_SECONDS_EXPONENT if n >= 2 else 0.0
+    return clustering_seconds_for_embeddings(num_embeddings(audio_seconds, active_speakers_per_chunk))
+
+
+def max_audio_seconds_for_clustering_time(
+    budget_seconds: float, active_speakers_per_chunk: float = WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK
+) -> float:
+    """The longest audio (whole seconds) whose estimated clustering time fits ``budget_seconds`` on the measuring
+    machine's cores: the bound that time, not memory, puts on one process (e.g. the fan-out's reduce, whose Lambda
+    invocation has 900 s for clustering and everything else)."""
+
+    def fits(seconds: int) -> bool:
+        return estimate_clustering_seconds(seconds, active_speakers_per_chunk) <= budget_seconds
+
+    low, high = 0, 3600
+    while fits(high):
+        low, high = high, high * 2
+        if high > 10**9:
+            return float(low)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return float(low)
 
 
 def estimate_peak_bytes(
@@ -119,13 +196,19 @@ def estimate_peak_bytes(
     baseline_bytes: int,
     active_speakers_per_chunk: float = WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK,
 ) -> int:
-    """The process's peak while pyannote clusters: ``baseline_bytes`` (the process's RSS now, the loaded
-    model and the decoded waveform included) plus what inference leaves behind plus clustering."""
+    """The process's peak while pyannote clusters and reconstructs: ``baseline_bytes`` (the process's RSS now, the
+    loaded model and the decoded waveform included) plus what inference leaves behind plus the larger of clustering
+    and reconstruction (one runs after the other has freed its memory)."""
+    embeddings = num_embeddings(audio_seconds, active_speakers_per_chunk)
+    return _peak(audio_seconds, baseline_bytes, clustering_bytes_for_embeddings(embeddings))
+
+
+def _peak(audio_seconds: float, baseline_bytes: int, clustering_bytes: int) -> int:
     return (
         baseline_bytes
         + RETAINED_INFERENCE_BYTES
         + PIPELINE_BYTES_PER_CHUNK * num_chunks(audio_seconds)
-        + estimate_clustering_bytes(audio_seconds, active_speakers_per_chunk)
+        + max(clustering_bytes, reconstruction_bytes(audio_seconds))
     )
 
 
@@ -185,21 +268,17 @@ def check_memory(
     if embeddings is None:
         estimated = estimate_peak_bytes(audio_seconds, baseline_bytes)
     else:
-        estimated = (
-            baseline_bytes
-            + RETAINED_INFERENCE_BYTES
-            + PIPELINE_BYTES_PER_CHUNK * num_chunks(audio_seconds)
-            + clustering_bytes_for_embeddings(embeddings)
-        )
+        estimated = _peak(audio_seconds, baseline_bytes, clustering_bytes_for_embeddings(embeddings))
     if estimated <= memory_limit_bytes * USABLE_FRACTION:
         return
     longest = max_audio_seconds(memory_limit_bytes, baseline_bytes)
     gib = 2**30
     raise AudioTooLongForMemoryError(
         f"{_duration(audio_seconds)} of audio would need about {estimated / gib:.1f} GiB of memory at its peak "
-        f"(pyannote's clustering grows with the square of the length), more than the {memory_limit_bytes / gib:.1f} "
-        f"GiB this function has. Send it to the GPU endpoint (more memory), split it into parts no longer than "
-        f"{_duration(longest)}, or give the function more memory (Lambda allows up to 10,240 MB).",
+        f"(pyannote's clustering and reconstruction grow with the length), more than the "
+        f"{memory_limit_bytes / gib:.1f} GiB this function has. Send it to the GPU endpoint (more memory), split it "
+        f"into parts no longer than {_duration(longest)}, or give the function more memory (Lambda allows up to "
+        f"10,240 MB).",
         audio_seconds=round(audio_seconds, 3),
         estimated_bytes=estimated,
         limit_bytes=memory_limit_bytes,

@@ -38,6 +38,9 @@ class LoadedPipeline:
     embedding_precision: str = "fp32"
     """The embedding trunk's arithmetic (:mod:`diarization.precision`)."""
     precision_reason: str = ""
+    vector_linkage: bool = False
+    """Whether the clustering's centroid linkage goes through :mod:`diarization.linkage` (fastcluster's O(n·d)
+    ``linkage_vector`` from ``VECTOR_LINKAGE_MIN_EMBEDDINGS`` embeddings on)."""
 
 
 _cache: dict[tuple[Any, ...], LoadedPipeline] = {}
@@ -91,6 +94,10 @@ def _load(settings: Settings) -> LoadedPipeline:
     if settings.segmentation_batch_size is not None:
         pipeline.segmentation_batch_size = settings.segmentation_batch_size
     pipeline.to(torch.device(device.device))
+    from diarization.linkage import use_vector_linkage
+
+    # Same dendrogram, O(n·d) memory for long files (see diarization.linkage); False for other clusterings.
+    vector_linkage = use_vector_linkage(pipeline)
     fast_embeddings = False
     if settings.fast_embeddings:
         from diarization.fastpath import accelerate
@@ -117,6 +124,7 @@ def _load(settings: Settings) -> LoadedPipeline:
         fast_embeddings=fast_embeddings,
         embedding_precision=choice.precision,
         precision_reason=choice.reason,
+        vector_linkage=vector_linkage,
     )
     logger.info(
         "loaded pipeline %s (revision %s, %s) from %s in %.2f s, %s embedding path",
