@@ -14,6 +14,7 @@ per-chunk cost; see :func:`model` for its assumptions. ``--render`` rewrites the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -27,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {"30s": 0, "10min": 600, "60min": 3600}
-"""As ``make bench``; 60min only on request (about an hour per shard count here)."""
+SIZES = {"30s": 30, "2min": 120, "10min": 600, "60min": 3600}
+"""Audio lengths: pyannote's 30 s sample repeated (cut) to that length; 60min only on request (about 20 minutes
+per shard count on a quiet machine here)."""
 
 PRICES = {
     "lambda_x86_gb_second": 0.0000166667,
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "FANOUT.md")
     parser.add_argument("--render", action="store_true", help="only rewrite the page from the last fanout.json")
+    parser.add_argument("--append", action="store_true", help="add the rows to the last fanout.json's")
     args = parser.parse_args()
 
     results_file = args.work_dir / "fanout.json"
@@ -66,14 +69,18 @@ def main() -> None:
     counts = [int(count) for count in args.shards.split(",")]
     os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
 
+    earlier = json.loads(results_file.read_text()) if args.append and results_file.exists() else None
+
     def save(run: dict[str, Any]) -> None:
         """After every row, so an interrupted run still leaves what it measured."""
+        if earlier is not None:
+            run = {**earlier, "rows": earlier["rows"] + run["rows"], "appended": [*earlier.get("appended", []), run]}
         args.work_dir.mkdir(parents=True, exist_ok=True)
         results_file.write_text(json.dumps(run, indent=1))
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(render(run))
 
-    measure(args.model_dir, args.work_dir, sizes, counts, args.threads, save)
+    measure(args.model_dir, sizes, counts, args.threads, save)
 
 
 def _known(size: str) -> bool:
@@ -84,26 +91,28 @@ def _known(size: str) -> bool:
 
 def measure(
     model_dir: Path,
-    work_dir: Path,
     sizes: list[str],
     counts: list[int],
     threads: int,
     save: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
     """Rows of (size, shard count): per-shard and reduce wall/CPU seconds, the RTTM's digest."""
-    sys.path[:0] = [str(ROOT / "function"), str(ROOT / "bench")]
+    sys.path[:0] = [str(ROOT / "function"), str(ROOT / "bench"), str(ROOT / "infra")]
     started = time.perf_counter()
-    from run import _audio, _commit
+    import numpy as np
+    from run import _commit
 
-    from diarization.audio import decode_audio
+    from diarization.audio import SAMPLE_RATE, DecodedAudio, decode_audio
     from diarization.config import Settings
     from diarization.engine import Diarizer, peak_of
     from diarization.fanout.plan import batch_alignment
     from diarization.fanout.shards import compute_shard, grid_for, reduce_shards, shard_plan
     from diarization.hints import SpeakerHints
     from diarization.runtime import prepare_environment
+    from media import sample_wav
 
     prepare_environment(offline=True)
+    sample = decode_audio(sample_wav(), max_bytes=2**34, max_seconds=60)
     diarizer = Diarizer.from_settings(Settings(model_dir=model_dir, device="cpu", num_threads=threads))
     pipeline = diarizer.loaded.pipeline
     alignment = batch_alignment(int(pipeline.segmentation_batch_size), int(pipeline.embedding_batch_size))
@@ -115,11 +124,12 @@ def measure(
         "fast_embeddings": diarizer.loaded.fast_embeddings,
         "batch_sizes": [int(pipeline.segmentation_batch_size), int(pipeline.embedding_batch_size)],
         "cold_start_seconds": time.perf_counter() - started,
+        "allocator": os.environ.get("LD_PRELOAD") or "glibc malloc",
         "rows": [],
     }
     for size in sizes:
-        audio = decode_audio(_audio(work_dir, size), max_bytes=2**34, max_seconds=10 * 3600)
-        samples = audio.samples
+        samples = np.resize(sample.samples, SIZES[size] * SAMPLE_RATE)
+        audio = DecodedAudio(samples, dataclasses.replace(sample.facts, duration_seconds=float(SIZES[size])))
         grid = grid_for(diarizer, len(samples))
         digests = set()
         warm = shard_plan(diarizer, len(samples), alignment)[0]
@@ -159,6 +169,7 @@ def measure(
                     "reduce_cpu_seconds": reduce_cpu,
                     "speakers": len(result.speakers),
                     "rttm_sha256": digest,
+                    "load": os.getloadavg()[1],
                 }
             )
             print(f"bench-fanout: {size} as {len(plan)} shard(s): {_summary(run['rows'][-1])}", file=sys.stderr)
@@ -248,13 +259,20 @@ def render(run: dict[str, Any]) -> str:
         "Generated by `make bench-fanout` (`bench/fanout.py`); do not edit by hand. One process, the production-",
         "architecture offline pipeline (random weights, the pretrained models' compute), fast embedding path, "
         f"{run['threads']} threads, batch sizes {run['batch_sizes'][0]} (segmentation) and {run['batch_sizes'][1]} "
-        "(embedding), audio = pyannote's sample repeated (speech throughout). Shards run one after another, each on "
-        "only its own samples; CPU = process time (user + system, all threads).",
+        "(embedding), audio = pyannote's sample repeated (speech throughout), allocator "
+        f"{run.get('allocator', 'not recorded')}. Shards run one after another, each on only its own samples; CPU = "
+        "process time (user + system, all threads).",
         "",
         f"Run started {run['started']} at commit {run['commit']}; in-process cold start (imports + load) "
         f"{run['cold_start_seconds']:.1f} s, and a first shard of one batch to warm the kernels up "
         f"({run.get('warm_up_seconds', 0.0):.1f} s), not in the rows. This machine is shared and noisy: wall-clock "
         "above CPU / threads means other processes had the cores.",
+        "",
+        *(
+            f"Rows added by a later run (`--append`): started {later['started']} at commit {later['commit']}, cold "
+            f"start {later['cold_start_seconds']:.1f} s, warm-up {later.get('warm_up_seconds', 0.0):.1f} s."
+            for later in run.get("appended", [])
+        ),
         "",
         "## Measured",
         "",
@@ -273,6 +291,12 @@ def render(run: dict[str, Any]) -> str:
             f"| {sum(cpus) / row['chunks']:.3f} | `{row['rttm_sha256']}` |"
         )
     lines += [
+        "",
+        "5-minute load average at the end of each row (where recorded): "
+        + (", ".join(f"{row['size']} as {len(row['shards'])}: {row['load']:.1f}" for row in rows if "load" in row))
+        + ". Under load the same work costs more CPU time (busy sibling "
+        "hyperthreads, shared caches): docs/BENCHMARKS.md's quieter run of the same path, 10 min at 2 threads, spent "
+        "330 CPU s (0.56 per chunk).",
         "",
         "Every shard count gives the same RTTM (the digest column; the run fails otherwise), as the equivalence test "
         "proves on real speech (tests/test_fanout_core.py). The shards' work adds up to the single run's: splitting "
@@ -341,9 +365,9 @@ def _model_section(rows: list[dict[str, Any]]) -> list[str]:
         "## Reproduce",
         "",
         "```",
-        "make bench-fanout                                   # 10 min as 1, 2 and 4 shards -> this page",
-        "make bench-fanout BENCH_ARGS='--sizes 10min,60min'   # adds 60 min (about an hour per shard count here)",
-        ".venv/bin/python bench/fanout.py --render           # rewrite the page from .bench/fanout.json",
+        "make bench-fanout                                      # 10 min as 1, 2 and 4 shards -> this page",
+        "make bench-fanout BENCH_ARGS='--sizes 60min --append'  # adds 60 min rows (~20 min per shard count here)",
+        ".venv/bin/python bench/fanout.py --render              # rewrite the page from .bench/fanout.json",
         "```",
     ]
     return lines
