@@ -190,8 +190,8 @@ class Assumptions:
 
     chunks_per_shard: int = 600
     """10 minutes of audio per shard."""
-    max_concurrency: int = 40
-    """The Map state's MaxConcurrency."""
+    max_concurrency: int = 8
+    """The Map state's MaxConcurrency: template.yaml's FanOutMaxConcurrency default."""
     busy_vcpus: float = FUNCTION_VCPUS
     """How many of the function's 6 vCPUs the shard keeps busy: all of them is ideal scaling of the CPU time
     measured at 2 threads (an assumption, not measured)."""
