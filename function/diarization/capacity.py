@@ -177,18 +177,7 @@ def max_audio_seconds_for_clustering_time(
     def fits(seconds: int) -> bool:
         return estimate_clustering_seconds(seconds, active_speakers_per_chunk) <= budget_seconds
 
-    low, high = 0, 3600
-    while fits(high):
-        low, high = high, high * 2
-        if high > 10**9:
-            return float(low)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle
-    return float(low)
+    return _longest(fits)
 
 
 def estimate_peak_bytes(
@@ -225,6 +214,12 @@ def max_audio_seconds(
 
     if not fits(0.0):
         return 0.0
+    return _longest(fits)
+
+
+def _longest(fits: Callable[[int], bool]) -> float:
+    """The largest whole number of seconds for which ``fits`` (monotone: true up to a length, false beyond) holds:
+    doubling from an hour, then bisection."""
     low, high = 0, 3600
     while fits(high):
         low, high = high, high * 2
