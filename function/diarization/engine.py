@@ -47,7 +47,10 @@ class Prepared:
 
 
 def peak_of(samples: np.ndarray) -> float:
-    return float(np.abs(samples).max())
+    """max |sample| without a temporary array the size of the audio (hours of it are gigabytes)."""
+    if samples.size == 0:
+        return 0.0
+    return float(max(samples.max(), -samples.min()))
 
 
 def decode_within_limits(

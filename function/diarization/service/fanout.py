@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from diarization.audio import DecodedAudio
-from diarization.engine import SILENCE_PEAK
+from diarization.engine import SILENCE_PEAK, peak_of
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT, FAILURE_OBJECT, RESULT_OBJECT
 from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
@@ -128,25 +128,18 @@ class StartFanout:
         voiceprints: tuple[Voiceprint, ...],
         order: Order,
     ) -> Routing:
-        prefix = f"s3://{self.settings.work_bucket}/{name}/"
+        work = f"s3://{self.settings.work_bucket}/"
         return Routing(
             inference_id=name,
             ref=ref,
-            output_location=prefix + RESULT_OBJECT,
-            failure_location=prefix + FAILURE_OBJECT,
+            output_location=work + work_key(name, RESULT_OBJECT),
+            failure_location=work + work_key(name, FAILURE_OBJECT),
             formats=formats,
             voiceprints=voiceprints,
             engine=STEPFUNCTIONS,
             hints=hints,
             order=order,
         )
-
-
-def peak_of(samples: np.ndarray) -> float:
-    """max |sample| without a temporary array the size of the audio (hours of it are gigabytes)."""
-    if samples.size == 0:
-        return 0.0
-    return float(max(samples.max(), -samples.min()))
 
 
 class ArrayReader(io.RawIOBase):
