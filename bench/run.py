@@ -6,6 +6,10 @@ same machine load. Audio: pyannote's 30 s sample, and 10- and 60-minute files ma
 (real speech everywhere: the embedding step's worst case). Weights: the production-architecture
 offline pipeline (same compute as the pretrained models). The page is rewritten after every row,
 so an interrupted run still leaves what it measured.
+
+``--append`` adds a later run's rows to the last results.json: the whole matrix takes longer than one
+session on this machine (upstream's defaults alone need about two hours for 60 minutes of audio).
+Every row carries its run's number, and rows are only ever compared with rows of the same run.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     parser.add_argument("--render", action="store_true", help="only rewrite the page from the last run's results.json")
+    parser.add_argument(
+        "--append", action="store_true", help="add this run's rows to results.json's as a further run (own pairs)"
+    )
     args = parser.parse_args()
 
     results_file = args.work_dir / "results.json"
@@ -58,19 +65,21 @@ def main() -> None:
         return
     rows = _planned_rows(args)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
-    run = {
+    facts = {
         "started": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "commit": _commit(),
         "model_dir": str(args.model_dir),
-        "rows": results,
     }
+    run = open_run(results_file if args.append else None, facts)
+    number = len(run.get("appended", []))
+    results: list[dict[str, Any]] = run["rows"]
     for path, size, threads in rows:
         audio = _audio(args.work_dir, size)
-        artifacts = args.work_dir / f"{path}-{size}-{threads}t"
+        artifacts = args.work_dir / (f"{path}-{size}-{threads}t" + (f"-run{number}" if number else ""))
         print(f"bench: {path} {size} {threads} thread(s) ...", file=sys.stderr, flush=True)
         row = _measure(path, audio, args.model_dir, threads, artifacts)
         row["size"] = size
+        row["run"] = number
         row["artifacts"] = str(artifacts)
         results.append(row)
         print(
@@ -82,6 +91,18 @@ def main() -> None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(render(run))
         results_file.write_text(json.dumps(run, indent=1))
+
+
+def open_run(earlier: Path | None, facts: dict[str, str]) -> dict[str, Any]:
+    """A new run's record, or ``earlier``'s results.json with this run added to its ``appended`` list.
+
+    The new rows go into the same ``rows`` list, tagged with the run's number (its index in
+    ``[first, *appended]``) so that pairs never straddle runs.
+    """
+    if earlier is None or not earlier.exists():
+        return {**facts, "rows": []}
+    record: dict[str, Any] = json.loads(earlier.read_text())
+    return {**record, "appended": [*record.get("appended", []), facts]}
 
 
 def _planned_rows(args: argparse.Namespace) -> list[tuple[str, str, int]]:
@@ -149,12 +170,18 @@ def _measure(path: str, audio: Path, model_dir: Path, threads: int, artifacts: P
 def _pairs(
     results: list[dict[str, Any]], baseline: str = "upstream", candidate: str = "fast"
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    base = {(r["size"], r["threads"]): r for r in results if r["path"] == baseline}
-    return [
-        (base[(r["size"], r["threads"])], r)
-        for r in results
-        if r["path"] == candidate and (r["size"], r["threads"]) in base
-    ]
+    """(baseline row, candidate row) of the same audio, threads and run: rows of different runs never pair."""
+    base = {_slot(r): r for r in results if r["path"] == baseline}
+    return [(base[_slot(r)], r) for r in results if r["path"] == candidate and _slot(r) in base]
+
+
+def _slot(row: dict[str, Any]) -> tuple[int, str, int]:
+    return row.get("run", 0), row["size"], row["threads"]
+
+
+def _runs(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first run (the file's own facts) and any added by ``--append``, numbered from 1 on the page."""
+    return [run, *run.get("appended", [])]
 
 
 def _equivalence(up: dict[str, Any], fast: dict[str, Any]) -> tuple[float, float, bool]:
@@ -180,13 +207,13 @@ def render(run: dict[str, Any]) -> str:
         "",
         "## Rows",
         "",
-        "| path | audio | threads | import torch s | import pyannote s | load s | cold start s | decode s "
+        "| run | path | audio | threads | import torch s | import pyannote s | load s | cold start s | decode s "
         "| segmentation s | embedding s | clustering s | diarize s | RTF | peak RSS MiB | user+sys CPU s | speakers |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r['path']} | {r['size']} | {r['threads']} | {r['import_torch_seconds']:.2f} "
+            f"| {r.get('run', 0) + 1} | {r['path']} | {r['size']} | {r['threads']} | {r['import_torch_seconds']:.2f} "
             f"| {r['import_pyannote_seconds']:.2f} | {r['load_seconds']:.2f} | {r['cold_start_seconds']:.2f} "
             f"| {r['decode_seconds']:.2f} | {r['segmentation_seconds']:.1f} | {r['embedding_seconds']:.1f} "
             f"| {r['clustering_seconds']:.1f} | {r['diarize_seconds']:.1f} | {r['real_time_factor']:.3f} "
@@ -215,14 +242,15 @@ def _ratio_table(baseline: str, candidate: str, pairs: list[tuple[dict[str, Any]
         f"Ratios are {baseline} ÷ {candidate} (higher is better for {candidate}), except cold start and RSS "
         f"({candidate} ÷ {baseline}).",
         "",
-        "| audio | threads | diarize × | embedding × | cold start | peak RSS | peak RSS MiB "
+        "| run | audio | threads | diarize × | embedding × | cold start | peak RSS | peak RSS MiB "
         "| max abs embedding difference | min embedding cosine | RTTM identical |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for up, fast in pairs:
         difference, cosine, rttm_equal = _equivalence(up, fast)
         lines.append(
-            f"| {fast['size']} | {fast['threads']} | {up['diarize_seconds'] / fast['diarize_seconds']:.2f} "
+            f"| {fast.get('run', 0) + 1} | {fast['size']} | {fast['threads']} "
+            f"| {up['diarize_seconds'] / fast['diarize_seconds']:.2f} "
             f"| {up['embedding_seconds'] / fast['embedding_seconds']:.2f} "
             f"| {fast['cold_start_seconds'] / up['cold_start_seconds']:.0%} "
             f"| {fast['peak_rss_bytes'] / up['peak_rss_bytes']:.0%} | {fast['peak_rss_bytes'] / 2**20:.0f} "
@@ -232,16 +260,19 @@ def _ratio_table(baseline: str, candidate: str, pairs: list[tuple[dict[str, Any]
 
 
 def _targets(results: list[dict[str, Any]]) -> list[str]:
-    """The issue's targets, judged on this run's rows only."""
+    """The issues' targets, each judged on a pair of rows from one run (named, when measured)."""
     pairs = _pairs(results)
     verdicts = []
     for size in ("10min", "60min"):
         pair = next(((u, f) for u, f in pairs if f["size"] == size and f["threads"] == 2), None)
         if pair is None:
-            verdicts.append(f"diarization ≥ 4× faster than upstream, {size}, 2 threads: not measured in this run")
+            verdicts.append(f"diarization ≥ 4× faster than upstream, {size}, 2 threads: not measured")
             continue
         ratio = pair[0]["diarize_seconds"] / pair[1]["diarize_seconds"]
-        verdict = f"diarization ≥ 4× faster than upstream, {size}, 2 threads: {ratio:.2f}× — {_verdict(ratio >= 4)}"
+        verdict = (
+            f"diarization ≥ 4× faster than upstream, {size}, 2 threads: {ratio:.2f}× — {_verdict(ratio >= 4)}"
+            f"{_which(pair[1])}"
+        )
         batch32 = next((u for u, f in _pairs(results, "upstream-batch32") if f is pair[1]), None)
         if batch32 is not None:
             ratio32 = batch32["diarize_seconds"] / pair[1]["diarize_seconds"]
@@ -263,7 +294,7 @@ def _targets(results: list[dict[str, Any]]) -> list[str]:
         peak = max(r["peak_rss_bytes"] for r in long_rows) / 1e9
         verdicts.append(f"peak RSS ≤ 1.5 GB for 60 minutes: {peak:.2f} GB — {_verdict(peak <= 1.5)}")
     else:
-        verdicts.append("peak RSS ≤ 1.5 GB for 60 minutes: not measured in this run")
+        verdicts.append("peak RSS ≤ 1.5 GB for 60 minutes: not measured")
     return verdicts
 
 
@@ -280,12 +311,12 @@ def _bf16_targets(results: list[dict[str, Any]]) -> list[str]:
             None,
         )
         if pair is None:
-            verdicts.append(f"bf16 ≥ 8× faster than upstream defaults, {size}, 2 threads: not measured in this run")
+            verdicts.append(f"bf16 ≥ 8× faster than upstream defaults, {size}, 2 threads: not measured")
             continue
         ratio = pair[0]["diarize_seconds"] / pair[1]["diarize_seconds"]
         verdicts.append(
             f"bf16 ≥ 8× faster than upstream defaults (batch 32), {size}, 2 threads: {ratio:.2f}× — "
-            f"{_verdict(ratio >= 8)}"
+            f"{_verdict(ratio >= 8)}{_which(pair[1])}"
         )
     same = _pairs(results, "fast", "fast-bf16")
     if same:
@@ -296,6 +327,10 @@ def _bf16_targets(results: list[dict[str, Any]]) -> list[str]:
 
 def _verdict(met: bool) -> str:
     return "**met**" if met else "**not met**"
+
+
+def _which(row: dict[str, Any]) -> str:
+    return f" (run {row.get('run', 0) + 1})"
 
 
 def _commit() -> str:
@@ -316,20 +351,26 @@ def _machine_facts(run: dict[str, Any]) -> list[str]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     from importlib.metadata import version
 
-    model_dir = Path(run["model_dir"])
-    manifest = model_dir / "config.yaml"
-    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:12] if manifest.exists() else "?"
+    runs = []
+    for number, each in enumerate(_runs(run), start=1):
+        model_dir = Path(each["model_dir"])
+        manifest = model_dir / "config.yaml"
+        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:12] if manifest.exists() else "?"
+        runs.append(
+            f"run {number} started {each['started']} at commit {each['commit']}; weights: production-architecture "
+            f"offline pipeline {model_dir.name} (config.yaml sha256 {digest}), random weights with the pretrained "
+            "models' compute"
+        )
     return [
-        f"run started {run['started']} at commit {run['commit']}",
+        *runs,
         f"CPU: {cpu}, {len(os.sched_getaffinity(0))} usable cores, {memory:.0f} GiB memory; {platform.platform()}",
         f"Python {platform.python_version()}, torch {torch.__version__}, pyannote.audio {version('pyannote.audio')}, "
         f"allocator: {os.environ.get('LD_PRELOAD') or 'glibc malloc'}",
-        f"weights: production-architecture offline pipeline {model_dir.name} (config.yaml sha256 {digest}), "
-        "random weights with the pretrained models' compute",
         "audio: pyannote's 30 s sample; 10min and 60min repeat it (speech throughout)",
         "RTF = (decode + diarize) / audio duration; cold start = process start to loaded pipeline "
         "(import torch + import pyannote.audio + load)",
-        "this machine is shared and noisy: compare rows of the same run, not across runs",
+        "this machine is shared and noisy: compare rows of the same run, not across runs (ratios only pair rows of "
+        "one run)",
     ]
 
 

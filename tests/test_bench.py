@@ -6,6 +6,7 @@ is that the page reports them faithfully, including a deviation and targets it c
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from run import render
+from run import open_run, render
 
 
 def row(tmp_path: Path, path: str, size: str, diarize: float, embeddings: np.ndarray, rttm: str, **extra: Any) -> dict:
@@ -56,15 +57,15 @@ def test_page_reports_ratios_equivalence_and_targets(tmp_path: Path) -> None:
     ]
     page = render({"started": "2026-11-25 12:00 UTC", "commit": "abc1234", "model_dir": str(tmp_path), "rows": rows})
 
-    assert "| 10min | 2 | 4.00 | 4.00 | 90% | 100% | 1144 | 2.4e-07 | 1.000000 | yes |" in page
-    assert "| 30s | 2 | 3.00 | 3.00 | 100% | 100% | 1144 | 1.0e-03 | 0.999999 | NO |" in page
-    assert "10min, 2 threads: 4.00× — **met**" in page
-    assert "60min, 2 threads: not measured in this run" in page
+    assert "| 1 | 10min | 2 | 4.00 | 4.00 | 90% | 100% | 1144 | 2.4e-07 | 1.000000 | yes |" in page
+    assert "| 1 | 30s | 2 | 3.00 | 3.00 | 100% | 100% | 1144 | 1.0e-03 | 0.999999 | NO |" in page
+    assert "10min, 2 threads: 4.00× — **met** (run 1)" in page
+    assert "60min, 2 threads: not measured" in page
     assert "largest difference 1.0e-03 — **not met**" in page
     assert "identical RTTM in every pair: **not met**" in page
     assert "cold start ≤ 50 % of upstream's: worst pair 100% — **not met**" in page
     assert "peak RSS ≤ 1.5 GB for 60 minutes: 1.60 GB — **not met**" in page
-    assert "at commit abc1234" in page
+    assert "run 1 started 2026-11-25 12:00 UTC at commit abc1234" in page
 
 
 def test_page_reports_bf16_rows_against_both_upstream_baselines_and_fp32(tmp_path: Path) -> None:
@@ -80,12 +81,46 @@ def test_page_reports_bf16_rows_against_both_upstream_baselines_and_fp32(tmp_pat
     page = render({"started": "2026-11-25 12:00 UTC", "commit": "abc1234", "model_dir": str(tmp_path), "rows": rows})
 
     assert "## fast-bf16 vs upstream-batch32, same run" in page
-    assert "| 10min | 2 | 16.00 | 16.00 | 100% | 89% | 1024 |" in page
-    assert "## fast-bf16 vs upstream, same run" in page and "| 10min | 2 | 8.00 | 8.00 |" in page
+    assert "| 1 | 10min | 2 | 16.00 | 16.00 | 100% | 89% | 1024 |" in page
+    assert "## fast-bf16 vs upstream, same run" in page and "| 1 | 10min | 2 | 8.00 | 8.00 |" in page
     assert "## fast-bf16 vs fast, same run" in page and "| -1.000000 | yes |" in page
-    assert "bf16 ≥ 8× faster than upstream defaults (batch 32), 10min, 2 threads: 16.00× — **met**" in page
-    assert "bf16 ≥ 8× faster than upstream defaults, 60min, 2 threads: not measured in this run" in page
+    assert "bf16 ≥ 8× faster than upstream defaults (batch 32), 10min, 2 threads: 16.00× — **met** (run 1)" in page
+    assert "bf16 ≥ 8× faster than upstream defaults, 60min, 2 threads: not measured" in page
     assert "bf16 turns identical to fp32's in every pair: **met**" in page
+
+
+def test_an_appended_run_keeps_the_earlier_rows_and_pairs_only_within_each_run(tmp_path: Path) -> None:
+    embeddings = np.random.default_rng(0).normal(size=(10, 3, 256)).astype(np.float32)
+    first = open_run(None, {"started": "2026-11-26 11:17 UTC", "commit": "aaa1111", "model_dir": str(tmp_path)})
+    first["rows"] += [
+        row(tmp_path, "upstream-batch32", "10min", 1600.0, embeddings, "SPEAKER a\n"),
+        row(tmp_path, "fast-bf16", "10min", 100.0, embeddings, "SPEAKER a\n"),
+        # Measured in the first run without its baseline: it must not pair with the later run's upstream row.
+        row(tmp_path, "fast-bf16", "60min", 10.0, embeddings, "SPEAKER a\n"),
+    ]
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(first))
+
+    run = open_run(saved, {"started": "2026-11-27 09:00 UTC", "commit": "bbb2222", "model_dir": str(tmp_path)})
+    number = len(run["appended"])
+    run["rows"] += [
+        row(tmp_path, "upstream-batch32", "60min", 9000.0, embeddings, "SPEAKER a\n", run=number),
+        row(tmp_path, "fast-bf16", "60min", 600.0, embeddings, "SPEAKER a\n", run=number),
+    ]
+    page = render(run)
+
+    assert number == 1 and len(run["rows"]) == 5
+    assert "bf16 ≥ 8× faster than upstream defaults (batch 32), 10min, 2 threads: 16.00× — **met** (run 1)" in page
+    assert "bf16 ≥ 8× faster than upstream defaults (batch 32), 60min, 2 threads: 15.00× — **met** (run 2)" in page
+    assert "| 2 | 60min | 2 | 15.00 |" in page and "| 1 | 60min | 2 | 900.00 |" not in page
+    assert "run 1 started 2026-11-26 11:17 UTC at commit aaa1111" in page
+    assert "run 2 started 2026-11-27 09:00 UTC at commit bbb2222" in page
+    assert "| 2 | fast-bf16 | 60min | 2 |" in page and "| 1 | fast-bf16 | 60min | 2 |" in page
+
+
+def test_without_an_earlier_file_appending_starts_the_first_run(tmp_path: Path) -> None:
+    facts = {"started": "2026-11-26 11:17 UTC", "commit": "aaa1111", "model_dir": str(tmp_path)}
+    assert open_run(tmp_path / "absent.json", facts) == {**facts, "rows": []}
 
 
 def test_fanout_page_reports_the_rows_and_models_cost_from_list_prices() -> None:
