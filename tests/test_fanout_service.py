@@ -21,10 +21,11 @@ from diarization.engine import Diarizer
 from diarization.errors import ConfigurationError, UnsupportedEventError
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT
 from diarization.hints import SpeakerHints
+from diarization.service.completion import CompleteInference
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
 from diarization.service.fanout import FanoutSettings, StartFanout
 from diarization.service.fanout_steps import step_error
-from diarization.service.locations import Locations, ObjectRef
+from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Outcome, Routed, Succeeded
 from diarization.service.overdue import EndOverdueJobs
@@ -228,6 +229,37 @@ def test_an_overdue_fanout_ends_like_a_gpu_inference(diarizer: Diarizer, tmp_pat
     assert "Step Functions" in error["message"] and "job1" in error["message"]
     job = stack.jobs.get("job1")
     assert job is not None and job["status"] == "failed"
+
+
+@pytest.mark.parametrize("status", ["Completed", "Failed"])
+def test_an_unreadable_fanout_report_fails_as_fanout_failed_not_as_the_gpu(
+    diarizer: Diarizer, tmp_path: Path, status: str
+) -> None:
+    """The code names where to look: a fan-out whose result (or failure body) cannot be read is FANOUT_FAILED, with its
+    execution, not GPU_INFERENCE_FAILED and the endpoint's logs."""
+    stack = make_stack(diarizer, tmp_path, gpu=True, mode="always")
+    run(stack, speech_like(30.0, seed=5), tmp_path, Invocation())
+    (name,) = stack.fanout.started
+    routing = stack.jobs.routing(name)
+    assert routing is not None
+    location = routing.output_location if status == "Completed" else routing.failure_location
+    ref = parse_s3_uri(location)
+    stack.store.put(ref.bucket, ref.key, b"not json")
+    complete = CompleteInference(stack.locations, stack.store, stack.publisher, stack.jobs, log, RecordingTelemetry())
+    notification = {
+        "invocationStatus": status,
+        "inferenceId": name,
+        "requestParameters": {"inputLocation": routing.ref.uri},
+        "responseParameters": {"outputLocation" if status == "Completed" else "failureLocation": location},
+        "failureReason": "",
+    }
+
+    outcome = complete(notification, Invocation()).to_dict()
+
+    assert outcome["status"] == "failed" and outcome["error"]["code"] == "FANOUT_FAILED"
+    assert outcome["error"]["details"]["execution"] == name and "GPU" not in outcome["error"]["message"]
+    job = stack.jobs.get("job1")
+    assert job is not None and job["status"] == "failed" and job["outcome"]["error"]["code"] == "FANOUT_FAILED"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ SageMaker's notification: `invocationStatus` (`Completed` or `Failed`), `request
 
 Only a notification that matches what was routed is acted on (see ``diarization.service.routing``); any other is
 skipped with a warning and the ``UntrustedCompletions`` metric, never raised: SNS would retry it. A trusted success
-whose output cannot be read becomes GPU_INFERENCE_FAILED like any failure, so its job ends.
+whose output cannot be read becomes a failure like any other, so its job ends: GPU_INFERENCE_FAILED for the endpoint,
+FANOUT_FAILED for a fan-out (the code names where to look: the endpoint's logs or the execution's history).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from diarization.errors import (
     ERROR_CODES,
     AccessDeniedError,
     DiarizationError,
+    FanoutFailedError,
     GpuInferenceFailedError,
     InputNotFoundError,
     VoiceprintModelMismatchError,
@@ -81,7 +83,7 @@ class CompleteInference:
         if error is None:
             try:
                 outcome = self._succeeded(ref, order, completion, outputs)
-            except (GpuInferenceFailedError, VoiceprintModelMismatchError) as refused:
+            except (GpuInferenceFailedError, FanoutFailedError, VoiceprintModelMismatchError) as refused:
                 error = refused
         if error is not None:
             outcome = self.publisher.failed(ref, outputs, error, invocation.request_id, inference_id, order)
@@ -95,7 +97,7 @@ class CompleteInference:
     ) -> Succeeded | Skipped:
         location = completion.output_location
         if not location:
-            raise GpuInferenceFailedError("The GPU endpoint reported success without an outputLocation.")
+            raise _engine_failure(completion.routing, "reported success without an outputLocation.")
         try:
             output = self.store.get_json(*_split(location))
             if str(output.get("schema_version", "")).split(".")[0] != "1":
@@ -108,8 +110,9 @@ class CompleteInference:
         except VoiceprintModelMismatchError:
             raise  # the voiceprints' fault, not the endpoint's: the error object the Lambda path writes for them
         except (DiarizationError, ValueError, KeyError, TypeError) as error:
-            raise GpuInferenceFailedError(
-                f"The GPU endpoint reported success, but its output {location} is unreadable: {error}",
+            raise _engine_failure(
+                completion.routing,
+                f"reported success, but its output {location} is unreadable: {error}",
                 output_location=location,
             ) from error
         published = self.publisher.succeeded(ref, outputs, result, outcome, order)
@@ -150,9 +153,16 @@ class CompleteInference:
                     return kind(str(body.get("message", "")), **(body.get("details") or {}))
             except (ValueError, KeyError, TypeError, DiarizationError):
                 self.log.warning("unreadable failure body at %s", location)
-        return GpuInferenceFailedError(
-            f"The GPU endpoint failed: {completion.failure_reason}", failure_location=location
+        return _engine_failure(completion.routing, f"failed: {completion.failure_reason}", failure_location=location)
+
+
+def _engine_failure(routing: Routing, what: str, **details: Any) -> GpuInferenceFailedError | FanoutFailedError:
+    """An untyped failure, named after where the work ran, so the code points at the right logs."""
+    if routing.engine == STEPFUNCTIONS:
+        return FanoutFailedError(
+            f"The fan-out (execution {routing.inference_id}) {what}", execution=routing.inference_id, **details
         )
+    return GpuInferenceFailedError(f"The GPU endpoint {what}", **details)
 
 
 def _split(uri: str) -> tuple[str, str]:
