@@ -229,6 +229,70 @@ def test_silence_is_the_silent_result_without_clustering(tiny: Diarizer) -> None
     assert_same(fanned, single)
 
 
+HINTS = (SpeakerHints(), SpeakerHints(num_speakers=2))
+
+
+@pytest.fixture(scope="module")
+def multilabel(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Diarizer:
+    """The tiny pipeline with a multilabel (not powerset) segmentation model, as pyannote/segmentation 2.x was: its
+    output is thresholded per chunk (``segmentation.threshold``) before the embedding step, so a shard has to binarize
+    its own chunks exactly as the single run does."""
+    import shutil
+
+    import torch
+    import yaml
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from pyannote.audio.models.segmentation.debug import SimpleSegmentationModel
+
+    from diarization.offline import save_model
+
+    model_dir = tmp_path_factory.mktemp("multilabel") / "pipeline"
+    shutil.copytree(tiny_model_dir, model_dir)
+    torch.manual_seed(0)
+    model = SimpleSegmentationModel()
+    model.specifications = Specifications(
+        problem=Problem.MULTI_LABEL_CLASSIFICATION,
+        resolution=Resolution.FRAME,
+        duration=10.0,
+        warm_up=(0.0, 0.0),
+        classes=["speaker#1", "speaker#2", "speaker#3"],
+        permutation_invariant=True,
+    )
+    model.build()
+    save_model(model.eval(), model_dir / "segmentation" / "pytorch_model.bin")
+    config = yaml.safe_load((model_dir / "config.yaml").read_text())
+    config["params"]["segmentation"]["threshold"] = 0.5
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    settings = Settings(model_dir=model_dir, num_threads=2, embedding_batch_size=4, segmentation_batch_size=4)
+    return Diarizer.from_settings(settings)
+
+
+def test_a_multilabel_segmentation_model_reduces_to_the_single_run(
+    multilabel: Diarizer, short_speech: DecodedAudio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shards' embeddings are exactly those of the single run (recorded from pyannote's own call, a spy and not a
+    stand-in) and so are the turns. Both are needed: embeddings of unthresholded masks differ by ~5e-3 and can still
+    cluster the same."""
+    pipeline = multilabel.loaded.pipeline
+    computed: list[np.ndarray] = []
+    upstream = pipeline.get_embeddings
+
+    def recording(*args: Any, **kwargs: Any) -> np.ndarray:
+        computed.append(upstream(*args, **kwargs))
+        return computed[-1]
+
+    monkeypatch.setattr(pipeline, "get_embeddings", recording)
+    singles = {hints: multilabel.diarize_decoded(short_speech, hints, "speech.wav") for hints in HINTS}
+    monkeypatch.undo()
+
+    parts = fan_out(multilabel, short_speech, 4)
+    sharded = np.concatenate([np.load(io.BytesIO(part), allow_pickle=False)["embeddings"] for part in parts])
+    np.testing.assert_array_equal(sharded, computed[0])
+    for hints, single in singles.items():
+        assert len(single.segments) > 10 and len(single.speakers) > 1  # thresholded turns, not all-speech or silence
+        assert_same(reduce(multilabel, parts, short_speech, hints), single)
+
+
 # -- the equivalence on real speech (the issue's item 1) -----------------------------------------------------------
 
 
