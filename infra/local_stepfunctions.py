@@ -11,7 +11,9 @@ the Map state's parallel shards get emulators of their own, started on demand an
 What Step Functions sees is what it sees in AWS: a handler's exception is a function error named by its ``errorType``
 (what Retry and Catch match); a runtime that dies (killed, out of memory, timed out: the emulator's
 ``Runtime.ExitError`` / ``Sandbox.Timedout``) is ``Lambda.Unknown``, the name Step Functions gives unhandled Lambda
-failures.
+failures. A function given a ``reserved_concurrency`` answers an invocation beyond it as Lambda does: HTTP 429
+``TooManyRequestsException`` from the Invoke API, which the interpreter's SDK client retries briefly and Step Functions
+then names ``Lambda.TooManyRequestsException`` (what the definition's throttling Retry matches).
 
 The state machine is created from the template's ``AWS::Serverless::StateMachine``: the file its DefinitionUri names,
 with the DefinitionSubstitutions applied (values given by the caller for exactly the template's keys), so the tests
@@ -34,6 +36,7 @@ from typing import Any
 
 import boto3
 import yaml
+from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 
 from runtime_emulator import Emulator
@@ -45,11 +48,33 @@ RUNTIME_FAILURES = ("Runtime.", "Sandbox.")
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
-class LocalFunction:
-    """One function: a pool of emulators, each serving one request at a time."""
+class ThrottledError(LambdaClientError):
+    """Lambda's Invoke answer while the function's reserved concurrency is all in use."""
 
-    def __init__(self, name: str, env: dict[str, str], command: list[str], log_dir: Path, timeout: float) -> None:
+    code = 429
+
+    def __init__(self) -> None:
+        super().__init__("TooManyRequestsException", "Rate Exceeded.")
+
+
+class LocalFunction:
+    """One function: a pool of emulators, each serving one request at a time, and at most ``reserved_concurrency``
+    requests at once when it is set (the rest are throttled)."""
+
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        command: list[str],
+        log_dir: Path,
+        timeout: float,
+        reserved_concurrency: int | None = None,
+    ) -> None:
         self.name = name
+        self.reserved_concurrency = reserved_concurrency
+        self.running = 0
+        self.throttled: list[Any] = []
+        """The events refused for want of concurrency, in order."""
         self.env = env
         self.command = command
         self.log_dir = log_dir
@@ -61,13 +86,17 @@ class LocalFunction:
         self.lock = threading.Lock()
 
     def invoke(self, event: Any) -> tuple[str, bool]:
-        """The payload Lambda would answer with, and whether it is a function error."""
-        emulator = self._take()
+        """The payload Lambda would answer with, and whether it is a function error; raises ``ThrottledError``."""
+        with self.lock:
+            if self.reserved_concurrency is not None and self.running >= self.reserved_concurrency:
+                self.throttled.append(event)
+                raise ThrottledError()
+            self.running += 1
         try:
-            status, body = emulator.invoke(event, timeout=self.timeout)
-        except (urllib.error.URLError, OSError) as error:
-            status, body = 502, {"errorType": "Runtime.ExitError", "errorMessage": f"emulator unreachable: {error}"}
-        self.idle.put(emulator)
+            status, body = self._run(event)
+        finally:
+            with self.lock:
+                self.running -= 1
         errored = isinstance(body, dict) and "errorType" in body and ("errorMessage" in body or status != 200)
         if status != 200 and not errored:
             body, errored = {"errorType": "Runtime.ExitError", "errorMessage": str(body)[:1000]}, True
@@ -80,6 +109,15 @@ class LocalFunction:
         with self.lock:
             self.invocations.append({"event": event, "status": status, "answer": body, "errored": errored})
         return json.dumps(body), errored
+
+    def _run(self, event: Any) -> tuple[int, Any]:
+        emulator = self._take()
+        try:
+            status, body = emulator.invoke(event, timeout=self.timeout)
+        except (urllib.error.URLError, OSError) as error:
+            status, body = 502, {"errorType": "Runtime.ExitError", "errorMessage": f"emulator unreachable: {error}"}
+        self.idle.put(emulator)
+        return status, body
 
     def logs(self) -> str:
         return "\n".join(emulator.logs() for emulator in self.started)
@@ -140,7 +178,13 @@ class LocalStepFunctions:
         for function in self.functions.values():
             function.stop()
 
-    def add_function(self, name: str, env: dict[str, str], handler: str = "diarization.handler.lambda_handler") -> str:
+    def add_function(
+        self,
+        name: str,
+        env: dict[str, str],
+        handler: str = "diarization.handler.lambda_handler",
+        reserved_concurrency: int | None = None,
+    ) -> str:
         """Create the function in moto's Lambda (an image function: moto does not look the image up) and run it
         here; its ARN."""
         iam = boto3.client("iam")
@@ -155,7 +199,9 @@ class LocalStepFunctions:
             FunctionName=name, PackageType="Image", Code={"ImageUri": PLACEHOLDER_IMAGE_URI}, Role=arn, Timeout=900
         )
         command = [sys.executable, "-m", "awslambdaric", handler]
-        self.functions[name] = LocalFunction(name, env, command, self.log_dir, self.invoke_timeout)
+        self.functions[name] = LocalFunction(
+            name, env, command, self.log_dir, self.invoke_timeout, reserved_concurrency
+        )
         return str(created["FunctionArn"])
 
     def create_state_machine(self, template: Path, name: str, substitutions: dict[str, str]) -> str:

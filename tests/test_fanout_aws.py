@@ -68,6 +68,10 @@ class FanoutStack:
     def executions(self) -> list[dict[str, Any]]:
         return list(boto3.client("stepfunctions").list_executions(stateMachineArn=self.machine)["executions"])
 
+    def history(self, name: str) -> list[dict[str, Any]]:
+        arn = f"{self.machine.replace(':stateMachine:', ':execution:')}:{name}"
+        return list(boto3.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"])
+
     def finished(self, name: str) -> dict[str, Any]:
         return LocalStepFunctions.wait(f"{self.machine.replace(':stateMachine:', ':execution:')}:{name}")
 
@@ -88,7 +92,13 @@ def local_sfn(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> I
         yield local
 
 
-def make_stack(local: LocalStepFunctions, model_dir: Path, handler: str, fault_dir: Path | None = None) -> FanoutStack:
+def make_stack(
+    local: LocalStepFunctions,
+    model_dir: Path,
+    handler: str,
+    fault_dir: Path | None = None,
+    reserved_concurrency: int | None = None,
+) -> FanoutStack:
     deployment = create_deployment(versioned=True)
     suffix = uuid.uuid4().hex[:8]
     work = f"work-{suffix}"
@@ -109,7 +119,7 @@ def make_stack(local: LocalStepFunctions, model_dir: Path, handler: str, fault_d
         "AWS_LAMBDA_FUNCTION_TIMEOUT": "300",
         **({"FAULT_DIR": str(fault_dir)} if fault_dir else {}),
     }
-    arn = local.add_function(function_name, env, handler)
+    arn = local.add_function(function_name, env, handler, reserved_concurrency)
     machine = local.create_state_machine(TEMPLATE, machine_name, {"FunctionArn": arn, "MapMaxConcurrency": str(SHARDS)})
     assert machine == env["FANOUT_STATE_MACHINE_ARN"]
     return FanoutStack(deployment, work, FunctionApp(env), machine, local.functions[function_name], env, fault_dir)
@@ -118,6 +128,12 @@ def make_stack(local: LocalStepFunctions, model_dir: Path, handler: str, fault_d
 @pytest.fixture(scope="module")
 def stack(local_sfn: LocalStepFunctions, tiny_model_dir: Path) -> FanoutStack:
     return make_stack(local_sfn, tiny_model_dir, "diarization.handler.lambda_handler")
+
+
+@pytest.fixture(scope="module")
+def narrow(local_sfn: LocalStepFunctions, tiny_model_dir: Path) -> FanoutStack:
+    """Reserved concurrency for one fan-out's shards and nothing more."""
+    return make_stack(local_sfn, tiny_model_dir, "diarization.handler.lambda_handler", reserved_concurrency=SHARDS)
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +252,39 @@ def test_a_shard_that_always_crashes_fails_the_job_with_the_error_object(
     keys = [o["Key"] for o in deployment.s3.list_objects_v2(Bucket=faulty.work_bucket, Prefix=job_id)["Contents"]]
     assert f"{job_id}/result.json" not in keys
     assert events_for(deployment, key) == ["Diarization Failed"]
+    assert_invariant(deployment)
+
+
+def test_two_fanouts_with_room_for_one_queue_and_both_succeed(
+    narrow: FanoutStack, encoded_samples: dict[str, Path]
+) -> None:
+    """The second run's steps are throttled as Lambda throttles (HTTP 429 TooManyRequestsException from Invoke while
+    the reserved concurrency is in use), retried with the definition's backoff, and both runs end with their result."""
+    deployment = narrow.deployment
+    jobs = [narrow.new_job(f"together-{n}.wav") for n in range(2)]
+    for _, key in jobs:
+        deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    narrow.deliver(expected=2)
+
+    for job_id, key in jobs:
+        assert narrow.finished(job_id)["status"] == "SUCCEEDED"
+        assert sorted(shard_calls(narrow.function, job_id)) == [(index, False) for index in range(SHARDS)]
+        assert narrow.job(narrow.app, job_id)["status"] == "succeeded"
+        name = key.removeprefix("audio/")
+        assert deployment.object_keys(f"results/{name}") == [f"results/{name}.json", f"results/{name}.rttm"]
+    events = deployment.captured_events()  # once: receiving hides what was received
+    for _, key in jobs:
+        uri = f"s3://{deployment.bucket}/{key}"
+        assert [e["detail-type"] for e in events if e["detail"]["input"] == uri] == ["Diarization Succeeded"]
+    assert narrow.function.throttled, "the runs overlapped, so some step had to wait for concurrency"
+    failures = [
+        event["taskFailedEventDetails"]["error"]
+        for job_id, _ in jobs
+        for event in narrow.history(job_id)
+        if event["type"] == "TaskFailed"
+    ]
+    assert failures and set(failures) == {"Lambda.TooManyRequestsException"}  # waited in the definition's Retry
+    assert {event["fanout"]["execution"] for event in narrow.function.throttled} <= {job_id for job_id, _ in jobs}
     assert_invariant(deployment)
 
 

@@ -37,12 +37,14 @@ import json
 import re
 import tomllib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
 import boto3
 import pytest
 
+from diarization.service.overdue import DEFAULT_FANOUT_DEADLINE_SECONDS
 from template_check import (
     PLACEHOLDER_ARTIFACT_BUCKET,
     PLACEHOLDER_IMAGE_URI,
@@ -456,6 +458,36 @@ def assert_fanout_scoped(statements: list[dict[str, Any]]) -> None:
             assert statement["Resource"] == "<FanoutWorkBucket.Arn>/*"
         else:
             assert (statement["Action"], statement["Resource"]) == ("s3:ListBucket", "<FanoutWorkBucket.Arn>")
+
+
+def _tasks(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in states.items():
+        if state["Type"] == "Task":
+            yield name, state
+        if "ItemProcessor" in state:
+            yield from _tasks(state["ItemProcessor"]["States"])
+
+
+def test_every_fanout_step_queues_for_concurrency_until_the_deadline_sweep() -> None:
+    """A throttled step (the function's reserved concurrency in use, by another fan-out say) waits with backoff rather
+    than failing the file: on average for over an hour, at most (no jitter) within FANOUT_DEADLINE_SECONDS, so the
+    sweep's JOB_DEADLINE_EXCEEDED, not an early FANOUT_FAILED, is the bound. Crashes and service errors are retried
+    under their own names (Lambda.Unknown is how Step Functions reports a function that timed out or ran out of
+    memory)."""
+    definition = json.loads((ROOT / DEFINITION).read_text())
+    tasks = dict(_tasks(definition["States"]))
+    assert set(tasks) == {"Plan", "Shard", "Reduce", "Publish", "Fail"}
+    for name, task in tasks.items():
+        retries = {error: rule for rule in task["Retry"] for error in rule["ErrorEquals"]}
+        assert {"Lambda.ServiceException", "Lambda.Unknown", "TransientStepError"} <= set(retries), name
+        throttled = retries["Lambda.TooManyRequestsException"]
+        waits = [
+            min(throttled["IntervalSeconds"] * throttled["BackoffRate"] ** attempt, throttled["MaxDelaySeconds"])
+            for attempt in range(throttled["MaxAttempts"])
+        ]
+        assert throttled["JitterStrategy"] == "FULL", name  # queued fan-outs do not all retry at the same instant
+        assert sum(waits) / 2 > 3600, name  # full jitter: half the unjittered wait on average
+        assert sum(waits) < DEFAULT_FANOUT_DEADLINE_SECONDS, name
 
 
 def test_the_fanout_state_machine(app_templates: dict[str, dict[str, Any]]) -> None:
