@@ -10,7 +10,7 @@ MODEL_DIR ?= $(MODELS)/offline-production
 REAL_MODEL_DIR ?= $(MODELS)/real-weights
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup tools model real-model demo diarize test bench bench-fanout bench-capacity quality quality-gate docker image build local-up local-down local-invoke local-api \
+.PHONY: help setup tools model real-model demo diarize test bench bench-fanout bench-capacity bench-int8 quality quality-gate docker image build local-up local-down local-invoke local-api \
 	deploy image-test lint lock clean
 
 help:  ## list targets
@@ -64,6 +64,9 @@ bench-fanout: setup model  ## 10 min of audio as 1, 2 and 4 shards + the reduce,
 
 bench-capacity: setup  ## clustering memory and time against n, scipy vs fastcluster linkage -> docs/CAPACITY.md (~1 h)
 	$(PY) bench/clustering_memory.py $(BENCH_ARGS)
+
+bench-int8: setup  ## an int8 (VNNI) embedding trunk through bf16's agreement test, beside bf16 -> .bench/int8.json (~30 min)
+	$(PY) bench/int8.py $(BENCH_ARGS)
 
 quality: setup real-model  ## diarization error on annotated AMI speech and the sample -> docs/QUALITY.md (QUALITY_ARGS: --tune, --check FILE)
 	$(PY) bench/quality.py --model-dir $(REAL_MODEL_DIR) $(QUALITY_ARGS)
