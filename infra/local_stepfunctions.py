@@ -12,8 +12,8 @@ What Step Functions sees is what it sees in AWS: a handler's exception is a func
 (what Retry and Catch match); a runtime that dies (killed, out of memory, timed out: the emulator's
 ``Runtime.ExitError`` / ``Sandbox.Timedout``) is ``Lambda.Unknown``, the name Step Functions gives unhandled Lambda
 failures. A function given a ``reserved_concurrency`` answers an invocation beyond it as Lambda does: HTTP 429
-``TooManyRequestsException`` from the Invoke API, which the interpreter's SDK client retries briefly and Step Functions
-then names ``Lambda.TooManyRequestsException`` (what the definition's throttling Retry matches).
+``TooManyRequestsException`` from the Invoke API, which Step Functions names ``Lambda.TooManyRequestsException`` (what
+the definition's throttling Retry matches; each refusal is a TaskFailed in the execution's history).
 
 The state machine is created from the template's ``AWS::Serverless::StateMachine``: the file its DefinitionUri names,
 with the DefinitionSubstitutions applied (values given by the caller for exactly the template's keys), so the tests
