@@ -65,8 +65,8 @@ bench-fanout: setup model  ## 10 min of audio as 1, 2 and 4 shards + the reduce,
 bench-capacity: setup  ## clustering memory and time against n, scipy vs fastcluster linkage -> docs/CAPACITY.md (~1 h)
 	$(PY) bench/clustering_memory.py $(BENCH_ARGS)
 
-bench-int8: setup  ## an int8 (VNNI) embedding trunk through bf16's agreement test, beside bf16 -> .bench/int8.json (~30 min)
-	$(PY) bench/int8.py $(BENCH_ARGS)
+bench-int8: setup model  ## an int8 (VNNI) embedding trunk through bf16's agreement test, beside bf16 -> .bench/int8.json (~30 min)
+	$(PY) bench/int8.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 quality: setup real-model  ## diarization error on annotated AMI speech and the sample -> docs/QUALITY.md (QUALITY_ARGS: --tune, --check FILE)
 	$(PY) bench/quality.py --model-dir $(REAL_MODEL_DIR) $(QUALITY_ARGS)

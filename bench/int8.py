@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".bench")
     parser.add_argument("--models", type=Path, default=ROOT / ".models", help="where the generated pipelines live")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=ROOT / ".models" / "offline-production",
+        help="a production-architecture pipeline",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--keep-fp32",
@@ -57,10 +62,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from quality_data import fetch
 
-    data = fetch(args.models / "quality-data")
-    model_dir = mixed_pipeline(args.models, args.work_dir / "int8-pipeline")
     from diarization.config import Settings
     from diarization.loader import load_pipeline
+    from diarization.modeldir import MANIFEST_FILE
+    from diarization.realweights.pipeline import write_mixed_pipeline
+
+    data = fetch(args.models / "quality-data")
+    model_dir = args.work_dir / "int8-pipeline"
+    if not (model_dir / MANIFEST_FILE).is_file():
+        write_mixed_pipeline(model_dir, args.model_dir, args.models / "real-weights-cache", "bench")
 
     settings = Settings(model_dir=model_dir, device="cpu", num_threads=args.threads, embedding_precision="fp32")
     pipeline = load_pipeline(settings).pipeline
@@ -94,30 +104,6 @@ def main() -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     (args.output or args.work_dir / "int8.json").write_text(json.dumps(report, indent=1))
     print_table(report)
-
-
-def mixed_pipeline(models: Path, path: Path) -> Path:
-    """Real segmentation-3.0 + the production-architecture embedding, VBx and PLDA (as tests/test_precision.py)."""
-    from diarization.modeldir import MANIFEST_FILE, ModelManifest, write_manifest
-    from diarization.offline import save_model, write_offline_pipeline
-    from diarization.realweights import onnx_segmentation
-    from diarization.realweights.fetch import SEGMENTATION, fetch
-
-    if (path / MANIFEST_FILE).is_file():
-        return path
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    write_offline_pipeline(partial, variant="production", seed=0)
-    segmentation, _ = onnx_segmentation.convert(fetch(SEGMENTATION, models / "real-weights-cache"))
-    save_model(segmentation.eval(), partial / "segmentation" / "pytorch_model.bin")
-    write_manifest(
-        partial,
-        ModelManifest(
-            name="real-segmentation+offline-production-embedding", revision="bench", trained=False, source="offline"
-        ),
-    )
-    partial.rename(path)
-    return path
 
 
 def quantize(model: Any, calibration: list[Path], kept: list[str]) -> Any:

@@ -24,7 +24,7 @@ from diarization.engine import Diarizer
 from diarization.errors import ERROR_CODES, ConfigurationError, PrecisionUnsupportedError
 from diarization.fastpath import SharedTrunkDiarization
 from diarization.loader import load_pipeline
-from diarization.modeldir import MANIFEST_FILE, ModelManifest, write_manifest
+from diarization.modeldir import MANIFEST_FILE
 from diarization.precision import (
     MIN_COSINE,
     PRECISION_FILE,
@@ -61,30 +61,14 @@ UNPROVEN = Proof()
 def mixed_model_dir(models_root: Path, production_model_dir: Path) -> Path:
     """Real segmentation-3.0 + production-architecture embedding, VBx and PLDA; cached by the generators' code."""
     from diarization import offline
-    from diarization.offline import save_model
-    from diarization.realweights import onnx_segmentation
-    from diarization.realweights.fetch import SEGMENTATION, fetch
+    from diarization.realweights import onnx_segmentation, pipeline
 
     digest = hashlib.sha256()
-    for module in (offline, onnx_segmentation):
+    for module in (offline, onnx_segmentation, pipeline):
         digest.update(Path(str(module.__file__)).read_bytes())
     path = models_root / f"mixed-real-segmentation-{digest.hexdigest()[:12]}"
     if not (path / MANIFEST_FILE).is_file():
-        partial = path.with_name(path.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(production_model_dir, partial)
-        segmentation, _ = onnx_segmentation.convert(fetch(SEGMENTATION, models_root / "real-weights-cache"))
-        save_model(segmentation.eval(), partial / "segmentation" / "pytorch_model.bin")
-        write_manifest(
-            partial,
-            ModelManifest(
-                name="real-segmentation+offline-production-embedding",
-                revision="test",
-                trained=False,
-                source="offline",
-            ),
-        )
-        partial.rename(path)
+        pipeline.write_mixed_pipeline(path, production_model_dir, models_root / "real-weights-cache", "test")
     return path
 
 

@@ -98,6 +98,28 @@ def write_real_pipeline(out_dir: Path, cache_dir: Path) -> Path:
     return out_dir
 
 
+def write_mixed_pipeline(out_dir: Path, production_dir: Path, cache_dir: Path, revision: str) -> Path:
+    """``production_dir`` (an ``offline`` production-architecture pipeline: WeSpeaker ResNet34, VBx, PLDA) with
+    trained segmentation-3.0 in place of its random one: real speech turns, and the embedding compute and precision
+    behaviour of the shipped architecture. For precision agreement (tests/test_precision.py, bench/int8.py)."""
+    from diarization.realweights.fetch import SEGMENTATION, fetch
+    from diarization.realweights.onnx_segmentation import convert
+
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(production_dir, partial)
+    segmentation, _ = convert(fetch(SEGMENTATION, cache_dir))
+    offline.save_model(segmentation.eval(), partial / "segmentation" / MODEL_FILE)
+    write_manifest(
+        partial,
+        ModelManifest(
+            name="real-segmentation+offline-production-embedding", revision=revision, trained=False, source="offline"
+        ),
+    )
+    partial.rename(out_dir)
+    return out_dir
+
+
 def _write_unused_plda(plda_dir: Path, dimension: int) -> None:
     """An identity PLDA: pyannote 4.0.7's SpeakerDiarization loads one whatever the clustering
     (``plda: null`` raises TypeError), and agglomerative clustering never reads it."""
