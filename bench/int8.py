@@ -5,7 +5,7 @@ quantization (``torch.ao``, the ``x86`` backend: fbgemm/oneDNN kernels that use 
 calibrated on 10 s chunks of AMI *training* excerpts (trn01–trn03 from pyannote.audio's sdist), which are never
 scored. The fbank before it and the pooling, PLDA and clustering after it stay fp32, as for bf16.
 
-Agreement is ``diarization.precision``'s test, unchanged: each recording (pyannote's sample, AMI tst00 and dev00)
+Agreement is ``diarization.core.precision``'s test, unchanged: each recording (pyannote's sample, AMI tst00 and dev00)
 diarized free and with the speaker count forced, in fp32 and with the candidate trunk; a candidate agrees only if
 every RTTM is identical and every (chunk, speaker) embedding has cosine >= ``MIN_COSINE`` to its fp32 twin. bf16 runs
 beside it as the yardstick. Weights: real segmentation-3.0 with the production-architecture embedding (random
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="default: WORK_DIR/int8.json")
     args = parser.parse_args()
 
-    from diarization.runtime import prepare_environment
+    from diarization.core.runtime import prepare_environment
 
     prepare_environment()
     import numpy as np
@@ -62,10 +62,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from quality_data import fetch
 
-    from diarization.config import Settings
-    from diarization.loader import load_pipeline
-    from diarization.modeldir import MANIFEST_FILE
-    from diarization.realweights.pipeline import write_mixed_pipeline
+    from diarization.core.config import Settings
+    from diarization.core.loader import load_pipeline
+    from diarization.core.modeldir import MANIFEST_FILE
+    from diarization.modelmaking.realweights.pipeline import write_mixed_pipeline
 
     data = fetch(args.models / "quality-data")
     model_dir = args.work_dir / "int8-pipeline"
@@ -115,7 +115,7 @@ def quantize(model: Any, calibration: list[Path], kept: list[str]) -> Any:
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    from diarization.audio import decode_audio
+    from diarization.core.audio import decode_audio
 
     class Frames(nn.Module):
         def __init__(self, resnet: nn.Module) -> None:
@@ -150,8 +150,8 @@ def run(pipeline: Any, path: Path, candidate: str, hints: dict[str, int], resnet
     """One diarization: the fp32/bf16 trunk through ``trunk_precision``, int8 by standing in for forward_frames."""
     import torch
 
-    from diarization.audio import decode_audio
-    from diarization.precision import _run
+    from diarization.core.audio import decode_audio
+    from diarization.modelmaking.proof import _run
 
     audio = decode_audio(path, max_bytes=2**31, max_seconds=3600)
     file = {"waveform": torch.from_numpy(audio.samples).unsqueeze(0), "sample_rate": audio.sample_rate}
@@ -170,7 +170,7 @@ def run(pipeline: Any, path: Path, candidate: str, hints: dict[str, int], resnet
 
 
 def compare(name: str, hints: dict[str, int], candidate: str, reference: dict, outcome: dict) -> dict[str, Any]:
-    from diarization.precision import min_cosine
+    from diarization.modelmaking.proof import min_cosine
 
     return {
         "recording": name,

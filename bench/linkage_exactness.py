@@ -6,11 +6,12 @@ For each pipeline and recording, the train embeddings that pyannote's clustering
 * ``same_merges``: the same pair of clusters merged at every step, in the same order;
 * ``max_height_difference``: the largest |scipy − fastcluster| merge height;
 * ``same_labels``: ``fcluster(Z, threshold, "distance")`` identical at the pipeline's own threshold (0.6 for
-  community-1's VBx, :data:`diarization.realweights.pipeline.CLUSTERING_THRESHOLD` for the real-weights pipeline);
+  community-1's VBx, :data:`diarization.modelmaking.realweights.pipeline.CLUSTERING_THRESHOLD` for the real-weights
+  pipeline);
 * ``inversions``: merges lower than the one before (centroid linkage is not monotonic);
 * ``zero_distance_pairs``: duplicate embeddings (distance 0: ties that the two algorithms break differently).
 
-With ``--end-to-end`` the whole diarization then runs twice through :class:`diarization.engine.Diarizer` — scipy
+With ``--end-to-end`` the whole diarization then runs twice through :class:`diarization.core.engine.Diarizer` — scipy
 everywhere (``VECTOR_LINKAGE_MIN_EMBEDDINGS`` above any n) and fastcluster everywhere (0) — and the segments are
 compared; with a reference (the AMI excerpts, the sample) the DER of both is reported (no collar, overlap scored,
 within the UEM). The real-weights pipeline also runs with the reference's speaker count as a hint
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "function"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from diarization.runtime import prepare_environment  # noqa: E402
+from diarization.core.runtime import prepare_environment  # noqa: E402
 
 MODEL_DIRS = {"real": ROOT / ".models" / "real-weights", "production": ROOT / ".models" / "offline-production"}
 HUGE = 10**12
@@ -74,7 +75,7 @@ def recordings(data_dir: Path) -> list[tuple[str, Any, Any, Any]]:
     from pyannote.core import Annotation, Segment, Timeline
     from quality_data import load_items, whole
 
-    from diarization.audio import decode_audio
+    from diarization.core.audio import decode_audio
 
     items = load_items(data_dir)
     out: list[tuple[str, Any, Any, Any]] = []
@@ -113,10 +114,10 @@ def run_pipeline(
     from pyannote.core import Annotation, Segment
     from quality_metrics import diarization_components, speaker_count
 
-    from diarization import linkage as linkage_module
-    from diarization.config import Settings
-    from diarization.engine import Diarizer
-    from diarization.hints import SpeakerHints
+    from diarization.core import linkage as linkage_module
+    from diarization.core.config import Settings
+    from diarization.core.engine import Diarizer
+    from diarization.core.hints import SpeakerHints
 
     diarizer = Diarizer.from_settings(Settings(model_dir=MODEL_DIRS[name], num_threads=2))
     clustering = diarizer.loaded.pipeline.clustering

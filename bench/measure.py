@@ -5,7 +5,7 @@ alone. ``--path upstream`` is pyannote.audio as installed (``Pipeline.from_pretr
 ``get_embeddings``) with an embedding batch of 1: its fastest CPU setting and so the fair baseline,
 although community-1's ``config.yaml`` (copied by the offline pipeline) says 32; ``--path
 upstream-batch32`` keeps that 32 (choose it to see what the shipped config costs on CPU);
-``--path fast`` is this project's loader with :mod:`diarization.fastpath` in fp32, ``--path fast-bf16``
+``--path fast`` is this project's loader with :mod:`diarization.core.fastpath` in fp32, ``--path fast-bf16``
 the same with the ResNet trunk in bf16 (``EMBEDDING_PRECISION=bf16``: forced, because the bench's
 generated directory is not proven, so ``auto`` would stay fp32).
 Both get the same in-memory waveform (decoded by this project's PyAV decoder: upstream's own
@@ -54,8 +54,8 @@ def main() -> None:
     else:
         import pyannote.audio  # noqa: F401  (timed apart from the load, like upstream's row)
 
-        from diarization.config import Settings
-        from diarization.loader import load_pipeline
+        from diarization.core.config import Settings
+        from diarization.core.loader import load_pipeline
 
         pyannote_imported = time.perf_counter()
         precision = "bf16" if args.path == "fast-bf16" else "fp32"
@@ -66,7 +66,7 @@ def main() -> None:
         loaded = time.perf_counter()
     rss_after_load = _peak_rss_bytes()
 
-    from diarization.audio import decode_audio
+    from diarization.core.audio import decode_audio
 
     decode_started = time.perf_counter()
     audio = decode_audio(args.audio, max_bytes=2**34, max_seconds=10 * 3600)

@@ -95,8 +95,8 @@ class Scorer:
     def __init__(self, model_dir: Path, threads: int) -> None:
         from quality_pipelines import OracleDiarization, speech_detection
 
-        from diarization.config import Settings
-        from diarization.engine import Diarizer
+        from diarization.core.config import Settings
+        from diarization.core.engine import Diarizer
 
         self.settings = Settings(model_dir=model_dir, num_threads=threads)
         self.diarizer = Diarizer.from_settings(self.settings)
@@ -106,8 +106,8 @@ class Scorer:
     def score(self, item: Item) -> dict[str, Any]:
         import torch
 
-        from diarization.engine import decode_within_limits
-        from diarization.hints import SpeakerHints
+        from diarization.core.engine import decode_within_limits
+        from diarization.core.hints import SpeakerHints
 
         audio, _ = decode_within_limits(self.settings, item.audio)
         uem = item.uem if item.uem is not None else whole(audio.duration_seconds)
@@ -193,9 +193,9 @@ def tune(items: list[Item], model_dir: Path, steps: int) -> dict[str, Any]:
     import torch
     from pyannote.audio import Pipeline
 
-    from diarization.config import Settings
-    from diarization.engine import decode_within_limits
-    from diarization.modeldir import read_manifest
+    from diarization.core.config import Settings
+    from diarization.core.engine import decode_within_limits
+    from diarization.core.modeldir import read_manifest
 
     settings = Settings(model_dir=model_dir)
     pipeline = Pipeline.from_pretrained(model_dir)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pyannote.core import Annotation, Segment, Timeline
 
-from diarization.realweights.fetch import sha256
+from diarization.modelmaking.realweights.fetch import sha256
 
 REQUIREMENT = "pyannote.audio==4.0.7"
 SDIST = "pyannote_audio-4.0.7.tar.gz"

@@ -11,7 +11,7 @@ from pyannote.audio.pipelines import VoiceActivityDetection
 from pyannote.audio.pipelines.clustering import OracleClustering
 from pyannote.core import Annotation
 
-from diarization.fastpath import accelerate
+from diarization.core.fastpath import accelerate
 
 
 class NoSpeakerMatchedError(Exception):

@@ -17,8 +17,8 @@ import boto3
 import numpy as np
 import pytest
 
-from diarization.config import Settings
-from diarization.runtime import prepare_environment
+from diarization.core.config import Settings
+from diarization.core.runtime import prepare_environment
 from media import FORMATS, encode_as, read_wav, sample_wav
 from runtime_emulator import free_port
 
@@ -34,9 +34,9 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _pipeline(root: Path, variant: str) -> Path:
     """Generate once; the name hashes the generator's code so a cached copy is never stale."""
-    from diarization import offline, tiny_embedding
-    from diarization.modeldir import MANIFEST_FILE
-    from diarization.offline import write_offline_pipeline
+    from diarization.core.modeldir import MANIFEST_FILE
+    from diarization.modelmaking import offline, tiny_embedding
+    from diarization.modelmaking.offline import write_offline_pipeline
 
     digest = hashlib.sha256()
     for module in (offline, tiny_embedding):
@@ -65,9 +65,9 @@ def weights_cache(models_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def real_model_dir(models_root: Path, weights_cache: Path) -> Path:
     """Written once per generator version: the name hashes the code that writes it."""
-    from diarization import ge2e_embedding, offline
-    from diarization.modeldir import MANIFEST_FILE
-    from diarization.realweights import onnx_segmentation, pipeline
+    from diarization.core.modeldir import MANIFEST_FILE
+    from diarization.modelmaking import ge2e_embedding, offline
+    from diarization.modelmaking.realweights import onnx_segmentation, pipeline
 
     digest = hashlib.sha256()
     for module in (pipeline, onnx_segmentation, ge2e_embedding, offline):

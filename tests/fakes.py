@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from diarization.core.hints import SpeakerHints
 from diarization.errors import InputChangedError, InputNotFoundError
-from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
 from diarization.service.ordering import Order
 from diarization.service.routing import STEPFUNCTIONS, Routing

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from diarization.aws.app import FunctionApp
-from diarization.result import load_schema
+from diarization.core.result import load_schema
 from local_aws import Deployment, LambdaContext, create_deployment
 from media import encode_as, flac_declaring, speech_like
 

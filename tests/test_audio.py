@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diarization.audio import SAMPLE_RATE, decode_audio
+from diarization.core.audio import SAMPLE_RATE, decode_audio
 from diarization.errors import (
     AudioTooLargeError,
     AudioTooLongError,

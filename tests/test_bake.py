@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diarization.bake import bake, resolve_token
+from diarization.core.modeldir import check_model_dir, read_manifest
+from diarization.core.precision import read_proof
 from diarization.errors import HubAccessDeniedError, HubTokenMissingError
-from diarization.modeldir import check_model_dir, read_manifest
-from diarization.precision import read_proof
+from diarization.modelmaking.bake import bake, resolve_token
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,7 +154,7 @@ def run_bake(tmp_path: Path, endpoint: str, model: str, token: str = "hf_badtoke
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
     env.update(HF_ENDPOINT=endpoint, HF_TOKEN=token, PYTHONPATH=str(ROOT / "function"), HF_HOME=str(tmp_path / "hf"))
     return subprocess.run(
-        [sys.executable, "-m", "diarization.bake", str(tmp_path / "out"), "--model", model],
+        [sys.executable, "-m", "diarization.modelmaking.bake", str(tmp_path / "out"), "--model", model],
         env=env,
         capture_output=True,
         text=True,

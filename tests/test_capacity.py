@@ -16,10 +16,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import clustering_memory as bench
 
-from diarization import capacity
 from diarization.aws.settings import AwsSettings
+from diarization.core import capacity
+from diarization.core.result import load_schema
 from diarization.errors import ERROR_CODES, AudioTooLongForMemoryError
-from diarization.result import load_schema
 from diarization.service.locations import Locations, ObjectRef
 from diarization.service.publishing import ERROR_SCHEMA_VERSION, Publisher
 from fakes import MemoryStore, RecordingTelemetry
@@ -78,7 +78,7 @@ def test_time_not_memory_bounds_a_long_file_on_lambdas_largest_function() -> Non
 
 
 def test_the_guard_and_the_pipeline_switch_at_the_same_size() -> None:
-    from diarization import linkage
+    from diarization.core import linkage
 
     assert capacity.VECTOR_LINKAGE_MIN_EMBEDDINGS == linkage.VECTOR_LINKAGE_MIN_EMBEDDINGS
 

@@ -14,7 +14,7 @@ import boto3
 import jsonschema
 import pytest
 
-from diarization.result import load_schema
+from diarization.core.result import load_schema
 from media import speech_like, write_float_wav
 from runtime_emulator import free_port
 
@@ -280,7 +280,7 @@ def test_standard_input(encoded_samples: dict[str, Path], tiny_model_dir: Path, 
 def test_version_and_one_program_name() -> None:
     """`diarize` (the console script `make setup` installs) and `python -m diarization` are one program."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"diarize": "diarization.cli:main"}
+    assert scripts == {"diarize": "diarization.cli.main:main"}
     import importlib.metadata
 
     expected = (

@@ -9,12 +9,12 @@ import jsonschema
 import numpy as np
 import pytest
 
-from diarization.audio import AudioFacts, DecodedAudio
-from diarization.config import Settings
-from diarization.engine import SILENCE_WARNING, Diarizer
-from diarization.hints import SpeakerHints
-from diarization.loader import load_pipeline
-from diarization.result import STAND_IN_WARNING, UNTRAINED_WARNING, load_schema
+from diarization.core.audio import DecodedAudio
+from diarization.core.config import Settings
+from diarization.core.engine import SILENCE_WARNING, Diarizer
+from diarization.core.hints import SpeakerHints
+from diarization.core.loader import load_pipeline
+from diarization.core.result import STAND_IN_WARNING, UNTRAINED_WARNING, AudioFacts, load_schema
 from media import FORMATS, speech_like
 
 SCHEMA = load_schema()

@@ -26,8 +26,8 @@ import pytest
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.aws_ports.s3 import S3Store
+from diarization.core.result import load_schema
 from diarization.errors import ConfigurationError, InvalidRequestError
-from diarization.result import load_schema
 from diarization.service.fanout import ArrayReader
 from diarization.service.locations import ObjectRef
 from diarization.service.routing import Routing

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from diarization.audio import SAMPLE_RATE, AudioFacts, DecodedAudio, decode_audio
-from diarization.config import Settings
-from diarization.engine import SILENCE_WARNING, Diarizer, peak_of
+from diarization.core.audio import SAMPLE_RATE, DecodedAudio, decode_audio
+from diarization.core.config import Settings
+from diarization.core.engine import SILENCE_WARNING, Diarizer, peak_of
+from diarization.core.hints import SpeakerHints
+from diarization.core.result import AudioFacts, DiarizationResult
 from diarization.fanout.plan import Grid, ShardRange, batch_alignment, plan_shards
 from diarization.fanout.shards import compute_shard, grid_for, reduce_shards, shard_plan
-from diarization.hints import SpeakerHints
-from diarization.result import DiarizationResult
 from media import read_wav
 
 TOLERANCE = 1e-4
@@ -244,7 +244,7 @@ def multilabel(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     from pyannote.audio.core.task import Problem, Resolution, Specifications
     from pyannote.audio.models.segmentation.debug import SimpleSegmentationModel
 
-    from diarization.offline import save_model
+    from diarization.modelmaking.offline import save_model
 
     model_dir = tmp_path_factory.mktemp("multilabel") / "pipeline"
     shutil.copytree(tiny_model_dir, model_dir)

@@ -16,11 +16,11 @@ import pytest
 
 from diarization.aws.events import kind_of
 from diarization.aws.settings import AwsSettings
-from diarization.config import Settings
-from diarization.engine import Diarizer
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
+from diarization.core.hints import SpeakerHints
 from diarization.errors import ConfigurationError, UnsupportedEventError
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT
-from diarization.hints import SpeakerHints
 from diarization.service.completion import CompleteInference
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
 from diarization.service.fanout import FanoutSettings, StartFanout

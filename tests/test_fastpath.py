@@ -19,10 +19,10 @@ from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 from torch import nn
 
-from diarization.config import Settings
-from diarization.engine import Diarizer
-from diarization.fastpath import SharedTrunkDiarization, optimize_trunk, supports_shared_trunk
-from diarization.loader import load_pipeline
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
+from diarization.core.fastpath import SharedTrunkDiarization, optimize_trunk, supports_shared_trunk
+from diarization.core.loader import load_pipeline
 from media import read_wav
 
 TOLERANCE = 1e-4

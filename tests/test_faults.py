@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import JobStore
-from diarization.hints import SpeakerHints
+from diarization.core.hints import SpeakerHints
 from local_aws import Deployment, LambdaContext, create_deployment
 from test_api import ALICE, BOB, call, post_upload, process_queue
 from test_lambda import make_app

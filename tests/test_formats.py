@@ -17,10 +17,9 @@ import srt
 import webvtt
 from PIL import Image
 
-from diarization import formats, timeline
-from diarization.audio import AudioFacts
+from diarization.core.result import AudioFacts, DiarizationResult, ModelInfo, Segment, Timings
 from diarization.errors import UnknownFormatError
-from diarization.result import DiarizationResult, ModelInfo, Segment, Timings
+from diarization.outputs import formats, timeline
 
 SVG = "{http://www.w3.org/2000/svg}"
 SEGMENTS = [

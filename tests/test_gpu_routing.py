@@ -20,9 +20,9 @@ from diarization.aws.api import ANONYMOUS
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.aws_ports.sagemaker import GpuRouter
-from diarization.config import DEFAULT_VOICEPRINT_THRESHOLD, Settings
-from diarization.engine import Diarizer, decode_within_limits
-from diarization.result import load_schema
+from diarization.core.config import DEFAULT_VOICEPRINT_THRESHOLD, Settings
+from diarization.core.engine import Diarizer, decode_within_limits
+from diarization.core.result import load_schema
 from diarization.service.locations import ObjectRef
 from diarization.service.routing import Routing
 from inference_container import Container

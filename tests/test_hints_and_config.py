@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from diarization.config import Settings, available_cpus
+from diarization.core.config import Settings, available_cpus
+from diarization.core.hints import MAX_SPEAKERS_LIMIT, SpeakerHints
 from diarization.errors import ConfigurationError, InvalidParameterError
-from diarization.hints import MAX_SPEAKERS_LIMIT, SpeakerHints
 
 
 @pytest.mark.parametrize(

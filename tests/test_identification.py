@@ -19,13 +19,13 @@ import jsonschema
 import numpy as np
 import pytest
 
-from diarization.cli import main
-from diarization.config import Settings
-from diarization.engine import Diarizer, decode_within_limits
+from diarization.cli.main import main
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer, decode_within_limits
+from diarization.core.hints import SpeakerHints
+from diarization.core.result import DiarizationResult, load_schema
+from diarization.core.voiceprints import Voiceprint, identify
 from diarization.errors import EnrollmentNoSpeechError, VoiceprintModelMismatchError
-from diarization.hints import SpeakerHints
-from diarization.result import DiarizationResult, load_schema
-from diarization.voiceprints import Voiceprint, identify
 from media import encode_as
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))

@@ -20,8 +20,8 @@ import pytest
 from diarization.aws import events
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.s3 import S3Store
+from diarization.core.result import load_schema
 from diarization.errors import InputChangedError
-from diarization.result import load_schema
 from diarization.service.locations import ObjectRef
 from local_aws import Deployment, LambdaContext, create_deployment
 from local_sagemaker import sns_event, topic_with_queue

@@ -22,9 +22,9 @@ from scipy.cluster.hierarchy import linkage as scipy_linkage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import clustering_memory as bench
 
-from diarization import linkage
-from diarization.config import Settings
-from diarization.engine import Diarizer
+from diarization.core import linkage
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
 
 THRESHOLDS = (0.5, 0.6)
 """The real-weights pipeline's and community-1's clustering thresholds."""

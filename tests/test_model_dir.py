@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from diarization.config import Settings
+from diarization.core.config import Settings
+from diarization.core.loader import load_pipeline
+from diarization.core.modeldir import MANIFEST_FILE, check_model_dir, read_manifest
 from diarization.errors import DeviceUnavailableError, ModelInvalidError, ModelNotFoundError
-from diarization.loader import load_pipeline
-from diarization.modeldir import MANIFEST_FILE, check_model_dir, read_manifest
 
 
 @pytest.fixture()
@@ -30,7 +30,10 @@ def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="does not exist") as caught:
         load(tmp_path / "absent")
     assert str(tmp_path / "absent") in caught.value.message
-    assert "python -m diarization.offline" in caught.value.message and "diarization.bake" in caught.value.message
+    assert (
+        "python -m diarization.modelmaking.offline" in caught.value.message
+        and "diarization.modelmaking.bake" in caught.value.message
+    )
     assert caught.value.code == "MODEL_NOT_FOUND"
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from diarization.aws.settings import AwsSettings
-from diarization.config import Settings
-from diarization.engine import Diarizer
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
 from diarization.errors import ConfigurationError, InputNameReservedError, InvalidParameterError, KeyTooLongError
-from diarization.formats import OUTPUT_FORMATS
+from diarization.outputs.formats import OUTPUT_FORMATS
 from diarization.service.locations import (
     LONGEST_SUFFIX,
     MAX_KEY_BYTES,

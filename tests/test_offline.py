@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import yaml
 
-from diarization.modeldir import check_model_dir, read_manifest
-from diarization.offline import write_offline_pipeline
+from diarization.core.modeldir import check_model_dir, read_manifest
+from diarization.modelmaking.offline import write_offline_pipeline
 
 
 def test_production_layout_and_architectures(production_model_dir: Path) -> None:

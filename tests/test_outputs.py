@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import srt
 
-from diarization.config import Settings
-from diarization.engine import Diarizer
-from diarization.hints import SpeakerHints
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
+from diarization.core.hints import SpeakerHints
 from diarization.service.model import Invocation
 from diarization.service.outcomes import Failed, Routed, Succeeded
 from test_service import BUCKET, Service, make_service, notification, request

@@ -20,7 +20,7 @@ from PIL import Image
 from diarization.aws.app import FunctionApp
 from diarization.aws.settings import AwsSettings
 from diarization.errors import ConfigurationError
-from diarization.formats import DEFAULT_OUTPUT_FORMATS, OUTPUT_FORMATS
+from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, OUTPUT_FORMATS
 from local_aws import Deployment, LambdaContext, create_deployment
 from test_api import call, post_upload, process_queue
 from test_lambda import make_app, upload

@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from diarization.config import Settings
-from diarization.engine import Diarizer
-from diarization.errors import ERROR_CODES, ConfigurationError, PrecisionUnsupportedError
-from diarization.fastpath import SharedTrunkDiarization
-from diarization.loader import load_pipeline
-from diarization.modeldir import MANIFEST_FILE
-from diarization.precision import (
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
+from diarization.core.fastpath import SharedTrunkDiarization
+from diarization.core.loader import load_pipeline
+from diarization.core.modeldir import MANIFEST_FILE
+from diarization.core.precision import (
     MIN_COSINE,
     PRECISION_FILE,
     Machine,
@@ -34,11 +33,11 @@ from diarization.precision import (
     cpu_flags,
     detect_machine,
     native_bf16,
-    prove,
     read_proof,
-    sample_recording,
     write_proof,
 )
+from diarization.errors import ERROR_CODES, ConfigurationError, PrecisionUnsupportedError
+from diarization.modelmaking.proof import prove, sample_recording
 
 EPYC_FLAGS = frozenset(["fpu", "sse2", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"])
 """This project's build machines (AMD EPYC, Zen 4): AVX-512 with native bf16."""
@@ -60,8 +59,8 @@ UNPROVEN = Proof()
 @pytest.fixture(scope="session")
 def mixed_model_dir(models_root: Path, production_model_dir: Path) -> Path:
     """Real segmentation-3.0 + production-architecture embedding, VBx and PLDA; cached by the generators' code."""
-    from diarization import offline
-    from diarization.realweights import onnx_segmentation, pipeline
+    from diarization.modelmaking import offline
+    from diarization.modelmaking.realweights import onnx_segmentation, pipeline
 
     digest = hashlib.sha256()
     for module in (offline, onnx_segmentation, pipeline):
@@ -195,7 +194,7 @@ def test_a_missing_or_unreadable_proof_is_fp32_only(tmp_path: Path) -> None:
 def test_generated_directories_claim_no_proof_and_say_so(
     production_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from diarization import offline
+    from diarization.modelmaking import offline
 
     assert not (production_model_dir / PRECISION_FILE).exists()
     assert offline.main([str(tmp_path / "generated"), "--variant", "tiny"]) == 0
@@ -226,10 +225,10 @@ def test_the_tiny_model_reports_fp32_in_the_result(tiny_model_dir: Path) -> None
 
 
 def test_the_prove_command_and_bake_verify_only_record_a_verdict(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from diarization import bake, precision
+    from diarization.modelmaking import bake, proof
 
     for name, run in (
-        ("prove", lambda d: precision.main(["prove", str(d), "--threads", "2"])),
+        ("prove", lambda d: proof.main([str(d), "--threads", "2"])),
         ("verify", lambda d: bake.main([str(d), "--verify-only"])),
     ):
         model_dir = tmp_path / name

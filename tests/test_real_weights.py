@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from diarization.config import Settings
-from diarization.engine import Diarizer
-from diarization.modeldir import check_model_dir, read_manifest
-from diarization.realweights.fetch import EMBEDDING, SEGMENTATION, Artifact, FetchError, fetch, sha256
-from diarization.realweights.onnx_reader import OnnxFormatError, read_initializers
-from diarization.result import STAND_IN_WARNING, UNTRAINED_WARNING, load_schema
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
+from diarization.core.modeldir import check_model_dir, read_manifest
+from diarization.core.result import STAND_IN_WARNING, UNTRAINED_WARNING, load_schema
+from diarization.modelmaking.realweights.fetch import EMBEDDING, SEGMENTATION, Artifact, FetchError, fetch, sha256
+from diarization.modelmaking.realweights.onnx_reader import OnnxFormatError, read_initializers
 
 SAMPLE_DER = 0.10
 """Measured 0.056 (no collar, overlap scored) when written; the segmentation alone allows 0.052."""
@@ -37,7 +37,7 @@ def onnx_path(weights_cache: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def converted(onnx_path: Path) -> tuple[Any, float]:
-    from diarization.realweights.onnx_segmentation import convert
+    from diarization.modelmaking.realweights.onnx_segmentation import convert
 
     return convert(onnx_path)
 
@@ -104,7 +104,7 @@ def test_onnx_reader_rejects_what_is_not_an_onnx_model(tmp_path: Path, content: 
 
 
 def test_conversion_refuses_another_onnx_model(tmp_path: Path) -> None:
-    from diarization.realweights.onnx_segmentation import ConversionError, convert
+    from diarization.modelmaking.realweights.onnx_segmentation import ConversionError, convert
 
     # one float initializer named "w": ModelProto.graph { initializer { dims: 1 data_type: FLOAT name: "w" raw_data } }
     tensor = b"\x08\x01\x10\x01\x42\x01w\x4a\x04\x00\x00\x80\x3f"
@@ -227,7 +227,7 @@ def test_ge2e_embedding_tells_the_sample_speakers_apart(
 
 
 def test_ge2e_embedding_follows_the_speaker_weights(sample_samples: tuple[np.ndarray, int]) -> None:
-    from diarization.ge2e_embedding import GE2ESpeakerEmbedding
+    from diarization.modelmaking.ge2e_embedding import GE2ESpeakerEmbedding
 
     model = GE2ESpeakerEmbedding().eval()
     samples, rate = sample_samples
@@ -246,7 +246,7 @@ def test_ge2e_embedding_follows_the_speaker_weights(sample_samples: tuple[np.nda
 
 
 def test_ge2e_loader_refuses_a_checkpoint_without_the_encoder() -> None:
-    from diarization.ge2e_embedding import GE2ESpeakerEmbedding, load_resemblyzer_weights
+    from diarization.modelmaking.ge2e_embedding import GE2ESpeakerEmbedding, load_resemblyzer_weights
 
     with pytest.raises(ValueError, match="no model_state"):
         load_resemblyzer_weights(GE2ESpeakerEmbedding(), {"state_dict": {}})

@@ -7,8 +7,16 @@ import json
 import jsonschema
 import pytest
 
-from diarization.audio import AudioFacts
-from diarization.result import SCHEMA_VERSION, DiarizationResult, ModelInfo, Segment, Timings, load_schema, rttm_file_id
+from diarization.core.result import (
+    SCHEMA_VERSION,
+    AudioFacts,
+    DiarizationResult,
+    ModelInfo,
+    Segment,
+    Timings,
+    load_schema,
+    rttm_file_id,
+)
 
 
 def make_result(segments: list[Segment], uri: str = "s3://bucket/audio/Team call 1.m4a") -> DiarizationResult:

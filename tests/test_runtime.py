@@ -76,7 +76,7 @@ def test_a_missing_model_is_an_init_error(deployment: Deployment, tmp_path: Path
         emulator.stop()
     assert status == 502 and body["errorType"] == "ModelNotFoundError", body
     assert body["errorMessage"].startswith(f"MODEL_NOT_FOUND: Model directory '{tmp_path / 'no-model'}' does not exist")
-    assert "python -m diarization.offline" in body["errorMessage"]
+    assert "python -m diarization.modelmaking.offline" in body["errorMessage"]
 
 
 @pytest.mark.parametrize(

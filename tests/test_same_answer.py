@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from diarization.audio import SAMPLE_RATE, decode_audio
-from diarization.config import Settings
-from diarization.engine import Diarizer
+from diarization.core.audio import SAMPLE_RATE, decode_audio
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
 from inference_container import Container
 from local_aws import Deployment, create_deployment
 from media import FORMATS, encode

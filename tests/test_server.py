@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from diarization.result import load_schema
+from diarization.core.result import load_schema
 from inference_container import Container
 from media import encode_as, speech_like
 from runtime_emulator import ROOT

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from diarization.aws.settings import AwsSettings
-from diarization.capacity import MemoryBudget
-from diarization.config import Settings
-from diarization.engine import Diarizer, decode_within_limits
+from diarization.core.capacity import MemoryBudget
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer, decode_within_limits
+from diarization.core.hints import SpeakerHints
 from diarization.errors import AudioTooLongForMemoryError, InvalidAudioError, TooLongForSyncError
-from diarization.hints import SpeakerHints
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate

@@ -11,10 +11,19 @@ import jsonschema
 import numpy as np
 import pytest
 
-from diarization import voiceprint_files
-from diarization.audio import AudioFacts
 from diarization.aws.settings import AwsSettings
-from diarization.config import Settings
+from diarization.cli import voiceprint_files
+from diarization.core.config import Settings
+from diarization.core.result import (
+    AudioFacts,
+    DiarizationResult,
+    ModelInfo,
+    Segment,
+    SpeakerIdentity,
+    Timings,
+    load_schema,
+)
+from diarization.core.voiceprints import EmbeddingModel, Voiceprint, confidence, enroll, identify
 from diarization.errors import (
     ConfigurationError,
     EnrollmentNoSpeechError,
@@ -22,8 +31,6 @@ from diarization.errors import (
     VoiceprintModelMismatchError,
     VoiceprintNotFoundError,
 )
-from diarization.result import DiarizationResult, ModelInfo, Segment, SpeakerIdentity, Timings, load_schema
-from diarization.voiceprints import EmbeddingModel, Voiceprint, confidence, enroll, identify
 
 MODEL = EmbeddingModel("segmentation-3.0+resemblyzer-ge2e", "r1", 3)
 OTHER_MODEL = EmbeddingModel("community-1", "r1", 3)

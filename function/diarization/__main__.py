@@ -1,5 +1,5 @@
 import sys
 
-from diarization.cli import main
+from diarization.cli.main import main
 
 sys.exit(main())

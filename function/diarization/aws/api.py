@@ -26,6 +26,8 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from diarization.aws.settings import AwsSettings
 from diarization.aws_ports.dynamodb_jobs import JobStore, new_job_id
 from diarization.aws_ports.s3 import S3Store
+from diarization.core.hints import HINT_NAMES, SpeakerHints
+from diarization.core.voiceprints import Voiceprint, check_compatible, check_name
 from diarization.errors import (
     AudioTooLargeError,
     ConfigurationError,
@@ -35,13 +37,11 @@ from diarization.errors import (
     InvalidRequestError,
     NotFoundError,
 )
-from diarization.formats import parse_formats
-from diarization.hints import HINT_NAMES, SpeakerHints
+from diarization.outputs.formats import parse_formats
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.locations import Locations, ObjectRef, check_safe_name, parse_s3_uri
 from diarization.service.sync import DiarizeSync, SyncRequest
 from diarization.service.voiceprints import Voiceprints
-from diarization.voiceprints import Voiceprint, check_compatible, check_name
 
 MAX_INLINE_AUDIO_BYTES = 4 * 1024 * 1024
 """Base64 inflates by 4/3 and a synchronous Lambda request stops at 6 MB."""

@@ -39,9 +39,9 @@ from diarization.aws_ports.s3 import S3Store
 from diarization.aws_ports.s3_voiceprints import S3VoiceprintStore
 from diarization.aws_ports.sagemaker import GpuRouter
 from diarization.aws_ports.stepfunctions import StepFunctionsFanOut
-from diarization.capacity import MemoryBudget
-from diarization.config import Settings
-from diarization.engine import Diarizer
+from diarization.core.capacity import MemoryBudget
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
 from diarization.errors import ConfigurationError
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference

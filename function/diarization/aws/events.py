@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from diarization.core.hints import HINT_NAMES
 from diarization.errors import DiarizationError, InvalidRequestError, UnsupportedEventError
-from diarization.hints import HINT_NAMES
 from diarization.service.locations import ObjectRef, parse_s3_uri
 from diarization.service.model import ObjectRequest
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from diarization.errors import ConfigurationError, UnknownFormatError
-from diarization.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
+from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
 from diarization.service.fanout import DEFAULT_SHARD_SECONDS, MODES, ROUTES
 from diarization.service.overdue import (
     DEFAULT_FANOUT_DEADLINE_SECONDS,

@@ -25,7 +25,8 @@ from typing import Any
 import boto3
 
 from diarization.aws_ports.dynamodb import conditionally
-from diarization.hints import SpeakerHints
+from diarization.core.hints import SpeakerHints
+from diarization.core.voiceprints import Voiceprint
 from diarization.service.locations import ObjectRef
 from diarization.service.ordering import Order
 from diarization.service.overdue import (
@@ -34,7 +35,6 @@ from diarization.service.overdue import (
     DEFAULT_JOB_DEADLINE_SECONDS,
 )
 from diarization.service.routing import SAGEMAKER, STEPFUNCTIONS, Routing
-from diarization.voiceprints import Voiceprint
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 OPEN = "#s IN (:queued, :running)"

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import boto3
 
-from diarization.hints import SpeakerHints
+from diarization.core.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
 
 INVOCATION_TIMEOUT_SECONDS = 3600

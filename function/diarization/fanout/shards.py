@@ -1,7 +1,7 @@
 """Shards and their reduce: pyannote's diarization split at the chunk level, with the single run's answer.
 
 A shard runs pyannote's own segmentation (the pipeline's ``get_segmentations``) and its own embedding step (the
-pipeline's ``get_embeddings``: :mod:`diarization.fastpath` or upstream, whichever the loaded pipeline uses) on the
+pipeline's ``get_embeddings``: :mod:`diarization.core.fastpath` or upstream, whichever the loaded pipeline uses) on the
 samples of a contiguous range of chunks, and nothing else. The reduce concatenates the parts in chunk order and runs
 pyannote's own ``apply`` with them injected in place of those two steps, so speaker counting, clustering (with the
 speaker-count hints), reconstruction and the annotations are upstream's code, not a copy; the result is then built by
@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from diarization.audio import SAMPLE_RATE, AudioFacts
-from diarization.engine import Diarizer, Prepared
+from diarization.core.audio import SAMPLE_RATE
+from diarization.core.engine import Diarizer, Prepared
+from diarization.core.hints import SpeakerHints
+from diarization.core.result import AudioFacts, DiarizationResult
+from diarization.core.voiceprints import Voiceprint
 from diarization.fanout.plan import Grid, ShardRange, batch_alignment, plan_shards
-from diarization.hints import SpeakerHints
-from diarization.result import DiarizationResult
-from diarization.voiceprints import Voiceprint
 
 FILE_URI = "waveform"
 """The uri pyannote gives an in-memory waveform (``Audio.validate_file``); the reduce's file carries the same."""

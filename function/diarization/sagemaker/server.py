@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from diarization.capacity import MemoryBudget
-from diarization.config import Settings
-from diarization.engine import Diarizer
+from diarization.core.capacity import MemoryBudget
+from diarization.core.config import Settings
+from diarization.core.engine import Diarizer
+from diarization.core.hints import HINT_NAMES, SpeakerHints
+from diarization.core.voiceprints import Voiceprint
 from diarization.errors import (
     AudioTooLargeError,
     DiarizationError,
@@ -37,11 +39,9 @@ from diarization.errors import (
     InvalidRequestError,
     NotFoundError,
 )
-from diarization.hints import HINT_NAMES, SpeakerHints
 from diarization.service.locations import ObjectRef, parse_s3_uri
 from diarization.service.ports import ObjectStore
 from diarization.service.sync import DiarizeSync, SyncRequest
-from diarization.voiceprints import Voiceprint
 
 logger = logging.getLogger("diarization.server")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from diarization.config import DEFAULT_VOICEPRINT_THRESHOLD
+from diarization.core.config import DEFAULT_VOICEPRINT_THRESHOLD
 from diarization.errors import (
     ERROR_CODES,
     AccessDeniedError,
@@ -28,7 +28,7 @@ from diarization.errors import (
     InputNotFoundError,
     VoiceprintModelMismatchError,
 )
-from diarization.formats import DEFAULT_OUTPUT_FORMATS, render
+from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, render
 from diarization.service.identify_result import name_speakers
 from diarization.service.locations import Locations, ObjectRef, OutputLocations, parse_s3_uri
 from diarization.service.model import Invocation

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from diarization.audio import DecodedAudio
-from diarization.capacity import MemoryBudget
-from diarization.engine import Diarizer, decode_within_limits
+from diarization.core.audio import DecodedAudio
+from diarization.core.capacity import MemoryBudget
+from diarization.core.engine import Diarizer, decode_within_limits
+from diarization.core.hints import SpeakerHints
+from diarization.core.voiceprints import Voiceprint
 from diarization.errors import (
     AccessDeniedError,
     AudioTooLargeError,
@@ -35,8 +37,7 @@ from diarization.errors import (
     KeyTooLongError,
     UploadAlreadyUsedError,
 )
-from diarization.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
-from diarization.hints import SpeakerHints
+from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
 from diarization.service.fanout import StartFanout
 from diarization.service.locations import Locations, ObjectRef, key_too_long
 from diarization.service.model import Invocation, ObjectRequest
@@ -45,7 +46,6 @@ from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, fr
 from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore, Telemetry
 from diarization.service.publishing import Publisher
 from diarization.service.routing import Routing
-from diarization.voiceprints import Voiceprint
 
 FIXED_OVERHEAD_SECONDS = 2.0
 """Upload, events and bookkeeping after diarization."""

@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from diarization.audio import DecodedAudio
-from diarization.engine import SILENCE_PEAK, peak_of
+from diarization.core.audio import DecodedAudio
+from diarization.core.engine import SILENCE_PEAK, peak_of
+from diarization.core.hints import SpeakerHints
+from diarization.core.voiceprints import Voiceprint
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT, FAILURE_OBJECT, RESULT_OBJECT
-from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
 from diarization.service.ordering import Order
 from diarization.service.outcomes import Routed
 from diarization.service.ports import FanOut, JobStore, Log, ObjectStore, Telemetry
 from diarization.service.routing import STEPFUNCTIONS, Routing
-from diarization.voiceprints import Voiceprint
 
 MODES = ("auto", "always", "never")
 """FANOUT: ``auto`` fans out what does not fit one invocation; ``always`` every non-silent file (tests, small

@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from diarization.audio import AudioFacts
-from diarization.engine import Diarizer
+from diarization.core.engine import Diarizer
+from diarization.core.hints import SpeakerHints
+from diarization.core.result import AudioFacts
 from diarization.errors import (
     ERROR_CODES,
     AccessDeniedError,
@@ -50,7 +51,6 @@ from diarization.fanout.plan import (
     shard_object,
 )
 from diarization.fanout.shards import compute_shard, grid_for, reduce_shards, shard_plan
-from diarization.hints import SpeakerHints
 from diarization.service.fanout import FanoutSettings, work_key
 from diarization.service.model import Invocation
 from diarization.service.ports import JobStore, Log, ObjectStore

@@ -1,7 +1,7 @@
 """Names on a result that was diarized elsewhere (the GPU endpoint): the Lambda path's matching, on the result's JSON.
 
 The endpoint returns each speaker's centroid (`speaker_embeddings`, asked for when the run has voiceprints); the
-voiceprints never leave Lambda. Matching is :func:`diarization.voiceprints.identify` with this deployment's
+voiceprints never leave Lambda. Matching is :func:`diarization.core.voiceprints.identify` with this deployment's
 threshold, so a routed run gets the names, similarities and confidences the Lambda function would have given it,
 and voiceprints of another model than the endpoint's are refused the same way (VOICEPRINT_MODEL_MISMATCH).
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from diarization.voiceprints import EmbeddingModel, Voiceprint, identify
+from diarization.core.voiceprints import EmbeddingModel, Voiceprint, identify
 
 NO_EMBEDDINGS_WARNING = (
     "NOT IDENTIFIED: voiceprints {names} were asked for, but the GPU endpoint returned no speaker embeddings to "

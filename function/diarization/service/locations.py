@@ -2,8 +2,8 @@
 
 ``s3://B/{INPUT_PREFIX}{name}`` -> ``s3://{OUTPUT_BUCKET or B}/{OUTPUT_PREFIX}{name}.json`` (+ one key per selected
 format: ``.rttm``, ``.srt``, ``.vtt``, ``.csv``, ``.pyannote.json``, ``.pyannoteai.json``, ``.svg``, ``.png``; see
-``diarization.formats.SUFFIXES``), or ``.error.json`` on failure. ``{name}`` keeps sub-folders. Keys under the output
-prefix are never inputs, whatever the bucket notification says, so a misconfigured trigger cannot loop.
+``diarization.outputs.formats.SUFFIXES``), or ``.error.json`` on failure. ``{name}`` keeps sub-folders. Keys under the
+output prefix are never inputs, whatever the bucket notification says, so a misconfigured trigger cannot loop.
 
 The mapping keeps these user-facing names and is made injective by refusing two kinds of names, each with
 a permanent error and an error object of its own (never a result):
@@ -42,7 +42,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from diarization.errors import ConfigurationError, InputNameReservedError, InvalidParameterError, KeyTooLongError
-from diarization.formats import DEFAULT_OUTPUT_FORMATS, OUTPUT_FORMATS, SUFFIXES
+from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, OUTPUT_FORMATS, SUFFIXES
 
 UPLOADS_FOLDER = "uploads/"
 """Under the input prefix: ``uploads/{job_id}/{filename}`` for files sent through the API's upload URL."""
@@ -93,7 +93,7 @@ class OutputLocations:
     json_key: str
     error_key: str
     format_keys: dict[str, str]
-    """Every format's key (``diarization.formats.OUTPUT_FORMATS``), selected or not."""
+    """Every format's key (``diarization.outputs.formats.OUTPUT_FORMATS``), selected or not."""
     formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS
     """The formats written beside the JSON for this request."""
 
@@ -197,7 +197,7 @@ class Locations:
 
     def outputs(self, ref: ObjectRef, formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS) -> OutputLocations:
         """Result, format and error keys of an accepted input; a refused one raises its refusal (it has no result
-        keys). `formats`: those a success writes (validated by ``diarization.formats.parse_formats``)."""
+        keys). `formats`: those a success writes (validated by ``diarization.outputs.formats.parse_formats``)."""
         self.check(ref)
         base = self.settings.output_prefix + self.name(ref)
         return OutputLocations(

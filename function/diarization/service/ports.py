@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from diarization.hints import SpeakerHints
+from diarization.core.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
 from diarization.service.ordering import Order
 from diarization.service.routing import Routing

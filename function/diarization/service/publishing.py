@@ -8,8 +8,8 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from diarization import formats
 from diarization.errors import AccessDeniedError, DiarizationError, InputChangedError, InputNotFoundError
+from diarization.outputs import formats
 from diarization.service.locations import ErrorLocation, ObjectRef, OutputLocations
 from diarization.service.ordering import SUPERSEDED, Order, version_of
 from diarization.service.outcomes import Failed, Skipped, Succeeded

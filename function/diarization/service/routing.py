@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from diarization.core.hints import SpeakerHints
+from diarization.core.voiceprints import Voiceprint
 from diarization.errors import DiarizationError
-from diarization.hints import SpeakerHints
 from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
 from diarization.service.ordering import Order
-from diarization.voiceprints import Voiceprint
 
 SAGEMAKER = "sagemaker"
 STEPFUNCTIONS = "stepfunctions"

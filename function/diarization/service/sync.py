@@ -10,16 +10,16 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from diarization.audio import DecodedAudio
-from diarization.capacity import MemoryBudget
-from diarization.engine import Diarizer, decode_within_limits
+from diarization.core.audio import DecodedAudio
+from diarization.core.capacity import MemoryBudget
+from diarization.core.engine import Diarizer, decode_within_limits
+from diarization.core.hints import SpeakerHints
+from diarization.core.result import DiarizationResult
+from diarization.core.voiceprints import Voiceprint
 from diarization.errors import AudioTooLargeError, ConfigurationError, TooLongForSyncError
-from diarization.hints import SpeakerHints
-from diarization.result import DiarizationResult
 from diarization.service.diarize_object import SpeedEstimate
 from diarization.service.locations import ObjectRef
 from diarization.service.ports import ObjectStore
-from diarization.voiceprints import Voiceprint
 
 
 @dataclass(frozen=True)

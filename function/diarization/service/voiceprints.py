@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from diarization.core.hints import SpeakerHints
+from diarization.core.voiceprints import MAX_VOICEPRINTS, Voiceprint, check_name, enroll
 from diarization.errors import InvalidRequestError, VoiceprintNotFoundError
-from diarization.hints import SpeakerHints
 from diarization.service.locations import ObjectRef
 from diarization.service.sync import DiarizeSync, SyncRequest
-from diarization.voiceprints import MAX_VOICEPRINTS, Voiceprint, check_name, enroll
 
 
 class VoiceprintStore(Protocol):

@@ -6,10 +6,11 @@ the pipeline with a Hugging Face token, makes every model reference local
 ``HF_HUB_OFFLINE=1`` and diarizes a few seconds of generated audio. A build
 whose model does not load fails here instead of at the first request. Last, it compares
 the embedding trunk in fp32 and bf16 on real speech and records the verdict in
-``precision.json`` (:mod:`diarization.precision`): ``EMBEDDING_PRECISION=auto`` uses bf16
+``precision.json`` (:mod:`diarization.core.precision`): ``EMBEDDING_PRECISION=auto`` uses bf16
 only where this proof passed.
 
-Usage: ``python -m diarization.bake OUT_DIR [--model ID] [--revision REV] [--token-file PATH] [--audio WAV ...]``
+Usage: ``python -m diarization.modelmaking.bake OUT_DIR [--model ID] [--revision REV] [--token-file PATH]
+[--audio WAV ...]``
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from typing import Any
 import numpy as np
 import yaml
 
+from diarization.core.modeldir import CONFIG_FILE, LOCAL_PREFIX, ModelManifest, read_config, write_manifest
+from diarization.core.precision import Proof
 from diarization.errors import (
     DiarizationError,
     HubAccessDeniedError,
     HubTokenMissingError,
     HubUnavailableError,
 )
-from diarization.modeldir import CONFIG_FILE, LOCAL_PREFIX, ModelManifest, read_config, write_manifest
-from diarization.precision import Proof
 
 DEFAULT_MODEL = "pyannote/speaker-diarization-community-1"
 DEFAULT_TOKEN_FILE = Path("/run/secrets/hf_token")
@@ -174,9 +175,9 @@ def localize_references(model_dir: Path, token: str, download: Downloader) -> No
 
 def verify_model_dir(model_dir: Path, seconds: float = 6.0) -> dict[str, Any]:
     """Load the directory fully offline and diarize generated audio; raises on any failure."""
-    from diarization.config import Settings
-    from diarization.engine import Diarizer
-    from diarization.runtime import prepare_environment
+    from diarization.core.config import Settings
+    from diarization.core.engine import Diarizer
+    from diarization.core.runtime import prepare_environment
 
     prepare_environment(offline=True)
     rate = 16_000
@@ -203,7 +204,8 @@ def prove_precision(model_dir: Path, recordings: tuple[Path, ...] = ()) -> Proof
 
     A disagreement is not a failed build: the directory records fp32 and why, and ``auto`` keeps fp32.
     """
-    from diarization.precision import prove, sample_recording, write_proof
+    from diarization.core.precision import write_proof
+    from diarization.modelmaking.proof import prove, sample_recording
 
     proof = prove(model_dir, [sample_recording(), *recordings])
     write_proof(model_dir, proof)
@@ -212,7 +214,9 @@ def prove_precision(model_dir: Path, recordings: tuple[Path, ...] = ()) -> Proof
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diarization.bake", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m diarization.modelmaking.bake", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("out_dir", type=Path)
     parser.add_argument(
         "--model", default=os.environ.get("HF_MODEL", DEFAULT_MODEL), help=f"default: $HF_MODEL or {DEFAULT_MODEL}"
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         help="more real recordings for the fp32/bf16 agreement check (pyannote's sample is always used)",
     )
     args = parser.parse_args(argv)
-    from diarization.runtime import prepare_environment
+    from diarization.core.runtime import prepare_environment
 
     prepare_environment(offline=args.verify_only)
     try:

@@ -5,7 +5,7 @@ with centroid linkage over every active (10 s chunk, local speaker) embedding. s
 condensed distance matrix, ``n(n-1)/2`` float64, and ``fast_linkage`` works on a copy of it: about ``8·n²`` bytes
 alive at once, more than a Lambda function's 10,240 MB for 4 hours of audio. The loader therefore routes centroid
 linkage on :data:`VECTOR_LINKAGE_MIN_EMBEDDINGS` or more embeddings to fastcluster's ``linkage_vector``, which
-gives the same dendrogram in O(n·d) memory (:mod:`diarization.linkage`). The estimate follows the same switch:
+gives the same dendrogram in O(n·d) memory (:mod:`diarization.core.linkage`). The estimate follows the same switch:
 8·n² below it, linear above it. With the quadratic term gone, pyannote's reconstruction (a ``(chunks, 589,
 clusters)`` float64 array, made twice) can be the larger peak on long files, so the estimate takes the larger of
 the two. An out-of-memory kill leaves no error object: :func:`check_memory` refuses a file that would not fit
@@ -42,7 +42,7 @@ WORST_CASE_ACTIVE_SPEAKERS_PER_CHUNK = 3.0
 """The estimate's default: every local speaker of every chunk counts as an embedding to cluster."""
 
 VECTOR_LINKAGE_MIN_EMBEDDINGS = 10_000
-""":data:`diarization.linkage.VECTOR_LINKAGE_MIN_EMBEDDINGS`, repeated here because this module imports no pyannote
+""":data:`diarization.core.linkage.VECTOR_LINKAGE_MIN_EMBEDDINGS`, repeated here because this module imports no pyannote
 (a test holds them equal): from this many embeddings on, centroid linkage needs no n² memory."""
 
 # scipy's linkage (below the switch). Fitted from `python bench/clustering_memory.py` (docs/CAPACITY.md has the

@@ -43,11 +43,11 @@ class Settings:
     """None keeps the value in the model's config.yaml."""
     segmentation_batch_size: int | None = None
     voiceprint_threshold: float = DEFAULT_VOICEPRINT_THRESHOLD
-    """Cosine similarity at or above which a speaker takes a voiceprint's name (see diarization.voiceprints)."""
+    """Cosine similarity at or above which a speaker takes a voiceprint's name (see diarization.core.voiceprints)."""
     fast_embeddings: bool = True
-    """Use :mod:`diarization.fastpath` (same embeddings, a fraction of the work); False keeps pyannote's code."""
+    """Use :mod:`diarization.core.fastpath` (same embeddings, a fraction of the work); False keeps pyannote's code."""
     embedding_precision: EmbeddingPrecision = "auto"
-    """The embedding trunk's arithmetic; ``auto`` decides per machine and model (:mod:`diarization.precision`)."""
+    """The embedding trunk's arithmetic; ``auto`` decides per machine and model (:mod:`diarization.core.precision`)."""
 
     @property
     def effective_threads(self) -> int:

@@ -16,12 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from diarization.audio import AudioFacts, AudioSource, DeclaredCheck, DecodedAudio, decode_audio
-from diarization.config import Settings
-from diarization.hints import SpeakerHints
-from diarization.loader import LoadedPipeline, load_pipeline
-from diarization.result import STAND_IN_WARNING, UNTRAINED_WARNING, DiarizationResult, ModelInfo, Segment, Timings
-from diarization.voiceprints import EmbeddingModel, Voiceprint, check_compatible, check_name, enroll, identify
+from diarization.core.audio import AudioSource, DeclaredCheck, DecodedAudio, decode_audio
+from diarization.core.config import Settings
+from diarization.core.hints import SpeakerHints
+from diarization.core.loader import LoadedPipeline, load_pipeline
+from diarization.core.result import (
+    STAND_IN_WARNING,
+    UNTRAINED_WARNING,
+    AudioFacts,
+    DiarizationResult,
+    ModelInfo,
+    Segment,
+    Timings,
+)
+from diarization.core.voiceprints import EmbeddingModel, Voiceprint, check_compatible, check_name, enroll, identify
 
 SILENCE_PEAK = 10 ** (-80 / 20)
 """Digital silence (peak below -80 dBFS) has no speakers; skipping the pipeline saves its full cost."""

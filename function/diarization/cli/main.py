@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, NoReturn
 
 from diarization import __version__
-from diarization.cli_io import (
+from diarization.cli.io import (
     STDIN,
     Input,
     Location,
@@ -31,17 +31,17 @@ from diarization.cli_io import (
     parse_location,
     prepare_folder,
 )
-from diarization.cli_progress import Progress
-from diarization.config import Settings
+from diarization.cli.progress import Progress
+from diarization.core.config import Settings
 from diarization.errors import DiarizationError, InvalidParameterError, OutputNotWritableError
-from diarization.formats import CONTENT_TYPES, SUFFIXES, TEXT_FORMATS
-from diarization.formats import render as render_format
+from diarization.outputs.formats import CONTENT_TYPES, SUFFIXES, TEXT_FORMATS
+from diarization.outputs.formats import render as render_format
 
 if TYPE_CHECKING:
-    from diarization.engine import Diarizer
-    from diarization.hints import SpeakerHints
-    from diarization.result import DiarizationResult
-    from diarization.voiceprints import Voiceprint
+    from diarization.core.engine import Diarizer
+    from diarization.core.hints import SpeakerHints
+    from diarization.core.result import DiarizationResult
+    from diarization.core.voiceprints import Voiceprint
 
 PROG = "diarize"
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_DEPLOYMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -108,7 +108,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def render(result: DiarizationResult, output_format: str) -> tuple[bytes, str]:
-    """The result in ``output_format`` (see :mod:`diarization.formats`), and its media type (for S3)."""
+    """The result in ``output_format`` (see :mod:`diarization.outputs.formats`), and its media type (for S3)."""
     return render_format(result.to_dict(), output_format), CONTENT_TYPES[output_format]
 
 
@@ -163,7 +163,7 @@ class _Run:
     diarizer: Diarizer | None = None
 
     def diarize(self, item: Input) -> DiarizationResult:
-        from diarization.engine import Diarizer, decode_within_limits
+        from diarization.core.engine import Diarizer, decode_within_limits
 
         with Progress(item.label, enabled=self.progress) as progress:
             progress.stage("decoding")
@@ -195,8 +195,8 @@ class _Run:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from diarization import voiceprint_files
-    from diarization.hints import SpeakerHints
+    from diarization.cli import voiceprint_files
+    from diarization.core.hints import SpeakerHints
 
     if args.threads is not None and args.threads < 1:
         raise InvalidParameterError(f"--threads={args.threads} must be at least 1.", parameter="threads")
@@ -296,9 +296,9 @@ def _batch(run: _Run, inputs: list[Input], folder: Location) -> int:
 
 def _enroll(args: argparse.Namespace, settings: Settings) -> int:
     """Write NAME's voiceprint to the voiceprints folder; says on stderr which speaker of the sample it took."""
-    from diarization import voiceprint_files
-    from diarization.engine import Diarizer, decode_within_limits
-    from diarization.voiceprints import check_name
+    from diarization.cli import voiceprint_files
+    from diarization.core.engine import Diarizer, decode_within_limits
+    from diarization.core.voiceprints import check_name
 
     if args.audio or args.identify:
         raise InvalidParameterError("--enroll NAME FILE takes no other audio file and no --identify.")

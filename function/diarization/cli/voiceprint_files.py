@@ -8,8 +8,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from diarization.core.voiceprints import Voiceprint, check_name
 from diarization.errors import InvalidVoiceprintError, VoiceprintNotFoundError
-from diarization.voiceprints import Voiceprint, check_name
 
 
 def path_of(directory: Path, name: str) -> Path:

@@ -11,7 +11,7 @@ fast tests of the real pipeline code.
 Both write the same layout as ``bake`` and a manifest that marks them untrained:
 their output is *not* a meaningful diarization.
 
-Usage: ``python -m diarization.offline OUT_DIR [--variant production|tiny] [--seed N]``
+Usage: ``python -m diarization.modelmaking.offline OUT_DIR [--variant production|tiny] [--seed N]``
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from diarization.modeldir import CONFIG_FILE, MODEL_FILE, ModelManifest, check_model_dir, write_manifest
-from diarization.precision import NO_PRECISION_PROOF
-from diarization.runtime import prepare_environment
+from diarization.core.modeldir import CONFIG_FILE, MODEL_FILE, ModelManifest, check_model_dir, write_manifest
+from diarization.core.precision import NO_PRECISION_PROOF
+from diarization.core.runtime import prepare_environment
 
 VARIANTS = ("production", "tiny")
 
@@ -152,7 +152,7 @@ def _embedding_model(variant: str) -> Any:
 
         model = WeSpeakerResNet34()
     else:
-        from diarization.tiny_embedding import TinySpeakerEmbedding
+        from diarization.modelmaking.tiny_embedding import TinySpeakerEmbedding
 
         model = TinySpeakerEmbedding()
     model.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=10.0)
@@ -196,7 +196,7 @@ def _write_plda(plda_dir: Path, dimension: int, seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m diarization.offline",
+        prog="python -m diarization.modelmaking.offline",
         description="Write an UNTRAINED pipeline directory (random weights, production or tiny architectures).",
     )
     parser.add_argument("out_dir", type=Path)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diarization.config import Settings
+from diarization.core.config import Settings
+from diarization.core.modeldir import FIX, ModelManifest, check_model_dir, read_manifest
+from diarization.core.precision import choose_precision, detect_machine, read_proof
+from diarization.core.runtime import DeviceInfo, prepare_environment, select_device
 from diarization.errors import DiarizationError, ModelInvalidError
-from diarization.modeldir import FIX, ModelManifest, check_model_dir, read_manifest
-from diarization.precision import choose_precision, detect_machine, read_proof
-from diarization.runtime import DeviceInfo, prepare_environment, select_device
 
 logger = logging.getLogger("diarization")
 
@@ -34,12 +34,12 @@ class LoadedPipeline:
     pyannote_version: str
     load_seconds: float
     fast_embeddings: bool = False
-    """Whether :mod:`diarization.fastpath` computes the embeddings."""
+    """Whether :mod:`diarization.core.fastpath` computes the embeddings."""
     embedding_precision: str = "fp32"
-    """The embedding trunk's arithmetic (:mod:`diarization.precision`)."""
+    """The embedding trunk's arithmetic (:mod:`diarization.core.precision`)."""
     precision_reason: str = ""
     vector_linkage: bool = False
-    """Whether the clustering's centroid linkage goes through :mod:`diarization.linkage` (fastcluster's O(n·d)
+    """Whether the clustering's centroid linkage goes through :mod:`diarization.core.linkage` (fastcluster's O(n·d)
     ``linkage_vector`` from ``VECTOR_LINKAGE_MIN_EMBEDDINGS`` embeddings on)."""
 
 
@@ -94,13 +94,13 @@ def _load(settings: Settings) -> LoadedPipeline:
     if settings.segmentation_batch_size is not None:
         pipeline.segmentation_batch_size = settings.segmentation_batch_size
     pipeline.to(torch.device(device.device))
-    from diarization.linkage import use_vector_linkage
+    from diarization.core.linkage import use_vector_linkage
 
-    # Same dendrogram, O(n·d) memory for long files (see diarization.linkage); False for other clusterings.
+    # Same dendrogram, O(n·d) memory for long files (see diarization.core.linkage); False for other clusterings.
     vector_linkage = use_vector_linkage(pipeline)
     fast_embeddings = False
     if settings.fast_embeddings:
-        from diarization.fastpath import accelerate
+        from diarization.core.fastpath import accelerate
 
         fast_embeddings = accelerate(pipeline)
         if fast_embeddings and device.device == "cpu":

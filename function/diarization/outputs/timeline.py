@@ -2,7 +2,7 @@
 
 The geometry is computed once, as a list of shapes (`scene`); `svg` writes them as SVG text and `png` paints them with
 Pillow, so both pictures agree. Deterministic: the same result gives the same bytes (no dates, no random ids).
-Works from the result's JSON form (schema v1), like ``diarization.formats``.
+Works from the result's JSON form (schema v1), like ``diarization.outputs.formats``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from diarization.formats import label_of
+from diarization.outputs.labels import label_of
 
 WIDTH = 960
 GUTTER = 160

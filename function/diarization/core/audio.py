@@ -18,6 +18,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from diarization.core.result import AudioFacts
 from diarization.errors import (
     AudioTooLargeError,
     AudioTooLongError,
@@ -37,18 +38,6 @@ AudioSource = str | Path | bytes
 
 DeclaredCheck = Callable[[float], None]
 """Called with the duration the container declares, before any decoding; raises to stop (e.g. a time budget)."""
-
-
-@dataclass(frozen=True)
-class AudioFacts:
-    """What the input was, before resampling (reported in the result)."""
-
-    duration_seconds: float
-    sample_rate: int
-    channels: int
-    codec: str
-    container: str
-    size_bytes: int
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ float32 rounding (the equivalence tests hold them to 1e-4 and to an identical RT
 the trunk's weights channels-last (oneDNN's fastest fp32 layout on x86): both are exact
 algebra, differing from upstream only in float rounding.
 
-``trunk_precision`` (set by the loader from :mod:`diarization.precision`) runs only the trunk
+``trunk_precision`` (set by the loader from :mod:`diarization.core.precision`) runs only the trunk
 (the ResNet's ``forward_frames``, after the fp32 fbank) under bf16/fp16 autocast and casts its
 output back to fp32 before pooling: pooling, PLDA and clustering always see fp32, and pyannote's
 own inference (which converts outputs to numpy and rejects bf16) is not touched.

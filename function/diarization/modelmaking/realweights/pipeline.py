@@ -1,11 +1,11 @@
 """Write the real-weights offline pipeline: trained segmentation-3.0 plus a stand-in embedding.
 
-Same layout as ``bake`` and ``offline`` (see :mod:`diarization.modeldir`), so the loader, the
+Same layout as ``bake`` and ``offline`` (see :mod:`diarization.core.modeldir`), so the loader, the
 CLI, the Lambda function and the SageMaker server take it unchanged. Unlike community-1 it
 clusters with pyannote's AgglomerativeClustering: VBx needs a PLDA trained for the embedding,
 and none exists for the GE2E stand-in.
 
-Usage: ``python -m diarization.realweights.pipeline OUT_DIR [--cache DIR]``
+Usage: ``python -m diarization.modelmaking.realweights.pipeline OUT_DIR [--cache DIR]``
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from diarization import offline
-from diarization.modeldir import CONFIG_FILE, MODEL_FILE, ModelManifest, check_model_dir, write_manifest
-from diarization.precision import NO_PRECISION_PROOF
-from diarization.runtime import prepare_environment
+from diarization.core.modeldir import CONFIG_FILE, MODEL_FILE, ModelManifest, check_model_dir, write_manifest
+from diarization.core.precision import NO_PRECISION_PROOF
+from diarization.core.runtime import prepare_environment
+from diarization.modelmaking import offline
 
 NAME = "segmentation-3.0+resemblyzer-ge2e"
 STAND_IN = (
@@ -62,9 +62,9 @@ def write_real_pipeline(out_dir: Path, cache_dir: Path) -> Path:
     from pyannote.audio import __version__ as pyannote_version
     from pyannote.audio.core.task import Problem, Resolution, Specifications
 
-    from diarization.ge2e_embedding import GE2ESpeakerEmbedding, load_resemblyzer_weights
-    from diarization.realweights.fetch import EMBEDDING, SEGMENTATION, fetch
-    from diarization.realweights.onnx_segmentation import convert
+    from diarization.modelmaking.ge2e_embedding import GE2ESpeakerEmbedding, load_resemblyzer_weights
+    from diarization.modelmaking.realweights.fetch import EMBEDDING, SEGMENTATION, fetch
+    from diarization.modelmaking.realweights.onnx_segmentation import convert
 
     segmentation, _ = convert(fetch(SEGMENTATION, cache_dir))
     embedding = GE2ESpeakerEmbedding()
@@ -102,8 +102,8 @@ def write_mixed_pipeline(out_dir: Path, production_dir: Path, cache_dir: Path, r
     """``production_dir`` (an ``offline`` production-architecture pipeline: WeSpeaker ResNet34, VBx, PLDA) with
     trained segmentation-3.0 in place of its random one: real speech turns, and the embedding compute and precision
     behaviour of the shipped architecture. For precision agreement (tests/test_precision.py, bench/int8.py)."""
-    from diarization.realweights.fetch import SEGMENTATION, fetch
-    from diarization.realweights.onnx_segmentation import convert
+    from diarization.modelmaking.realweights.fetch import SEGMENTATION, fetch
+    from diarization.modelmaking.realweights.onnx_segmentation import convert
 
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -132,7 +132,7 @@ def _write_unused_plda(plda_dir: Path, dimension: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m diarization.realweights.pipeline",
+        prog="python -m diarization.modelmaking.realweights.pipeline",
         description="Write the real-weights pipeline (trained segmentation-3.0, GE2E stand-in embedding) "
         "from files fetched from the package index.",
     )

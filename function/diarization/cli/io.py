@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from diarization.audio import AudioSource
+from diarization.core.audio import AudioSource
 from diarization.errors import (
     AccessDeniedError,
     AudioTooLargeError,

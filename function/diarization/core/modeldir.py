@@ -32,8 +32,8 @@ PLDA_FILES = ("xvec_transform.npz", "plda.npz")
 LOCAL_PREFIX = "$model/"
 
 FIX = (
-    "Point MODEL_DIR (or --model-dir) at a directory written by `python -m diarization.bake` "
-    "(pretrained) or `python -m diarization.offline` (untrained, for tests), e.g. `make model`."
+    "Point MODEL_DIR (or --model-dir) at a directory written by `python -m diarization.modelmaking.bake` "
+    "(pretrained) or `python -m diarization.modelmaking.offline` (untrained, for tests), e.g. `make model`."
 )
 
 

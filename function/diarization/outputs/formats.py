@@ -8,7 +8,7 @@ Pure Python and no AWS: the CLI, the Lambda and the GPU completion render the sa
 - ``csv``: one row per segment, ``start,end,duration,speaker`` (RFC 4180).
 - ``pyannote``: pyannote.audio 4's ``DiarizeOutput.serialize()``: ``diarization``, ``exclusive_diarization``.
 - ``pyannoteai``: the ``output`` object of pyannoteAI's diarization jobs: ``diarization``, ``exclusiveDiarization``.
-- ``svg`` / ``png``: the timeline picture (``diarization.timeline``).
+- ``svg`` / ``png``: the timeline picture (``diarization.outputs.timeline``).
 
 Subtitles, CSV and the picture show a speaker's ``name`` when the result has one (identification), else its id;
 RTTM and the pyannote formats keep the ids, as the tools that read them do.
@@ -23,7 +23,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from diarization.core.result import Segment, rttm_from_segments
 from diarization.errors import UnknownFormatError
+from diarization.outputs.labels import label_of
 
 TEXT_FORMATS = ("json", "rttm", "srt", "vtt", "csv", "pyannote", "pyannoteai")
 """What the CLI's --format writes."""
@@ -86,7 +88,7 @@ def parse_formats(value: object, parameter: str = "formats") -> tuple[str, ...]:
 def render(result: Mapping[str, Any], format_name: str) -> bytes:
     """The bytes of one format (UTF-8 for text formats)."""
     if format_name in PICTURE_FORMATS:
-        from diarization.timeline import png, svg  # imports this module (labels); Pillow only when drawing a PNG
+        from diarization.outputs.timeline import png, svg  # Pillow only when drawing a PNG
 
         return svg(result).encode("utf-8") if format_name == "svg" else png(result)
     renderer = _TEXT_RENDERERS.get(format_name)
@@ -99,20 +101,11 @@ def render(result: Mapping[str, Any], format_name: str) -> bytes:
     return renderer(result).encode("utf-8")
 
 
-def label_of(result: Mapping[str, Any]) -> Callable[[str], str]:
-    """Speaker id -> what people read: the speaker's ``name`` when identified, else the id."""
-    names = {speaker["id"]: speaker.get("name") or speaker["id"] for speaker in result.get("speakers", [])}
-    return lambda speaker: str(names.get(speaker, speaker))
-
-
 def to_json(result: Mapping[str, Any]) -> str:
     return json.dumps(result, indent=2, ensure_ascii=False) + "\n"
 
 
 def to_rttm(result: Mapping[str, Any]) -> str:
-    # Imported here: `diarization.result` pulls in the audio decoder, and the output locations import this module.
-    from diarization.result import Segment, rttm_from_segments
-
     segments = [Segment(s["start"], s["end"], s["speaker"]) for s in result["segments"]]
     return rttm_from_segments(result["input"]["uri"], segments)
 

@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diarization.audio import AudioFacts
-
 SCHEMA_VERSION = "1.1"
 """1.1 added the speakers' identity fields, `identification` and the opt-in `speaker_embeddings`."""
-SCHEMA_DIR = Path(__file__).parent / "schema"
+SCHEMA_DIR = Path(__file__).parents[1] / "schema"
+"""The published schemas live at the package top (`diarization/schema`), beside the entry points that emit them."""
 
 UNTRAINED_WARNING = (
     "UNTRAINED MODEL: produced with random weights (an offline test pipeline); "
@@ -27,6 +26,18 @@ STAND_IN_WARNING = (
     "STAND-IN MODEL: trained networks that are not community-1's produced this result "
     "(model.stand_in says which); its accuracy is the stand-in's, measured in docs/QUALITY.md."
 )
+
+
+@dataclass(frozen=True)
+class AudioFacts:
+    """What the input was, before resampling (reported in the result)."""
+
+    duration_seconds: float
+    sample_rate: int
+    channels: int
+    codec: str
+    container: str
+    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -42,13 +53,13 @@ class Segment:
 
 @dataclass(frozen=True)
 class SpeakerIdentity:
-    """What matching against voiceprints says about one speaker (see :mod:`diarization.voiceprints`)."""
+    """What matching against voiceprints says about one speaker (see :mod:`diarization.core.voiceprints`)."""
 
     name: str | None
     similarity: float | None
     """Cosine similarity with the matched voiceprint, or with the closest one when anonymous."""
     confidence: float | None
-    """See :func:`diarization.voiceprints.confidence`; None when anonymous."""
+    """See :func:`diarization.core.voiceprints.confidence`; None when anonymous."""
 
 
 NO_IDENTITY = SpeakerIdentity(None, None, None)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from diarization.core.result import NO_IDENTITY, SpeakerIdentity
 from diarization.errors import EnrollmentNoSpeechError, InvalidVoiceprintError, VoiceprintModelMismatchError
-from diarization.result import NO_IDENTITY, SpeakerIdentity
 
 VOICEPRINT_FORMAT = "voiceprint-1"
 MAX_VOICEPRINTS = 16

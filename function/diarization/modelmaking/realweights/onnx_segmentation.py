@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from diarization.offline import segmentation_3_0
-from diarization.realweights.onnx_reader import read_initializers
+from diarization.modelmaking.offline import segmentation_3_0
+from diarization.modelmaking.realweights.onnx_reader import read_initializers
 
 _LSTM_TENSORS = (  # (W, R, B) initializer names per layer, in graph order
     ("onnx::LSTM_784", "onnx::LSTM_785", "onnx::LSTM_783"),
