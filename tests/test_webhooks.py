@@ -42,15 +42,15 @@ from test_api import call, post_upload, process_queue
 from test_faults import completion, dead_lettered
 
 SECRET = "s3cr3t-" + "x" * 40
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "lambda.md"
 
 
 def readme_verify() -> Callable[[bytes, dict[str, str], bytes], bool]:
     """The README's verification snippet, run as a user would copy it."""
     text = README.read_text()
-    section = text[text.index("### Webhooks") :]
+    section = text[text.index("\n## Webhooks\n") :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README, Webhooks: no Python snippet"
+    assert match, "docs/lambda.md, Webhooks: no Python snippet"
     scope: dict[str, Any] = {}
     exec(match.group(1), scope)  # noqa: S102 (our own README, the point of the test)
     verify: Callable[[bytes, dict[str, str], bytes], bool] = scope["verify"]
