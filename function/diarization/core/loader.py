@@ -73,40 +73,19 @@ def _load(settings: Settings) -> LoadedPipeline:
     device = select_device(settings.device, settings.effective_threads)
 
     import torch
-    from pyannote.audio import Pipeline
     from pyannote.audio import __version__ as pyannote_version
 
-    try:
-        pipeline = Pipeline.from_pretrained(model_dir)
-    except DiarizationError:
-        raise
-    except Exception as error:
-        raise ModelInvalidError(
-            f"Model directory {str(model_dir)!r} could not be loaded: {type(error).__name__}: {error}. {FIX}",
-            model_dir=str(model_dir),
-        ) from error
-    if pipeline is None:
-        raise ModelInvalidError(
-            f"Model directory {str(model_dir)!r} could not be loaded. {FIX}", model_dir=str(model_dir)
-        )
+    from diarization.core.linkage import use_vector_linkage
+
+    pipeline = _instantiate(model_dir)
     if settings.embedding_batch_size is not None:
         pipeline.embedding_batch_size = settings.embedding_batch_size
     if settings.segmentation_batch_size is not None:
         pipeline.segmentation_batch_size = settings.segmentation_batch_size
     pipeline.to(torch.device(device.device))
-    from diarization.core.linkage import use_vector_linkage
-
     # Same dendrogram, O(n·d) memory for long files (see diarization.core.linkage); False for other clusterings.
     vector_linkage = use_vector_linkage(pipeline)
-    fast_embeddings = False
-    if settings.fast_embeddings:
-        from diarization.core.fastpath import accelerate
-
-        fast_embeddings = accelerate(pipeline)
-        if fast_embeddings and device.device == "cpu":
-            _cpu_batch_sizes(pipeline, settings)
-        if not fast_embeddings:
-            logger.warning("fast embedding path not applicable to %s; using pyannote's own", type(pipeline).__name__)
+    fast_embeddings = _accelerate(pipeline, settings, device)
     choice = choose_precision(
         settings.embedding_precision, detect_machine(), device.device, read_proof(model_dir), trunk=fast_embeddings
     )
@@ -136,6 +115,40 @@ def _load(settings: Settings) -> LoadedPipeline:
         "fast" if fast_embeddings else "upstream",
     )
     return loaded
+
+
+def _instantiate(model_dir: Path) -> Any:
+    """pyannote's own loader on the directory; whatever it raises becomes MODEL_INVALID with the fix to apply."""
+    from pyannote.audio import Pipeline
+
+    try:
+        pipeline = Pipeline.from_pretrained(model_dir)
+    except DiarizationError:
+        raise
+    except Exception as error:
+        raise ModelInvalidError(
+            f"Model directory {str(model_dir)!r} could not be loaded: {type(error).__name__}: {error}. {FIX}",
+            model_dir=str(model_dir),
+        ) from error
+    if pipeline is None:
+        raise ModelInvalidError(
+            f"Model directory {str(model_dir)!r} could not be loaded. {FIX}", model_dir=str(model_dir)
+        )
+    return pipeline
+
+
+def _accelerate(pipeline: Any, settings: Settings, device: DeviceInfo) -> bool:
+    """Whether the shared-trunk embedding path (diarization.core.fastpath) now runs this pipeline's embeddings."""
+    if not settings.fast_embeddings:
+        return False
+    from diarization.core.fastpath import accelerate
+
+    fast_embeddings = accelerate(pipeline)
+    if fast_embeddings and device.device == "cpu":
+        _cpu_batch_sizes(pipeline, settings)
+    if not fast_embeddings:
+        logger.warning("fast embedding path not applicable to %s; using pyannote's own", type(pipeline).__name__)
+    return fast_embeddings
 
 
 CPU_EMBEDDING_BATCH_SIZE = 1

@@ -32,7 +32,6 @@ def prove(
     """
     import torch
 
-    from diarization.core.audio import decode_audio
     from diarization.core.config import Settings
     from diarization.core.fastpath import SharedTrunkDiarization
     from diarization.core.loader import load_pipeline
@@ -46,30 +45,45 @@ def prove(
     checks: list[dict[str, Any]] = []
     try:
         for path in recordings:
-            audio = decode_audio(path, max_bytes=2**31, max_seconds=3600)
-            file = {"waveform": torch.from_numpy(audio.samples).unsqueeze(0), "sample_rate": audio.sample_rate}
-            runs: list[tuple[dict[str, int], tuple[Any, Any]]] = []
-            count = (speakers or {}).get(path.name)
-            if free or count is None:
-                reference = _run(pipeline, file, "fp32", {})
-                count = count or max(2, len(reference[0].labels()))
-                if free:
-                    runs.append(({}, reference))
-            forced = {"num_speakers": count}
-            runs.append((forced, _run(pipeline, file, "fp32", forced)))
-            for hints, (annotation, embeddings) in runs:
-                candidate, candidate_embeddings = _run(pipeline, file, "bf16", hints)
-                checks.append(
-                    {
-                        "recording": path.name,
-                        "num_speakers": hints.get("num_speakers"),
-                        "min_cosine": round(min_cosine(embeddings, candidate_embeddings), 7),
-                        "rttm_identical": annotation.to_rttm() == candidate.to_rttm(),
-                        "turns": len(annotation),
-                    }
-                )
+            checks += _compare(pipeline, path, (speakers or {}).get(path.name), free)
     finally:
         pipeline.trunk_precision = "fp32"  # the pipeline is the process's cached one: leave it as loaded
+    return _verdict(checks, now, torch.__version__)
+
+
+def _compare(pipeline: Any, path: Path, count: int | None, free: bool) -> list[dict[str, Any]]:
+    """One recording's checks: bf16 against fp32, free (if asked) and with the speaker count forced."""
+    import torch
+
+    from diarization.core.audio import decode_audio
+
+    audio = decode_audio(path, max_bytes=2**31, max_seconds=3600)
+    file = {"waveform": torch.from_numpy(audio.samples).unsqueeze(0), "sample_rate": audio.sample_rate}
+    runs: list[tuple[dict[str, int], tuple[Any, Any]]] = []
+    if free or count is None:
+        reference = _run(pipeline, file, "fp32", {})
+        count = count or max(2, len(reference[0].labels()))
+        if free:
+            runs.append(({}, reference))
+    forced = {"num_speakers": count}
+    runs.append((forced, _run(pipeline, file, "fp32", forced)))
+    checks = []
+    for hints, (annotation, embeddings) in runs:
+        candidate, candidate_embeddings = _run(pipeline, file, "bf16", hints)
+        checks.append(
+            {
+                "recording": path.name,
+                "num_speakers": hints.get("num_speakers"),
+                "min_cosine": round(min_cosine(embeddings, candidate_embeddings), 7),
+                "rttm_identical": annotation.to_rttm() == candidate.to_rttm(),
+                "turns": len(annotation),
+            }
+        )
+    return checks
+
+
+def _verdict(checks: list[dict[str, Any]], now: str, torch_version: str) -> Proof:
+    """bf16 is proven only if every check agreed: cosine at least MIN_COSINE and the same RTTM."""
     if not checks:
         return Proof(reason="no recordings were given to compare fp32 and bf16 on", created_at=now)
     worst = min(check["min_cosine"] for check in checks)
@@ -87,7 +101,7 @@ def prove(
         checks=tuple(checks),
         min_cosine=worst,
         created_at=now,
-        torch_version=torch.__version__,
+        torch_version=torch_version,
     )
 
 
