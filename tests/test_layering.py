@@ -28,7 +28,7 @@ LAYERS: dict[str, set[str]] = {
     "modelmaking": {"core", "errors"},
     "service": {"core", "outputs", "fanout", "errors"},
     "aws_ports": {"core", "outputs", "service", "errors"},
-    "cli": {"core", "outputs", "aws_ports", "errors", "version"},
+    "cli": {"core", "outputs", "service", "aws_ports", "errors", "version"},
     "sagemaker": {"core", "outputs", "fanout", "service", "aws_ports", "errors"},
     "aws": {"core", "outputs", "fanout", "service", "aws_ports", "errors"},
     "entry": {"aws", "sagemaker", "cli", "errors"},

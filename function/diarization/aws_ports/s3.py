@@ -1,4 +1,8 @@
-"""S3 reads and writes for the function, with S3's failures mapped to the core's typed errors."""
+"""S3 reads and writes for the function and the command line, with S3's failures mapped to the core's typed errors.
+
+The function's writes raise S3's own error when they fail (a retry may succeed; the dead-letter path reports the
+rest); the command line's :meth:`S3Store.write` maps them to ``OUTPUT_NOT_WRITABLE``, since a person reads it.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,28 @@ from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
-from diarization.errors import AccessDeniedError, InputChangedError, InputNotFoundError
+from diarization.errors import (
+    AccessDeniedError,
+    AudioTooLargeError,
+    AwsCredentialsMissingError,
+    InputChangedError,
+    InputNotFoundError,
+    OutputNotWritableError,
+)
 from diarization.service.locations import ObjectRef
 
 NOT_FOUND = {"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"}
-DENIED = {"403", "AccessDenied", "AllAccessDisabled", "InvalidObjectState"}
+DENIED = {
+    "403",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidObjectState",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+}
+"""Refusals, the credentials' own included (a wrong key or secret is not fixed by retrying)."""
 CHANGED = {"412", "PreconditionFailed"}
 
 
@@ -24,6 +43,18 @@ class S3Store:
         # SigV4 for presigned URLs and forms too: botocore would sign them with SigV2 in us-east-1.
         config = Config(retries={"mode": "standard", "max_attempts": 5}, signature_version="s3v4")
         self.client = client or boto3.client("s3", config=config)
+
+    @classmethod
+    def with_default_credentials(cls) -> S3Store:
+        """For a person's machine (the CLI): boto3's usual credential chain, checked now so that a missing profile
+        stops the run before any work. Standard retries; AWS_MAX_ATTEMPTS (boto3's own setting) changes how many."""
+        session = boto3.session.Session()
+        if session.get_credentials() is None:
+            raise AwsCredentialsMissingError(
+                "s3:// needs AWS credentials and none were found: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (AWS_ENDPOINT_URL for an S3-compatible endpoint), or run aws sso login."
+            )
+        return cls(session.client("s3", config=Config(retries={"mode": "standard"}, signature_version="s3v4")))
 
     def head(self, ref: ObjectRef) -> tuple[int, ObjectRef]:
         """Size in bytes and the exact version to read (the event's version/ETag, else the current one).
@@ -45,13 +76,22 @@ class S3Store:
         )
         return int(response["ContentLength"]), exact
 
-    def download(self, ref: ObjectRef, path: Path) -> None:
+    def download(self, ref: ObjectRef, path: Path, max_bytes: int | None = None) -> None:
+        """The object into ``path``; one larger than ``max_bytes`` is refused before its body is read."""
         try:
             response = self.client.get_object(**self._target(ref))
+            size = int(response["ContentLength"])
+            if max_bytes is not None and size > max_bytes:
+                response["Body"].close()
+                raise AudioTooLargeError(
+                    f"{ref.uri} is {size} bytes; the limit is {max_bytes} bytes (MAX_AUDIO_BYTES).",
+                    size_bytes=size,
+                    max_bytes=max_bytes,
+                )
             with path.open("wb") as handle:
                 for chunk in response["Body"].iter_chunks(1024 * 1024):
                     handle.write(chunk)
-        except ClientError as error:
+        except (ClientError, NoCredentialsError, PartialCredentialsError) as error:
             raise self._map(error, ref) from error
 
     def get_json(self, bucket: str, key: str) -> dict[str, Any]:
@@ -74,6 +114,20 @@ class S3Store:
 
     def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+    def write(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        """:meth:`put_bytes` for a person: a missing bucket or a refusal is ``OUTPUT_NOT_WRITABLE``, naming both."""
+        uri = ObjectRef(bucket, key).uri
+        try:
+            self.put_bytes(bucket, key, body, content_type)
+        except (NoCredentialsError, PartialCredentialsError) as error:
+            raise AwsCredentialsMissingError(f"No usable AWS credentials for {uri}: {error}.") from error
+        except ClientError as error:
+            code = _code(error)
+            if code not in NOT_FOUND and code not in DENIED:
+                raise
+            reason = "the bucket does not exist" if code in NOT_FOUND else f"S3 denied s3:PutObject ({code})"
+            raise OutputNotWritableError(f"Cannot write {uri}: {reason}.", uri=uri) from error
 
     def put_stream(self, bucket: str, key: str, body: BinaryIO, content_type: str) -> None:
         """boto3's managed transfer: 8 MiB parts (a multipart upload above that), read from `body` as it goes."""
@@ -122,13 +176,15 @@ class S3Store:
         return target
 
     def _map(self, error: Exception, ref: ObjectRef) -> Exception:
+        if isinstance(error, NoCredentialsError | PartialCredentialsError):
+            return AwsCredentialsMissingError(f"No usable AWS credentials for {ref.uri}: {error}.")
         code = _code(error)
         if code in NOT_FOUND:
-            return InputNotFoundError(f"{ref.uri} does not exist (deleted before it was processed?).", uri=ref.uri)
+            return InputNotFoundError(f"{ref.uri} does not exist ({code}; deleted before it was read?).", uri=ref.uri)
         if code in DENIED:
             return AccessDeniedError(
-                f"The function may not read {ref.uri}: check its role's s3:GetObject permission and the "
-                "bucket policy, or the object's KMS key policy.",
+                f"S3 denied reading {ref.uri} ({code}): the credentials in use (the function's role) need "
+                "s3:GetObject on it, through the bucket policy too, and the object's KMS key policy must allow them.",
                 uri=ref.uri,
             )
         if code in CHANGED:

@@ -13,18 +13,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING
 
 from diarization.core.audio import AudioSource
 from diarization.errors import (
-    AccessDeniedError,
     AudioTooLargeError,
-    AwsCredentialsMissingError,
     DiarizationError,
     InputNotFoundError,
     InvalidParameterError,
     OutputNotWritableError,
 )
+from diarization.service.locations import ObjectRef
+
+if TYPE_CHECKING:
+    from diarization.aws_ports.s3 import S3Store
 
 STDIN = "-"
 AUDIO_EXTENSIONS = frozenset(
@@ -32,10 +34,6 @@ AUDIO_EXTENSIONS = frozenset(
     | {".ogg", ".opus", ".wav", ".webm", ".wma"}
 )
 """What a folder input picks up (case-insensitive); a file named on the command line is read whatever its name."""
-
-S3_MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
-S3_DENIED = {"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
-CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -139,29 +137,22 @@ def prepare_folder(folder: Location) -> None:
 
 
 class Storage:
-    """Reads inputs and writes outputs; the S3 client is made once, on first use."""
+    """Reads inputs and writes outputs: files and standard input here, ``s3://`` through the S3 port (made once, on
+    first use, with the caller's usual AWS credentials)."""
 
     def __init__(self) -> None:
-        self._client: Any = None
+        self._s3: S3Store | None = None
 
     def check_credentials(self) -> None:
         """Fail before any work when S3 is named and boto3 finds no credentials (its normal resolution)."""
         self.s3()
 
-    def s3(self) -> Any:
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
+    def s3(self) -> S3Store:
+        if self._s3 is None:
+            from diarization.aws_ports.s3 import S3Store  # boto3 only when s3:// is named: --help stays fast
 
-            session = boto3.session.Session()
-            if session.get_credentials() is None:
-                raise AwsCredentialsMissingError(
-                    "s3:// needs AWS credentials and none were found: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY (AWS_ENDPOINT_URL for an S3-compatible endpoint), or run aws sso login."
-                )
-            # Standard retries; AWS_MAX_ATTEMPTS (boto3's own setting) changes how many.
-            self._client = session.client("s3", config=Config(retries={"mode": "standard"}))
-        return self._client
+            self._s3 = S3Store.with_default_credentials()
+        return self._s3
 
     @contextmanager
     def audio(self, item: Input, max_bytes: int) -> Iterator[AudioSource]:
@@ -173,7 +164,7 @@ class Storage:
         elif isinstance(item.source, S3Location):
             with tempfile.TemporaryDirectory(prefix="diarize-") as scratch:
                 path = Path(scratch) / "audio"
-                self._download(item.source, path, max_bytes)
+                self.s3().download(ObjectRef(item.source.bucket, item.source.key), path, max_bytes)
                 yield path
         else:
             yield item.source
@@ -181,43 +172,8 @@ class Storage:
     def write(self, target: Location, data: bytes, content_type: str) -> None:
         if isinstance(target, Path):
             write_atomically(target, data)
-            return
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.s3().put_object(
-                Bucket=target.bucket,
-                Key=target.key,
-                Body=data,
-                ContentType=content_type,
-            )
-        except (ClientError, BotoCoreError) as error:
-            mapped = _s3_error(error, target, writing=True)
-            if mapped is None:
-                raise  # unexpected (e.g. no connection to the endpoint): the CLI reports it as INTERNAL_ERROR
-            raise mapped from error
-
-    def _download(self, source: S3Location, path: Path, max_bytes: int) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            response = self.s3().get_object(Bucket=source.bucket, Key=source.key)
-            size = int(response["ContentLength"])
-            if size > max_bytes:
-                response["Body"].close()
-                raise AudioTooLargeError(
-                    f"{source.uri} is {size} bytes; the limit is {max_bytes} bytes (MAX_AUDIO_BYTES).",
-                    size_bytes=size,
-                    max_bytes=max_bytes,
-                )
-            with path.open("wb") as handle:
-                for chunk in response["Body"].iter_chunks(CHUNK_BYTES):
-                    handle.write(chunk)
-        except (ClientError, BotoCoreError) as error:
-            mapped = _s3_error(error, source, writing=False)
-            if mapped is None:
-                raise  # unexpected (e.g. no connection to the endpoint): the CLI reports it as INTERNAL_ERROR
-            raise mapped from error
+        else:
+            self.s3().write(target.bucket, target.key, data, content_type)
 
 
 def _read_stdin(max_bytes: int) -> bytes:
@@ -260,22 +216,3 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
-
-
-def _s3_error(error: Exception, location: S3Location, *, writing: bool) -> DiarizationError | None:
-    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
-
-    if isinstance(error, NoCredentialsError | PartialCredentialsError):
-        return AwsCredentialsMissingError(f"No usable AWS credentials for {location.uri}: {error}.")
-    code = str(error.response.get("Error", {}).get("Code", "")) if isinstance(error, ClientError) else ""
-    if writing and (code in S3_DENIED or code in S3_MISSING):
-        reason = "the bucket does not exist" if code in S3_MISSING else f"S3 denied s3:PutObject ({code})"
-        return OutputNotWritableError(f"Cannot write {location.uri}: {reason}.", uri=location.uri)
-    if code in S3_MISSING:
-        return InputNotFoundError(f"{location.uri} does not exist ({code}).", uri=location.uri)
-    if code in S3_DENIED:
-        return AccessDeniedError(
-            f"S3 denied reading {location.uri} ({code}): the credentials in use need s3:GetObject on it.",
-            uri=location.uri,
-        )
-    return None
