@@ -11,7 +11,7 @@ REAL_MODEL_DIR ?= $(MODELS)/real-weights
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
 .PHONY: help setup tools model real-model demo diarize test bench bench-fanout bench-capacity bench-int8 quality quality-gate docker image build local-up local-down local-invoke local-api \
-	deploy image-test lint lock clean
+	deploy image-test lint docs-config lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -117,6 +117,9 @@ lint: setup tools  ## ruff, formatting, mypy; SAM transform of both templates, s
 	$(TOOLS_VENV)/bin/cfn-lint template.yaml infra/sagemaker/endpoint.yaml
 	$(TOOLS_VENV)/bin/hadolint Dockerfile
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -f template.yaml -f infra/sagemaker/endpoint.yaml -f Dockerfile --framework cloudformation dockerfile
+
+docs-config: setup  ## rewrite the generated variable tables of docs/configuration.md from the settings tables (infra/settings_docs.py)
+	$(PY) infra/settings_docs.py
 
 lock:  ## re-resolve requirements/*.txt from the direct dependencies in fresh environments
 	bash infra/lock.sh

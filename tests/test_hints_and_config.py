@@ -86,7 +86,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "MAX_AUDIO_BYTES=0",
         "EMBEDDING_BATCH_SIZE='1.5'",
         "FAST_EMBEDDINGS='maybe' is not true or false",
-        "README.md",
+        "See docs/configuration.md.",
     ):
         assert fragment in message
     assert caught.value.code == "CONFIGURATION_ERROR"

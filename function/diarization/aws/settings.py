@@ -1,4 +1,4 @@
-"""Deployment settings of the Lambda function, validated once at init (see README, "The Lambda function")."""
+"""Deployment settings of the Lambda function, validated once at init (``AWS_TABLE``; docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from diarization.errors import ConfigurationError, UnknownFormatError
+from diarization.core.environment import Kind, Table, Variable, read
+from diarization.errors import ConfigurationError
 from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
 from diarization.service.fanout import DEFAULT_SHARD_SECONDS, MODES, ROUTES
 from diarization.service.overdue import (
@@ -87,107 +88,288 @@ class AwsSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AwsSettings:
-        env = os.environ if env is None else env
-        problems: list[str] = []
-
-        def text(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        def number(name: str, default: float, minimum: float) -> float:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                problems.append(f"{name}={raw!r} is not a number.")
-                return default
-            if not minimum <= value < float("inf"):
-                problems.append(f"{name}={raw} must be at least {minimum}.")
-                return default
-            return value
-
-        input_prefix = env.get("INPUT_PREFIX", "audio/").strip()
-        output_prefix = env.get("OUTPUT_PREFIX", "results/").strip()
-        for name, prefix in (("INPUT_PREFIX", input_prefix), ("OUTPUT_PREFIX", output_prefix)):
-            if prefix.startswith("/"):
-                problems.append(f"{name}={prefix!r} must not start with '/': S3 keys have no leading slash.")
-        if not output_prefix:
-            problems.append("OUTPUT_PREFIX must not be empty: results would be indistinguishable from inputs.")
-        output_formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS
-        if text("OUTPUT_FORMATS") is not None:
-            try:
-                output_formats = parse_formats(env["OUTPUT_FORMATS"], "OUTPUT_FORMATS")
-            except UnknownFormatError as error:
-                problems.append(error.message)
-        input_bucket, output_bucket = text("INPUT_BUCKET"), text("OUTPUT_BUCKET")
-        same_bucket = output_bucket is None or output_bucket == input_bucket
-        if same_bucket and output_prefix and input_prefix.startswith(output_prefix):
-            problems.append(
-                f"INPUT_PREFIX={input_prefix!r} lies inside OUTPUT_PREFIX={output_prefix!r}: results would "
-                "trigger the function again. Use separate prefixes (defaults: audio/ and results/)."
-            )
-        voiceprint_prefix = env.get("VOICEPRINT_PREFIX", "voiceprints/").strip()
-        if not voiceprint_prefix.endswith("/") or voiceprint_prefix.startswith("/"):
-            problems.append(f"VOICEPRINT_PREFIX={voiceprint_prefix!r} must be a folder: end in '/', not start with it.")
-        drop_owner = text("DROP_VOICEPRINT_OWNER")
-        drop_names = tuple(name.strip() for name in (text("DROP_VOICEPRINTS") or "").split(",") if name.strip())
-        if bool(drop_owner) != bool(drop_names):
-            problems.append(
-                "DROP_VOICEPRINTS and DROP_VOICEPRINT_OWNER go together: the names are looked up in that owner's "
-                "voiceprints (an API caller id, `{account id}:{principal id}`, or `anonymous`)."
-            )
-        choices = {}
-        for name, allowed, default in (("FANOUT", MODES, "auto"), ("LONG_AUDIO_ROUTE", ROUTES, "fanout")):
-            choices[name] = (text(name) or default).lower()
-            if choices[name] not in allowed:
-                problems.append(f"{name}={env[name]!r} must be one of {', '.join(allowed)}.")
-                choices[name] = default
-        settings = cls(
-            fanout_state_machine_arn=text("FANOUT_STATE_MACHINE_ARN"),
-            fanout_work_bucket=text("FANOUT_WORK_BUCKET"),
-            fanout=choices["FANOUT"],
-            fanout_shard_seconds=number("FANOUT_SHARD_SECONDS", DEFAULT_SHARD_SECONDS, 1.0),
-            long_audio_route=choices["LONG_AUDIO_ROUTE"],
-            fanout_deadline_seconds=number("FANOUT_DEADLINE_SECONDS", DEFAULT_FANOUT_DEADLINE_SECONDS, 60.0),
-            drop_voiceprint_owner=drop_owner,
-            drop_voiceprints=drop_names,
-            voiceprint_prefix=voiceprint_prefix,
-            input_bucket=input_bucket,
-            input_prefix=input_prefix,
-            output_bucket=output_bucket,
-            output_prefix=output_prefix,
-            output_formats=output_formats,
-            idempotency_table=text("IDEMPOTENCY_TABLE"),
-            jobs_table=text("JOBS_TABLE"),
-            ordering_table=text("ORDERING_TABLE"),
-            event_bus_name=text("EVENT_BUS_NAME"),
-            work_queue_url=text("WORK_QUEUE_URL"),
-            dead_letter_queue_arn=text("DEAD_LETTER_QUEUE_ARN"),
-            expected_real_time_factor=number("EXPECTED_REAL_TIME_FACTOR", 0.6, 0.001),
-            deadline_margin_seconds=number("DEADLINE_MARGIN_SECONDS", 20.0, 0.0),
-            sync_budget_seconds=number("SYNC_BUDGET_SECONDS", 25.0, 1.0),
-            url_expiry_seconds=int(number("URL_EXPIRY_SECONDS", 3600, 60)),
-            job_ttl_days=int(number("JOB_TTL_DAYS", 30, 1)),
-            sagemaker_endpoint_name=text("SAGEMAKER_ENDPOINT_NAME"),
-            gpu_threshold_seconds=number("GPU_THRESHOLD_SECONDS", 1800.0, 0.0),
-            job_deadline_seconds=number("JOB_DEADLINE_SECONDS", DEFAULT_JOB_DEADLINE_SECONDS, 60.0),
-            gpu_deadline_seconds=number("GPU_DEADLINE_SECONDS", DEFAULT_GPU_DEADLINE_SECONDS, 60.0),
-        )
-        if settings.sagemaker_endpoint_name and not settings.jobs_table:
-            problems.append(
-                "SAGEMAKER_ENDPOINT_NAME is set without JOBS_TABLE: routed work is recorded there, and a GPU "
-                "completion is only trusted if it matches its record."
-            )
-        if settings.fanout_state_machine_arn and not (settings.fanout_work_bucket and settings.jobs_table):
-            problems.append(
-                "FANOUT_STATE_MACHINE_ARN needs FANOUT_WORK_BUCKET (where the decoded audio is staged) and JOBS_TABLE "
-                "(each step is checked against the routing recorded there)."
-            )
+        values, problems = read(AWS_TABLE, os.environ if env is None else env)
+        settings = cls(**values)  # type: ignore[arg-type]
+        problems += prefix_problems(settings) + pairing_problems(settings)
         if problems:
-            raise ConfigurationError(
-                "Invalid configuration: " + " ".join(problems) + " See README.md, section The Lambda function.",
-                problems=problems,
-            )
+            raise AWS_TABLE.error(problems)
         return settings
+
+
+def prefix_problems(settings: AwsSettings) -> list[str]:
+    """The key prefixes keep inputs, results and voiceprints apart, without leading slashes."""
+    problems = [
+        f"{name}={prefix!r} must not start with '/': S3 keys have no leading slash."
+        for name, prefix in (("INPUT_PREFIX", settings.input_prefix), ("OUTPUT_PREFIX", settings.output_prefix))
+        if prefix.startswith("/")
+    ]
+    input_prefix, output_prefix = settings.input_prefix, settings.output_prefix
+    if not output_prefix:
+        problems.append("OUTPUT_PREFIX must not be empty: results would be indistinguishable from inputs.")
+    same_bucket = settings.output_bucket is None or settings.output_bucket == settings.input_bucket
+    if same_bucket and output_prefix and input_prefix.startswith(output_prefix):
+        problems.append(
+            f"INPUT_PREFIX={input_prefix!r} lies inside OUTPUT_PREFIX={output_prefix!r}: results would "
+            "trigger the function again. Use separate prefixes (defaults: audio/ and results/)."
+        )
+    voiceprint_prefix = settings.voiceprint_prefix
+    if not voiceprint_prefix.endswith("/") or voiceprint_prefix.startswith("/"):
+        problems.append(f"VOICEPRINT_PREFIX={voiceprint_prefix!r} must be a folder: end in '/', not start with it.")
+    return problems
+
+
+def pairing_problems(settings: AwsSettings) -> list[str]:
+    """Variables that need others: the drop voiceprints and their owner, routed work and its records."""
+    problems = []
+    if bool(settings.drop_voiceprint_owner) != bool(settings.drop_voiceprints):
+        problems.append(
+            "DROP_VOICEPRINTS and DROP_VOICEPRINT_OWNER go together: the names are looked up in that owner's "
+            "voiceprints (an API caller id, `{account id}:{principal id}`, or `anonymous`)."
+        )
+    if settings.sagemaker_endpoint_name and not settings.jobs_table:
+        problems.append(
+            "SAGEMAKER_ENDPOINT_NAME is set without JOBS_TABLE: routed work is recorded there, and a GPU "
+            "completion is only trusted if it matches its record."
+        )
+    if settings.fanout_state_machine_arn and not (settings.fanout_work_bucket and settings.jobs_table):
+        problems.append(
+            "FANOUT_STATE_MACHINE_ARN needs FANOUT_WORK_BUCKET (where the decoded audio is staged) and JOBS_TABLE "
+            "(each step is checked against the routing recorded there)."
+        )
+    return problems
+
+
+AWS_TABLE = Table(
+    title="Lambda function settings",
+    see="docs/configuration.md",
+    variables=(
+        Variable(
+            "INPUT_BUCKET",
+            "input_bucket",
+            Kind.TEXT,
+            "—",
+            "The bucket the API accepts `s3_uri`s from and issues upload URLs for.",
+        ),
+        Variable("INPUT_PREFIX", "input_prefix", Kind.PREFIX, "`audio/`", "Only keys under it are inputs."),
+        Variable("OUTPUT_BUCKET", "output_bucket", Kind.TEXT, "the input's bucket", "Where results go."),
+        Variable(
+            "OUTPUT_PREFIX",
+            "output_prefix",
+            Kind.PREFIX,
+            "`results/`",
+            "Results, their formats and error objects go under it. At most 935 bytes, so the `_key-too-long/` "
+            "fallback fits.",
+        ),
+        Variable(
+            "OUTPUT_FORMATS",
+            "output_formats",
+            Kind.PARSED,
+            f"`{','.join(DEFAULT_OUTPUT_FORMATS)}`",
+            "Comma-separated [formats](cli.md#output-formats-and-the-timeline-picture) written beside each JSON "
+            "result: `rttm`, `srt`, `vtt`, `csv`, `pyannote`, `pyannoteai`, `svg`, `png` (`json` alone: none). A "
+            "job's `formats` replaces it; S3/SQS/EventBridge events use it. An unknown name is a "
+            "`CONFIGURATION_ERROR` at init. Template parameter `OutputFormats`.",
+            parse=lambda raw: parse_formats(raw, "OUTPUT_FORMATS"),
+        ),
+        Variable(
+            "VOICEPRINT_PREFIX",
+            "voiceprint_prefix",
+            Kind.PREFIX,
+            "`voiceprints/`",
+            "Callers' voiceprints, in the output bucket (else the input bucket). Must not overlap the input or "
+            "output prefix (it would be diarized, or share keys with results): the voiceprint routes answer "
+            "`CONFIGURATION_ERROR` then.",
+        ),
+        Variable(
+            "DROP_VOICEPRINT_OWNER",
+            "drop_voiceprint_owner",
+            Kind.TEXT,
+            "—",
+            "With `DROP_VOICEPRINTS` (both or neither): objects arriving without a job are matched against those "
+            "voiceprints of this owner (an API caller id, `{account id}:{principal id}`, or `anonymous`).",
+        ),
+        Variable(
+            "DROP_VOICEPRINTS",
+            "drop_voiceprints",
+            Kind.LIST,
+            "—",
+            "Comma-separated names of the `DROP_VOICEPRINT_OWNER`'s voiceprints that objects arriving without a job "
+            "are matched against.",
+        ),
+        Variable(
+            "IDEMPOTENCY_TABLE",
+            "idempotency_table",
+            Kind.TEXT,
+            "—",
+            "DynamoDB table (key `id`, TTL `expiration`) for Powertools idempotency.",
+        ),
+        Variable(
+            "JOBS_TABLE",
+            "jobs_table",
+            Kind.TEXT,
+            "—",
+            "DynamoDB table (key `job_id`, TTL `expires_at`, sparse index `running-by-deadline` on `running` + "
+            "`deadline`) for the API's jobs and the routings (GPU and fan-out).",
+        ),
+        Variable(
+            "ORDERING_TABLE",
+            "ordering_table",
+            Kind.TEXT,
+            "—",
+            "DynamoDB table (key `object`, no TTL) of per-key ordering records (see "
+            "[Ordering](lambda.md#where-results-go)).",
+        ),
+        Variable(
+            "WORK_QUEUE_URL", "work_queue_url", Kind.TEXT, "—", "Where `POST /jobs` with an `s3_uri` enqueues work."
+        ),
+        Variable(
+            "DEAD_LETTER_QUEUE_ARN",
+            "dead_letter_queue_arn",
+            Kind.TEXT,
+            "—",
+            "The work queue's DLQ. Messages from it are given up on, not processed again: each object gets an "
+            "`INTERNAL_ERROR` error object (`details.deliveries`) and its job fails — unless the job has already "
+            "ended, a newer version owns the outputs (the job fails with `INPUT_CHANGED`), or the same version has "
+            "succeeded (the process died after writing the result: the job ends `succeeded` with it).",
+        ),
+        Variable(
+            "EVENT_BUS_NAME",
+            "event_bus_name",
+            Kind.TEXT,
+            "—",
+            "Publish `Diarization Succeeded` / `Diarization Failed` (source `serverless-diarization`, detail = the "
+            "outcome) to this bus. Best effort: a failed publish is logged, never a reason to re-run.",
+        ),
+        Variable(
+            "EXPECTED_REAL_TIME_FACTOR",
+            "expected_real_time_factor",
+            Kind.NUMBER,
+            "`0.6`",
+            "Seconds of processing per second of audio assumed before the container has measured its own. The fast "
+            "path measured 0.56 on one thread and 0.29 on two in fp32, 0.31 and 0.15 with the bf16 trunk "
+            "([docs/BENCHMARKS.md](BENCHMARKS.md)); its cost is per 10 s chunk, so it hardly depends on the content.",
+            minimum=0.001,
+        ),
+        Variable(
+            "DEADLINE_MARGIN_SECONDS",
+            "deadline_margin_seconds",
+            Kind.NUMBER,
+            "`20`",
+            "Time kept free at the end of an invocation.",
+            minimum=0.0,
+        ),
+        Variable(
+            "SYNC_BUDGET_SECONDS",
+            "sync_budget_seconds",
+            Kind.NUMBER,
+            "`25`",
+            "`POST /diarize` answers only work estimated below this.",
+            minimum=1.0,
+        ),
+        Variable(
+            "URL_EXPIRY_SECONDS",
+            "url_expiry_seconds",
+            Kind.WHOLE_PART,
+            "`3600`",
+            "Lifetime of presigned URLs.",
+            minimum=60,
+        ),
+        Variable(
+            "JOB_TTL_DAYS",
+            "job_ttl_days",
+            Kind.WHOLE_PART,
+            "`30`",
+            "Jobs are deleted (DynamoDB TTL) after this.",
+            minimum=1,
+        ),
+        Variable(
+            "SAGEMAKER_ENDPOINT_NAME",
+            "sagemaker_endpoint_name",
+            Kind.TEXT,
+            "—",
+            "Route long audio to this asynchronous endpoint (see [Long audio on a "
+            "GPU](long-audio.md#long-audio-on-a-gpu-sagemaker-asynchronous-inference)). Needs `JOBS_TABLE` (a "
+            "`CONFIGURATION_ERROR` at init otherwise): routings are recorded there.",
+        ),
+        Variable(
+            "GPU_THRESHOLD_SECONDS",
+            "gpu_threshold_seconds",
+            Kind.NUMBER,
+            "`1800`",
+            "Audio longer than this goes to the GPU endpoint when one is configured.",
+            minimum=0.0,
+        ),
+        Variable(
+            "FANOUT_STATE_MACHINE_ARN",
+            "fanout_state_machine_arn",
+            Kind.TEXT,
+            "—",
+            "Fan long audio out to this state machine, staging it in `FANOUT_WORK_BUCKET` (see [Long audio: "
+            "fan-out](long-audio.md#long-audio-fan-out)). Needs `FANOUT_WORK_BUCKET` and `JOBS_TABLE` (a "
+            "`CONFIGURATION_ERROR` at init otherwise).",
+        ),
+        Variable(
+            "FANOUT_WORK_BUCKET",
+            "fanout_work_bucket",
+            Kind.TEXT,
+            "—",
+            "Where the fan-out (`FANOUT_STATE_MACHINE_ARN`) stages the decoded audio and its intermediate objects.",
+        ),
+        Variable(
+            "FANOUT",
+            "fanout",
+            Kind.CHOICE,
+            "`auto`",
+            "`auto`: fan out what does not fit the invocation; `always`: every non-silent file (tests, small "
+            "deployments); `never`: off. Template parameter `FanOut` (`never` deploys neither the machine nor its "
+            "bucket).",
+            choices=MODES,
+        ),
+        Variable(
+            "FANOUT_SHARD_SECONDS",
+            "fanout_shard_seconds",
+            Kind.NUMBER,
+            f"`{DEFAULT_SHARD_SECONDS:g}`",
+            "Audio per shard, rounded to pyannote's chunk grid and the batch sizes.",
+            minimum=1.0,
+        ),
+        Variable(
+            "LONG_AUDIO_ROUTE",
+            "long_audio_route",
+            Kind.CHOICE,
+            "`fanout`",
+            "With both the fan-out and the GPU endpoint configured, which one takes long audio (`fanout` or `gpu`).",
+            choices=ROUTES,
+        ),
+        Variable(
+            "FANOUT_DEADLINE_SECONDS",
+            "fanout_deadline_seconds",
+            Kind.NUMBER,
+            f"`{DEFAULT_FANOUT_DEADLINE_SECONDS}` (4 h)",
+            "A fan-out execution without a report this long after its start is ended by the sweep: a few rounds of "
+            "900 s invocations (plan, shards in waves of `FanOutMaxConcurrency`, reduce, publish), each retried at "
+            "most 3 times.",
+            minimum=60.0,
+        ),
+        Variable(
+            "JOB_DEADLINE_SECONDS",
+            "job_deadline_seconds",
+            Kind.NUMBER,
+            f"`{DEFAULT_JOB_DEADLINE_SECONDS}` (9 h)",
+            "A job still running this long after its first start is ended by the sweep. The work queue's worst "
+            "case: its 5 receives end within 5 visibility timeouts (6 × the function timeout) of the first, plus "
+            "one of margin; the template sets it from `FunctionTimeout`.",
+            minimum=60.0,
+        ),
+        Variable(
+            "GPU_DEADLINE_SECONDS",
+            "gpu_deadline_seconds",
+            Kind.NUMBER,
+            f"`{DEFAULT_GPU_DEADLINE_SECONDS}` (7.5 h)",
+            "A routed inference without a report this long after its submission is ended by the sweep: SageMaker's "
+            "queue limit (`RequestTTLSeconds`, 6 h) + the invocation timeout (1 h) + 30 min.",
+            minimum=60.0,
+        ),
+    ),
+)
+"""Every variable ``AwsSettings.from_env`` reads, in the order docs/configuration.md lists them."""

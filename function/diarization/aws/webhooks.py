@@ -1,9 +1,6 @@
 """Webhook settings and wiring for the Lambda host (see ``diarization.service.webhooks`` for the design).
 
-Settings (see README, Webhooks): ``WEBHOOK_ALLOWED_HOSTS`` (empty: webhooks off), ``WEBHOOK_SECRET_PARAMETER`` (an
-SSM SecureString), ``WEBHOOK_QUEUE_URL`` / ``WEBHOOK_QUEUE_ARN`` (the delivery queue), ``WEBHOOK_MAX_ATTEMPTS`` (the
-queue's maxReceiveCount), ``WEBHOOK_RETRY_SECONDS`` (first retry delay). Not in the template, for receivers that are
-not on the public internet (tests, a VPC): ``WEBHOOK_CA_BUNDLE``, ``WEBHOOK_ALLOWED_NETWORKS`` (CIDRs).
+Settings: ``WEBHOOK_TABLE`` (shown in docs/configuration.md; the design in docs/lambda.md, Webhooks).
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.aws_ports.webhook_http import HttpsSender, Network
 from diarization.aws_ports.webhooks import SqsWebhookQueue, SsmSecret
+from diarization.core.environment import Kind, Table, Variable, read
 from diarization.errors import ConfigurationError, WebhookDeliveryError
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.ports import Log, Telemetry
@@ -39,46 +37,103 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebhookSettings:
-        def text(name: str) -> str | None:
-            return env.get(name, "").strip() or None
-
-        policy = CallbackPolicy.parse(text("WEBHOOK_ALLOWED_HOSTS"))
-        try:
-            max_attempts = int(text("WEBHOOK_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS)
-            retry_seconds = float(text("WEBHOOK_RETRY_SECONDS") or DEFAULT_RETRY_SECONDS)
-            networks = tuple(
-                ipaddress.ip_network(cidr.strip())
-                for cidr in (text("WEBHOOK_ALLOWED_NETWORKS") or "").split(",")
-                if cidr
-            )
-        except ValueError as error:
-            raise ConfigurationError(f"Invalid webhook setting: {error}. See README, Webhooks.") from error
-        settings = cls(
-            policy,
-            text("WEBHOOK_SECRET_PARAMETER"),
-            text("WEBHOOK_QUEUE_URL"),
-            text("WEBHOOK_QUEUE_ARN"),
-            max_attempts,
-            retry_seconds,
-            text("WEBHOOK_CA_BUNDLE"),
-            networks,
-        )
-        missing = [
-            name
-            for name, value in (
-                ("WEBHOOK_SECRET_PARAMETER", settings.secret_parameter),
-                ("WEBHOOK_QUEUE_URL", settings.queue_url),
-                ("WEBHOOK_QUEUE_ARN", settings.queue_arn),
-            )
-            if not value
-        ]
-        if policy.enabled and missing:
-            raise ConfigurationError(
-                f"WEBHOOK_ALLOWED_HOSTS is set but {', '.join(missing)} is not. See README, Webhooks.", missing=missing
-            )
-        if not 1 <= max_attempts <= 100 or not 0 < retry_seconds <= 900:
-            raise ConfigurationError("WEBHOOK_MAX_ATTEMPTS must be 1-100 and WEBHOOK_RETRY_SECONDS 0-900.")
+        values, problems = read(WEBHOOK_TABLE, env)
+        settings = cls(**values)  # type: ignore[arg-type]
+        missing = missing_variables(settings)
+        if missing:
+            problems.append(f"WEBHOOK_ALLOWED_HOSTS is set but {', '.join(missing)} is not.")
+        if problems:
+            raise WEBHOOK_TABLE.error(problems, **({"missing": missing} if missing else {}))
         return settings
+
+
+def missing_variables(settings: WebhookSettings) -> list[str]:
+    """With webhooks on (allowed hosts set): the variables they need that are not set."""
+    needed = (
+        ("WEBHOOK_SECRET_PARAMETER", settings.secret_parameter),
+        ("WEBHOOK_QUEUE_URL", settings.queue_url),
+        ("WEBHOOK_QUEUE_ARN", settings.queue_arn),
+    )
+    return [name for name, value in needed if settings.policy.enabled and not value]
+
+
+def allowed_networks(text: str) -> tuple[Network, ...]:
+    """WEBHOOK_ALLOWED_NETWORKS: comma-separated CIDRs."""
+    return tuple(ipaddress.ip_network(cidr.strip()) for cidr in text.split(",") if cidr)
+
+
+WEBHOOK_TABLE = Table(
+    title="webhook settings",
+    see="docs/lambda.md#webhooks",
+    variables=(
+        Variable(
+            "WEBHOOK_ALLOWED_HOSTS",
+            "policy",
+            Kind.PARSED,
+            "—",
+            "Hosts a `callback_url` may name (see [Webhooks](lambda.md#webhooks)); empty: webhooks are off. Needs "
+            "`WEBHOOK_SECRET_PARAMETER`, `WEBHOOK_QUEUE_URL` and `WEBHOOK_QUEUE_ARN`.",
+            parse=CallbackPolicy.parse,
+        ),
+        Variable(
+            "WEBHOOK_SECRET_PARAMETER",
+            "secret_parameter",
+            Kind.TEXT,
+            "—",
+            "The SSM SecureString parameter holding the signing secret.",
+        ),
+        Variable(
+            "WEBHOOK_QUEUE_URL",
+            "queue_url",
+            Kind.TEXT,
+            "—",
+            "The webhook delivery queue's URL (its messages are deliveries, not work).",
+        ),
+        Variable(
+            "WEBHOOK_QUEUE_ARN",
+            "queue_arn",
+            Kind.TEXT,
+            "—",
+            "The webhook delivery queue's ARN: its records are deliveries, not work.",
+        ),
+        Variable(
+            "WEBHOOK_MAX_ATTEMPTS",
+            "max_attempts",
+            Kind.WHOLE,
+            f"`{DEFAULT_MAX_ATTEMPTS}`",
+            "Attempts per webhook (the queue's `maxReceiveCount`): 1 to 100.",
+            minimum=1,
+            maximum=100,
+        ),
+        Variable(
+            "WEBHOOK_RETRY_SECONDS",
+            "retry_seconds",
+            Kind.NUMBER,
+            f"`{DEFAULT_RETRY_SECONDS:g}`",
+            "The first retry's delay: greater than 0, at most 900; later ones double, up to 900 s.",
+            above=0,
+            maximum=900,
+        ),
+        Variable(
+            "WEBHOOK_CA_BUNDLE",
+            "ca_bundle",
+            Kind.TEXT,
+            "—",
+            "Not in the template: a CA bundle to trust instead of the system's, for receivers that are not on the "
+            "public internet (the tests' receiver on `127.0.0.1`; a receiver inside a VPC).",
+        ),
+        Variable(
+            "WEBHOOK_ALLOWED_NETWORKS",
+            "allowed_networks",
+            Kind.PARSED,
+            "—",
+            "Not in the template: comma-separated CIDRs exempt from the public-address rule (the tests' receiver on "
+            "`127.0.0.1`; a receiver inside a VPC).",
+            parse=allowed_networks,
+        ),
+    ),
+)
+"""Every variable ``WebhookSettings.from_env`` reads, in the order docs/configuration.md lists them."""
 
 
 class Webhooks:

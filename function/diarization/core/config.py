@@ -1,7 +1,7 @@
 """Settings read from environment variables, validated once at start-up.
 
-Every variable is documented in README.md ("Configuration"). Validation collects
-all problems at once so a user fixes a deployment in one round trip.
+Every variable is described in ``SETTINGS_TABLE`` (read by :func:`diarization.core.environment.read`, shown in
+docs/configuration.md). Validation collects all problems at once so a user fixes a deployment in one round trip.
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from diarization.errors import ConfigurationError
+from diarization.core.environment import Kind, Table, Variable, read
 
 Device = Literal["auto", "cpu", "cuda"]
 EmbeddingPrecision = Literal["auto", "fp32", "bf16", "fp16"]
+DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 DEFAULT_MODEL_DIR = "/opt/diarization/model"
 DEFAULT_MAX_AUDIO_SECONDS = 4 * 3600.0
 DEFAULT_MAX_AUDIO_BYTES = 1024**3
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
 DEFAULT_VOICEPRINT_THRESHOLD = 0.86
 """Measured with the real-weights stand-in (GE2E) on real speech (docs/VOICEPRINTS.md): a voice enrolled from one
 part of pyannote's sample scored 0.888-0.933 in parts and files its enrollment never saw; the sample's other voice
@@ -56,92 +55,111 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read and validate settings; ``overrides`` (e.g. CLI flags) win over the environment."""
-        env = os.environ if env is None else env
-        problems: list[str] = []
-        values: dict[str, object] = {}
-
-        def text(name: str) -> str | None:
-            raw = env.get(name)
-            return raw.strip() if raw is not None and raw.strip() != "" else None
-
-        model_dir = text("MODEL_DIR")
-        if model_dir is not None:
-            values["model_dir"] = Path(model_dir)
-
-        device = text("DEVICE")
-        if device is not None:
-            if device.lower() not in ("auto", "cpu", "cuda"):
-                problems.append(f"DEVICE={device!r} is not one of auto, cpu, cuda.")
-            else:
-                values["device"] = device.lower()
-
-        for name, attr, minimum in (
-            ("NUM_THREADS", "num_threads", 0),
-            ("MAX_AUDIO_BYTES", "max_audio_bytes", 1),
-            ("EMBEDDING_BATCH_SIZE", "embedding_batch_size", 1),
-            ("SEGMENTATION_BATCH_SIZE", "segmentation_batch_size", 1),
-        ):
-            raw = text(name)
-            if raw is None:
-                continue
-            try:
-                number = int(raw)
-            except ValueError:
-                problems.append(f"{name}={raw!r} is not a whole number; set e.g. {name}={max(minimum, 1)}.")
-                continue
-            if number < minimum:
-                problems.append(f"{name}={number} must be at least {minimum}.")
-            else:
-                values[attr] = number
-
-        fast = text("FAST_EMBEDDINGS")
-        if fast is not None:
-            if fast.lower() in TRUE_WORDS:
-                values["fast_embeddings"] = True
-            elif fast.lower() in FALSE_WORDS:
-                values["fast_embeddings"] = False
-            else:
-                problems.append(f"FAST_EMBEDDINGS={fast!r} is not true or false.")
-
-        precision = text("EMBEDDING_PRECISION")
-        if precision is not None:
-            if precision.lower() not in PRECISIONS:
-                problems.append(f"EMBEDDING_PRECISION={precision!r} is not one of {', '.join(PRECISIONS)}.")
-            else:
-                values["embedding_precision"] = precision.lower()
-
-        raw_seconds = text("MAX_AUDIO_SECONDS")
-        if raw_seconds is not None:
-            try:
-                seconds = float(raw_seconds)
-            except ValueError:
-                problems.append(
-                    f"MAX_AUDIO_SECONDS={raw_seconds!r} is not a number of seconds; set e.g. MAX_AUDIO_SECONDS=3600."
-                )
-            else:
-                if not seconds > 0 or seconds == float("inf"):
-                    problems.append(f"MAX_AUDIO_SECONDS={raw_seconds} must be a positive, finite number of seconds.")
-                else:
-                    values["max_audio_seconds"] = seconds
-
-        raw_threshold = text("VOICEPRINT_THRESHOLD")
-        if raw_threshold is not None:
-            try:
-                threshold = float(raw_threshold)
-            except ValueError:
-                threshold = float("nan")
-            if not -1.0 <= threshold < 1.0:
-                problems.append(f"VOICEPRINT_THRESHOLD={raw_threshold!r} must be a cosine similarity in [-1, 1).")
-            else:
-                values["voiceprint_threshold"] = threshold
-
+        values, problems = read(SETTINGS_TABLE, os.environ if env is None else env)
         if problems:
-            raise ConfigurationError(
-                "Invalid configuration: " + " ".join(problems) + " See README.md, section Configuration.",
-                problems=problems,
-            )
+            raise SETTINGS_TABLE.error(problems)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+SETTINGS_TABLE = Table(
+    title="core settings",
+    see="docs/configuration.md",
+    variables=(
+        Variable(
+            "MODEL_DIR",
+            "model_dir",
+            Kind.PATH,
+            f"`{DEFAULT_MODEL_DIR}`",
+            "Pipeline directory (see [Models](models.md#models)). `--model-dir` overrides it.",
+        ),
+        Variable(
+            "DEVICE",
+            "device",
+            Kind.CHOICE,
+            "`auto`",
+            "`auto` (CUDA when available, else CPU), `cpu`, or `cuda` (fails with `DEVICE_UNAVAILABLE` if there is "
+            "no GPU).",
+            choices=DEVICES,
+        ),
+        Variable(
+            "NUM_THREADS",
+            "num_threads",
+            Kind.WHOLE,
+            "`0`",
+            "Torch CPU threads; `0` means one per CPU this process may use (cgroup/affinity aware).",
+            minimum=0,
+        ),
+        Variable(
+            "MAX_AUDIO_SECONDS",
+            "max_audio_seconds",
+            Kind.NUMBER,
+            "`14400` (4 h)",
+            "Longer audio is rejected with `AUDIO_TOO_LONG` before diarization (from the header, and again while "
+            "decoding in case the header lies).",
+            above=0,
+            example="3600",
+        ),
+        Variable(
+            "MAX_AUDIO_BYTES",
+            "max_audio_bytes",
+            Kind.WHOLE,
+            "`1073741824` (1 GiB)",
+            "Larger inputs are rejected with `AUDIO_TOO_LARGE` before they are opened.",
+            minimum=1,
+        ),
+        Variable(
+            "FAST_EMBEDDINGS",
+            "fast_embeddings",
+            Kind.FLAG,
+            "`true`",
+            "The [fast embedding path](speed.md#performance-the-fast-cpu-path): same embeddings and RTTM as "
+            "pyannote, a third of the work. `false` runs pyannote's own code.",
+        ),
+        Variable(
+            "EMBEDDING_PRECISION",
+            "embedding_precision",
+            Kind.CHOICE,
+            "`auto`",
+            "Arithmetic of the embedding network's ResNet trunk (pooling, PLDA and clustering stay fp32): `auto`, "
+            "`fp32`, `bf16`, or `fp16` (GPU only; `PRECISION_UNSUPPORTED` on CPU). `auto` picks bf16 only where the "
+            "processor runs it natively (x86 `avx512_bf16`/`amx_bf16` in `/proc/cpuinfo`, AVX-512 kernels and oneDNN "
+            "bf16 in torch; on a GPU, `torch.cuda.is_bf16_supported()`) **and** the model directory's "
+            "`precision.json` proves bf16 agrees with fp32 (see [bf16](speed.md#bf16-where-the-processor-has-it)); "
+            "else fp32. The choice and its reason are logged at start-up and reported as "
+            "`model.embedding_precision`. An explicit `bf16` is honoured even where unproven (the log says so).",
+            choices=PRECISIONS,
+        ),
+        Variable(
+            "EMBEDDING_BATCH_SIZE",
+            "embedding_batch_size",
+            Kind.WHOLE,
+            "CPU with the fast path: `1`; otherwise from the model's `config.yaml`",
+            "Speaker-embedding batch size. With the fast path it counts 10 s chunks (each carrying all its "
+            "speakers), not (chunk, speaker) pairs; on CPU larger batches were no faster and cost ~40 MB each.",
+            minimum=1,
+        ),
+        Variable(
+            "VOICEPRINT_THRESHOLD",
+            "voiceprint_threshold",
+            Kind.NUMBER,
+            f"`{DEFAULT_VOICEPRINT_THRESHOLD}`",
+            "Cosine similarity at or above which a speaker takes a voiceprint's name (see "
+            "[Voiceprints](cli.md#voiceprints)); in [−1, 1).",
+            minimum=-1,
+            below=1,
+        ),
+        Variable(
+            "SEGMENTATION_BATCH_SIZE",
+            "segmentation_batch_size",
+            Kind.WHOLE,
+            "CPU with the fast path: `4`; otherwise from the model's `config.yaml`",
+            "Segmentation batch size. On CPU 4 was as fast as 32 and peaked 330 MB lower.",
+            minimum=1,
+        ),
+    ),
+)
+"""Every variable ``Settings.from_env`` reads, in the order docs/configuration.md lists them."""
 
 
 def available_cpus() -> int:
