@@ -92,7 +92,7 @@ def main() -> int:
         note(f"second invocation, warm: {warm:.2f} s, of which {overhead:.2f} s outside decode + diarize")
         note(f"speakers found: {result['speaker_count']}")
         if not result["model"]["trained"]:
-            note("UNTRAINED model (random weights): the speakers above are not meaningful; see README, Models")
+            note("UNTRAINED model (random weights): the speakers above are not meaningful; see docs/models.md")
         elif result["model"].get("stand_in"):
             note(f"trained, with a stand-in for community-1's networks: {result['model']['stand_in']}")
         return 0

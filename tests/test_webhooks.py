@@ -2,7 +2,7 @@
 
 The receiver is a real TLS server on 127.0.0.1 with a certificate made here for `localhost`; the function trusts it
 only through WEBHOOK_CA_BUNDLE, and reaches a loopback address only because WEBHOOK_ALLOWED_NETWORKS says so. It
-checks each request with the verification snippet from the README, executed as written.
+checks each request with the verification snippet from docs/lambda.md, executed as written.
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ from test_api import call, post_upload, process_queue
 from test_faults import completion, dead_lettered
 
 SECRET = "s3cr3t-" + "x" * 40
-README = Path(__file__).resolve().parents[1] / "docs" / "lambda.md"
+LAMBDA_PAGE = Path(__file__).resolve().parents[1] / "docs" / "lambda.md"
 
 
 def readme_verify() -> Callable[[bytes, dict[str, str], bytes], bool]:
-    """The README's verification snippet, run as a user would copy it."""
-    text = README.read_text()
+    """The docs' verification snippet, run as a user would copy it."""
+    text = LAMBDA_PAGE.read_text()
     section = text[text.index("\n## Webhooks\n") :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match, "docs/lambda.md, Webhooks: no Python snippet"
     scope: dict[str, Any] = {}
-    exec(match.group(1), scope)  # noqa: S102 (our own README, the point of the test)
+    exec(match.group(1), scope)  # noqa: S102 (our own docs, the point of the test)
     verify: Callable[[bytes, dict[str, str], bytes], bool] = scope["verify"]
     return verify
 

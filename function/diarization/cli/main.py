@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Who spoke when: diarize audio with a local pyannote pipeline. "
         "`python -m diarization` is the same program.",
         epilog="Settings not given as options come from the environment (MODEL_DIR, DEVICE, NUM_THREADS, "
-        "MAX_AUDIO_SECONDS, MAX_AUDIO_BYTES, ...; see README.md). s3:// uses boto3's usual credentials and "
+        "MAX_AUDIO_SECONDS, MAX_AUDIO_BYTES, ...; see docs/configuration.md). s3:// uses boto3's usual credentials and "
         "AWS_ENDPOINT_URL.",
     )
     parser.add_argument(
