@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from diarization.aws.settings import AwsSettings
-from diarization.core.config import Settings
 from diarization.core.engine import Diarizer
 from diarization.errors import ConfigurationError, InputNameReservedError, InvalidParameterError, KeyTooLongError
 from diarization.outputs.formats import OUTPUT_FORMATS
@@ -24,6 +23,7 @@ from diarization.service.locations import (
 )
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Skipped, Succeeded
+from engine_double import model_free_diarizer
 from test_service import BUCKET, Service, make_service, request
 
 log = logging.getLogger("tests.names")
@@ -175,8 +175,8 @@ def test_an_output_prefix_too_long_for_the_fallback_is_a_configuration_error() -
 
 
 @pytest.fixture(scope="module")
-def diarizer(tiny_settings: Settings) -> Diarizer:
-    return Diarizer.from_settings(tiny_settings)
+def diarizer() -> Diarizer:
+    return model_free_diarizer()
 
 
 @pytest.fixture()

@@ -1,4 +1,5 @@
-"""The use cases against in-memory ports: real decoding and the tiny pipeline, no AWS of any kind."""
+"""The use cases against in-memory ports: real decoding and the model-free engine double (tests/engine_double.py),
+no AWS of any kind. The pipeline itself is tested on real audio with real pyannote elsewhere (test_engine.py ...)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 
 from diarization.aws.settings import AwsSettings
 from diarization.core.capacity import MemoryBudget
-from diarization.core.config import Settings
 from diarization.core.engine import Diarizer, decode_within_limits
 from diarization.core.hints import SpeakerHints
 from diarization.errors import AudioTooLongForMemoryError, InvalidAudioError, TooLongForSyncError
@@ -27,6 +27,7 @@ from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
 from diarization.service.routing import Routing
 from diarization.service.sync import DiarizeSync, SyncBudget, SyncRequest
+from engine_double import model_free_diarizer
 from fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
 from media import encode_as, flac_declaring, mp3_bytes, speech_like
 
@@ -35,8 +36,8 @@ log = logging.getLogger("tests.service")
 
 
 @pytest.fixture(scope="module")
-def diarizer(tiny_settings: Settings) -> Diarizer:
-    return Diarizer.from_settings(tiny_settings)
+def diarizer() -> Diarizer:
+    return model_free_diarizer()
 
 
 @dataclass
