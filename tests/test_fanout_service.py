@@ -16,7 +16,6 @@ import pytest
 
 from diarization.aws.events import kind_of
 from diarization.aws.settings import AwsSettings
-from diarization.core.config import Settings
 from diarization.core.engine import Diarizer
 from diarization.core.hints import SpeakerHints
 from diarization.errors import ConfigurationError, UnsupportedEventError
@@ -31,6 +30,7 @@ from diarization.service.outcomes import Failed, Outcome, Routed, Succeeded
 from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
 from diarization.service.routing import STEPFUNCTIONS
+from engine_double import model_free_diarizer
 from fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
 from media import encode_as, speech_like
 
@@ -73,8 +73,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def diarizer(tiny_settings: Settings) -> Diarizer:
-    return Diarizer.from_settings(tiny_settings)
+def diarizer() -> Diarizer:
+    return model_free_diarizer()
 
 
 def make_stack(
