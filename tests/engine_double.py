@@ -12,7 +12,7 @@ the voiceprint model check); only ``LoadedPipeline.pipeline`` is replaced, by :c
 What it is not: a diarization. Its turns follow loudness only (frames within :data:`SPEECH_DB` of the loudest are
 speech, pauses of :data:`MIN_PAUSE_SECONDS` end a turn), its speakers are assigned by alternating between turns,
 and a speaker's "embedding" identifies its label, not its voice. The neural network is tested elsewhere, on real
-audio with real pyannote (test_engine.py, test_identification.py, test_service_pipeline.py, test_quality.py ...).
+audio with real pyannote (test_engine.py, test_identification.py, test_lambda.py, test_quality.py ...).
 Its manifest says it is untrained, so every result it makes carries the UNTRAINED warning and names
 :data:`NAME` as its model.
 
