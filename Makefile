@@ -10,7 +10,7 @@ MODEL_DIR ?= $(MODELS)/offline-production
 REAL_MODEL_DIR ?= $(MODELS)/real-weights
 SAMPLE = $$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample" / "sample.wav")')
 
-.PHONY: help setup tools model real-model demo diarize test bench bench-fanout bench-capacity bench-int8 quality quality-gate docker image build local-up local-down local-invoke local-api \
+.PHONY: help setup tools model real-model demo diarize test test-fast bench bench-fanout bench-capacity bench-int8 quality quality-gate docker image build local-up local-down local-invoke local-api \
 	deploy image-test lint docs-config lock clean
 
 help:  ## list targets
@@ -48,13 +48,16 @@ $(REAL_MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
 	$(PY) -m diarization.modelmaking.realweights.pipeline $(REAL_MODEL_DIR) --cache $(MODELS)/real-weights-cache
 
 demo: setup tools real-model  ## the main job locally: local S3 (moto), upload, Lambda runtime emulator, JSON result
-	@$(PY) infra/local_demo.py $(REAL_MODEL_DIR)
+	@$(PY) -m infra.local_demo $(REAL_MODEL_DIR)
 
 diarize: setup real-model  ## the command line on pyannote's 30 s sample recording
 	@$(VENV)/bin/diarize "$(SAMPLE)" --model-dir $(REAL_MODEL_DIR)
 
-test: setup tools  ## run the test suite (all but the image build)
+test: setup tools  ## run the test suite (all but the image build): tests/unit and tests/integration
 	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m "not image"
+
+test-fast: setup  ## the unit tier alone: no model, no moto, no Docker, no AWS tools (seconds)
+	$(PY) -m pytest -m unit
 
 bench: setup model  ## upstream pyannote vs the fast path, side by side -> docs/BENCHMARKS.md (hours; BENCH_ARGS narrows it)
 	$(PY) bench/run.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
@@ -78,30 +81,30 @@ docker:  ## make sure a Docker engine runs here (installs Debian's docker.io and
 	bash infra/docker/ensure-docker.sh
 
 image: setup docker  ## the function image alone: docker build (BuildKit), local base, untrained model -> diarization:local
-	$(PY) infra/local_build.py image
+	$(PY) -m infra.local_build image
 
 build: setup tools docker  ## sam build of the image, as for a deployment (local base image, untrained model)
-	$(PY) infra/local_build.py sam-build
+	$(PY) -m infra.local_build sam-build
 
 local-up: setup docker  ## start the local AWS for `sam local` (moto container on network diarization-local), seeded
-	$(PY) infra/local_sam.py up
+	$(PY) -m infra.local_sam up
 
 local-down:  ## stop the local AWS container and remove its network
-	$(PY) infra/local_sam.py down
+	$(PY) -m infra.local_sam down
 
 EVENT ?= events/s3-put.json
 local-invoke: build  ## sam local invoke of the built image with EVENT (default events/s3-put.json), against the local AWS
-	@$(PY) infra/local_sam.py invoke $(EVENT)
+	@$(PY) -m infra.local_sam invoke $(EVENT)
 
 local-api: build  ## sam local start-api on http://127.0.0.1:3000 (POST /jobs, GET /jobs/{id}, POST /diarize)
-	$(PY) infra/local_sam.py api
+	$(PY) -m infra.local_sam api
 
 deploy: tools  ## sam build + sam deploy --guided to your AWS account (HF_TOKEN=hf_... for the pretrained model)
 	PATH="$$(docker buildx version >/dev/null 2>&1 || echo "$(CURDIR)/infra/docker/bin:")$(CURDIR)/$(TOOLS_VENV)/bin:$$PATH" \
 	  sh -c 'sam build && sam deploy --guided'
 
 image-test: setup tools docker  ## Docker + SAM CLI: sam build, sam local invoke of every events/ file, sam local start-api
-	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m image
+	MODELS_CACHE=$(abspath $(MODELS))/test $(PY) -m pytest -m image tests/image
 
 lint: setup tools  ## ruff, formatting, mypy; SAM transform of both templates, sam validate --lint, cfn-lint, hadolint, checkov
 	$(PY) -m ruff check function tests infra bench
@@ -118,8 +121,8 @@ lint: setup tools  ## ruff, formatting, mypy; SAM transform of both templates, s
 	$(TOOLS_VENV)/bin/hadolint Dockerfile
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -f template.yaml -f infra/sagemaker/endpoint.yaml -f Dockerfile --framework cloudformation dockerfile
 
-docs-config: setup  ## rewrite the generated variable tables of docs/configuration.md from the settings tables (infra/settings_docs.py)
-	$(PY) infra/settings_docs.py
+docs-config: setup  ## rewrite the generated variable tables of docs/configuration.md from the settings tables (python -m infra.settings_docs)
+	$(PY) -m infra.settings_docs
 
 lock:  ## re-resolve requirements/*.txt from the direct dependencies in fresh environments
 	bash infra/lock.sh

@@ -97,7 +97,7 @@ def measure(
     save: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
     """Rows of (size, shard count): per-shard and reduce wall/CPU seconds, the RTTM's digest."""
-    sys.path[:0] = [str(ROOT / "function"), str(ROOT / "bench"), str(ROOT / "infra")]
+    sys.path[:0] = [str(ROOT / "function"), str(ROOT / "bench"), str(ROOT)]
     started = time.perf_counter()
     import numpy as np
     from run import _commit
@@ -109,7 +109,7 @@ def measure(
     from diarization.core.runtime import prepare_environment
     from diarization.fanout.plan import batch_alignment
     from diarization.fanout.shards import compute_shard, grid_for, reduce_shards, shard_plan
-    from media import sample_wav
+    from infra.media import sample_wav
 
     prepare_environment(offline=True)
     sample = decode_audio(sample_wav(), max_bytes=2**34, max_seconds=60)

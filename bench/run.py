@@ -125,8 +125,8 @@ def _check(value: str, allowed: tuple[str, ...]) -> str:
 
 def _audio(work_dir: Path, size: str) -> Path:
     """The sample, or the sample repeated to ``size`` as 16 kHz 16-bit WAV (made once)."""
-    sys.path.insert(0, str(ROOT / "infra"))
-    from media import read_wav, sample_wav
+    sys.path.insert(0, str(ROOT))
+    from infra.media import read_wav, sample_wav
 
     seconds = SIZES[size]
     if seconds == 0:

@@ -11,9 +11,9 @@ three local stand-ins for what a user's build machine downloads:
   is unreachable.
 
 Usage (the Makefile's `image`, `build` and the image tests call these):
-    python infra/local_build.py image [TAG]        # docker build of the `function` target
-    python infra/local_build.py sam-build [ARGS]   # sam build --use-buildkit with the local parameter overrides
-    python infra/local_build.py moto-image         # the local AWS (moto server) as a container image
+    python -m infra.local_build image [TAG]        # docker build of the `function` target
+    python -m infra.local_build sam-build [ARGS]   # sam build --use-buildkit with the local parameter overrides
+    python -m infra.local_build moto-image         # the local AWS (moto server) as a container image
 """
 
 from __future__ import annotations

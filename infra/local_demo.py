@@ -5,7 +5,7 @@ pyannote's 30 s sample recording under audio/, takes the real S3 -> SQS notifica
 function through the official Lambda Runtime Interface Emulator and `python -m awslambdaric`, and
 prints the JSON result it wrote to results/. Timing facts go to stderr.
 
-Usage: python infra/local_demo.py MODEL_DIR [AUDIO_FILE]
+Usage: python -m infra.local_demo MODEL_DIR [AUDIO_FILE]
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "infra"))
+from infra.local_aws import create_deployment, start_local_aws
+from infra.runtime_emulator import Emulator
 
-from local_aws import create_deployment, start_local_aws  # noqa: E402
-from runtime_emulator import Emulator  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample_recording() -> Path:

@@ -12,10 +12,10 @@ tables, an event bus, a job for ``events/api-get-job.json``, and the routing and
 ``events/sagemaker-completion.json`` reports.
 
 Usage (the Makefile's local-invoke / local-api):
-    python infra/local_sam.py up                       # start (or reuse) and seed the local AWS
-    python infra/local_sam.py invoke EVENT [SAM ARGS]  # up, then sam local invoke DiarizationFunction
-    python infra/local_sam.py api [SAM ARGS]           # up, then sam local start-api (127.0.0.1:3000)
-    python infra/local_sam.py down                     # remove the container and the network
+    python -m infra.local_sam up                       # start (or reuse) and seed the local AWS
+    python -m infra.local_sam invoke EVENT [SAM ARGS]  # up, then sam local invoke DiarizationFunction
+    python -m infra.local_sam api [SAM ARGS]           # up, then sam local start-api (127.0.0.1:3000)
+    python -m infra.local_sam down                     # remove the container and the network
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from botocore.config import Config
 from diarization.aws_ports.dynamodb_jobs import JobStore
 from diarization.service.locations import ObjectRef
 from diarization.service.routing import Routing
-from local_aws import JOBS_TABLE
-from local_build import MOTO_IMAGE, ROOT, build_moto_image, run, tool_env
-from media import encode_as, read_wav, sample_wav
+from infra.local_aws import JOBS_TABLE
+from infra.local_build import MOTO_IMAGE, ROOT, build_moto_image, run, tool_env
+from infra.media import encode_as, read_wav, sample_wav
 
 ENV_FILE = ROOT / "infra/sam-local/env.json"
 FUNCTION = "DiarizationFunction"

@@ -39,7 +39,7 @@ import yaml
 from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 
-from runtime_emulator import Emulator
+from infra.runtime_emulator import Emulator
 
 ACCOUNT = "123456789012"
 PLACEHOLDER_IMAGE_URI = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/diarization:local"

@@ -1,7 +1,7 @@
 """Rewrites the generated variable tables of docs/configuration.md from the settings tables in the code.
 
-    make docs-config                          # or: python infra/settings_docs.py
-    python infra/settings_docs.py --check     # exit 1 (and say so) when the page is out of date
+    make docs-config                          # or: python -m infra.settings_docs
+    python -m infra.settings_docs --check     # exit 1 (and say so) when the page is out of date
 
 Each table lives beside the dataclass it fills (``SETTINGS_TABLE`` in diarization.core.config, ``AWS_TABLE`` in
 diarization.aws.settings, ``WEBHOOK_TABLE`` in diarization.aws.webhooks); the page holds each between

@@ -1,4 +1,9 @@
-"""Shared fixtures: offline pipelines generated once per session, real audio files."""
+"""Shared fixtures (offline pipelines generated once per session, real audio files, moto) and the test tiers.
+
+A test's tier is its directory: ``unit/`` (no model, no moto, no Docker, no AWS tools; `make test-fast`),
+``integration/`` (real pyannote, moto server, the runtime emulator) and ``image/`` (Docker and the SAM CLI). The
+marker of the same name is added here, never by hand, and a unit test that asks for a heavy fixture fails collection.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,28 @@ import pytest
 
 from diarization.core.config import Settings
 from diarization.core.runtime import prepare_environment
-from media import FORMATS, encode_as, read_wav, sample_wav
-from runtime_emulator import free_port
+from infra.media import FORMATS, encode_as, read_wav, sample_wav
+from infra.runtime_emulator import free_port
 
 prepare_environment(offline=True)
+
+TIERS = ("unit", "integration", "image")
+HEAVY_FIXTURES = frozenset(
+    {"models_root", "tiny_model_dir", "production_model_dir", "real_model_dir", "weights_cache", "tiny_settings"}
+    | {"moto_endpoint", "iam_enforcing_s3"}
+)
+"""What the unit tier may not ask for: generated or downloaded models, and moto."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(str(item.path)).relative_to(Path(__file__).parent).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/, by tier")
+        item.add_marker(tier)
+        heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if tier == "unit" and heavy:
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses {sorted(heavy)}: move it to integration/")
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +145,7 @@ def encoded_samples(
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto in server mode, shared by the session; the environment points boto3 at it."""
-    from local_aws import FAKE_CREDENTIALS, start_local_aws
+    from infra.local_aws import FAKE_CREDENTIALS, start_local_aws
 
     names = [*FAKE_CREDENTIALS, "AWS_ENDPOINT_URL", "POWERTOOLS_TRACE_DISABLED"]
     saved = {name: os.environ.get(name) for name in names}

@@ -1,0 +1,376 @@
+"""Fault injection against moto server over HTTP: duplicates, late and reordered reports, shared GPU inferences.
+
+After each scenario the invariant is checked: for every input object exactly one of {result, error object}
+exists and it describes the newest version; every job is terminal, or running while its work is in flight.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from test_api import ALICE, BOB, call, post_upload, process_queue
+from test_lambda import make_app
+
+from diarization.aws.app import FunctionApp
+from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.core.hints import SpeakerHints
+from infra.local_aws import Deployment, LambdaContext, create_deployment
+
+TERMINAL = ("succeeded", "failed")
+
+
+@pytest.fixture()
+def deployment(moto_endpoint: str) -> Deployment:
+    return create_deployment()
+
+
+@pytest.fixture()
+def gpu_app(deployment: Deployment, tiny_model_dir: Path, tmp_path: Path) -> FunctionApp:
+    """Everything above 10 s goes to the GPU; moto's InvokeEndpointAsync accepts it and does nothing else."""
+    return make_app(deployment, tiny_model_dir, tmp_path, SAGEMAKER_ENDPOINT_NAME="gpu", GPU_THRESHOLD_SECONDS="10")
+
+
+def completion(deployment: Deployment, key: str, inference_id: str, status: str, output: str | None = None) -> Any:
+    """SageMaker's async notification, as SNS delivers it to the function."""
+    notification: dict[str, Any] = {
+        "invocationStatus": status,
+        "inferenceId": inference_id,
+        "eventSource": "aws:sagemaker",
+        "requestParameters": {"inputLocation": f"s3://{deployment.bucket}/{key}"},
+        "responseParameters": {"outputLocation": output} if output else {},
+    }
+    if status != "Completed":
+        notification["failureReason"] = "ModelError: the container was stopped"
+    return {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json.dumps(notification)}}]}
+
+
+def gpu_result(app: FunctionApp, deployment: Deployment, key: str, audio: Path, inference_id: str) -> str:
+    """What the endpoint would have written for `key`: a schema v1 result in the output location that
+    InvokeEndpointAsync gave when the inference was routed (moto's: a bucket of its own)."""
+    result = app.diarizer.diarize(audio, SpeakerHints(), f"s3://{deployment.bucket}/{key}").to_dict()
+    routing = JobStore(deployment.jobs_table, 1).routing(inference_id)
+    assert routing is not None and routing.output_location
+    bucket, _, output_key = routing.output_location.removeprefix("s3://").partition("/")
+    deployment.s3.put_object(Bucket=bucket, Key=output_key, Body=json.dumps(result))
+    return routing.output_location
+
+
+def jobs_of(deployment: Deployment) -> dict[str, dict[str, Any]]:
+    items = boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"]
+    return {item["job_id"]["S"]: item for item in items if not item["job_id"]["S"].startswith("inference-")}
+
+
+def assert_invariant(deployment: Deployment) -> None:
+    """Exactly one of {result, error object} per input, describing its current version; jobs ended."""
+    s3 = deployment.s3
+    for key in deployment.object_keys("audio/"):
+        name = key.removeprefix("audio/")
+        outputs = set(deployment.object_keys(f"results/{name}."))
+        has_result = f"results/{name}.json" in outputs
+        has_error = f"results/{name}.error.json" in outputs
+        assert has_result != has_error, (key, outputs)
+        current = s3.head_object(Bucket=deployment.bucket, Key=key)
+        if has_error:
+            described = deployment.get_json(f"results/{name}.error.json")["input"]
+            assert described["etag"] == current["ETag"].strip('"'), (key, described)
+            if "VersionId" in current and current["VersionId"] != "null":
+                assert described["version_id"] == current["VersionId"]
+        else:
+            size = deployment.get_json(f"results/{name}.json")["input"]["size_bytes"]
+            assert size == current["ContentLength"], (key, size)
+    for job_id, job in jobs_of(deployment).items():
+        assert job["status"]["S"] in TERMINAL, (job_id, job["status"]["S"])
+
+
+def test_a_job_ends_once(deployment: Deployment) -> None:
+    jobs = JobStore(deployment.jobs_table, 1)
+    jobs.create("a" * 32, owner="anonymous")
+    assert jobs.mark_running("a" * 32)
+    assert jobs.finish("a" * 32, {"status": "succeeded", "speaker_count": 2})
+    assert not jobs.finish("a" * 32, {"status": "failed", "error": {"code": "GPU_INFERENCE_FAILED"}})
+    assert not jobs.mark_running("a" * 32)
+    job = jobs.get("a" * 32)
+    assert job is not None and job["status"] == "succeeded" and job["outcome"]["speaker_count"] == 2
+
+
+def test_jobs_sharing_a_routed_inference_all_end_with_it(
+    gpu_app: FunctionApp, deployment: Deployment, encoded_samples: dict[str, Path]
+) -> None:
+    """A second and a third job for an object already on the GPU replay its routing (idempotency): the second
+    ends when the GPU reports, the third — created afterwards — ends at once."""
+    key = "audio/long.flac"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
+    first = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
+    second = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
+    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
+    assert len(messages) == 2
+    assert gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+    for job in (first, second):
+        assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "running"
+    running = {job_id for job_id, item in jobs_of(deployment).items() if item["status"]["S"] == "running"}
+    assert running == {first["job_id"], second["job_id"]}  # while the inference is in flight
+
+    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], first["job_id"])
+    (done,) = gpu_app.lambda_handler(
+        completion(deployment, key, first["job_id"], "Completed", output), LambdaContext()
+    )["outcomes"]
+    assert done["status"] == "succeeded"
+    for job in (first, second):
+        assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "succeeded"
+
+    third = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
+    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
+    assert gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+    status = call(gpu_app, "GET", third["status_url"])[1]
+    assert status["status"] == "succeeded" and status["speaker_count"] == done["speaker_count"]
+    assert_invariant(deployment)
+
+
+def test_a_late_gpu_failure_after_success_changes_nothing(
+    gpu_app: FunctionApp, deployment: Deployment, encoded_samples: dict[str, Path]
+) -> None:
+    key = "audio/late.flac"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
+    job = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
+    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
+    gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
+    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], job["job_id"])
+    gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Completed", output), LambdaContext())
+    before = deployment.object_keys("results/")
+
+    gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Failed"), LambdaContext())
+
+    assert deployment.object_keys("results/") == before == ["results/late.flac.json", "results/late.flac.rttm"]
+    assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "succeeded"
+    assert_invariant(deployment)
+
+
+def as_s3_sends(messages: list[dict[str, Any]], **fields: str) -> list[dict[str, Any]]:
+    """moto's notifications lack `versionId` and `sequencer`; S3's carry both."""
+    sent = []
+    for message in messages:
+        body = json.loads(message["Body"])
+        if "Records" in body:
+            body["Records"][0]["s3"]["object"].update(fields)
+            sent.append({**message, "Body": json.dumps(body)})
+    return sent
+
+
+def test_reordered_versions_in_a_versioned_bucket(
+    moto_endpoint: str, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """v2's event is processed first, then v1's late one (it names v1 by version id): v1 writes nothing."""
+    deployment = create_deployment(versioned=True)
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/talk.wav"
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    v1 = as_s3_sends(deployment.notifications(1), versionId=put["VersionId"], sequencer="0065A1B2C3D4E5F601")
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
+    v2 = as_s3_sends(deployment.notifications(1), versionId=put["VersionId"], sequencer="0065A1B2C3D4E5F602")
+
+    assert app.lambda_handler(deployment.sqs_event(v2), LambdaContext()) == {"batchItemFailures": []}
+    assert app.lambda_handler(deployment.sqs_event(v1), LambdaContext()) == {"batchItemFailures": []}
+
+    assert deployment.get_json("results/talk.wav.json")["audio"]["original"]["codec"] == "flac"
+    assert [event["detail-type"] for event in deployment.captured_events()] == ["Diarization Succeeded"]
+    assert_invariant(deployment)
+
+
+def test_reordered_versions_in_an_unversioned_bucket(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """v1 then v2 uploaded, v2's event processed first, then v1's late one: its ETag is gone, so the current version
+    (v2) is what it names now, and the run is v2's again (replayed); v2's result stays."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/talk.wav"
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    v1 = as_s3_sends(deployment.notifications(1), eTag=put["ETag"].strip('"'), sequencer="0065A1B2C3D4E5F601")
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
+    v2 = as_s3_sends(deployment.notifications(1), eTag=put["ETag"].strip('"'), sequencer="0065A1B2C3D4E5F602")
+
+    assert app.lambda_handler(deployment.sqs_event(v2), LambdaContext()) == {"batchItemFailures": []}
+    assert app.lambda_handler(deployment.sqs_event(v1), LambdaContext()) == {"batchItemFailures": []}
+
+    assert deployment.object_keys("results/") == ["results/talk.wav.json", "results/talk.wav.rttm"]
+    assert deployment.get_json("results/talk.wav.json")["audio"]["original"]["codec"] == "flac"
+    assert [event["detail-type"] for event in deployment.captured_events()] == ["Diarization Succeeded"]
+    assert_invariant(deployment)
+
+
+class NewerVersionFirst:
+    """Between v1's HEAD and its download, v2 is uploaded and fully processed: v1 then reads INPUT_CHANGED."""
+
+    def __init__(self, app: FunctionApp, deployment: Deployment, key: str, data: bytes) -> None:
+        self.app, self.deployment, self.key, self.data = app, deployment, key, data
+        self.store = app.diarize_object.store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def download(self, ref: Any, path: Path) -> None:
+        if self.data:
+            data, self.data = self.data, b""
+            self.deployment.s3.put_object(Bucket=self.deployment.bucket, Key=self.key, Body=data)
+            outcome = self.app.lambda_handler({"bucket": self.deployment.bucket, "key": self.key}, LambdaContext())
+            assert outcome["status"] == "succeeded", outcome
+        self.store.download(ref, path)
+
+
+def test_input_changed_of_an_older_version_leaves_the_newer_result(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/race.wav"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    app.diarize_object.store = NewerVersionFirst(app, deployment, key, encoded_samples["flac"].read_bytes())
+
+    outcome = app.lambda_handler(deployment.sqs_event(deployment.notifications(1)), LambdaContext())
+
+    assert outcome == {"batchItemFailures": []}
+    assert deployment.object_keys("results/") == ["results/race.wav.json", "results/race.wav.rttm"]
+    assert deployment.get_json("results/race.wav.json")["audio"]["original"]["codec"] == "flac"
+    assert_invariant(deployment)
+
+
+def test_a_duplicate_delivery_keeps_one_result(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/dup.ogg", Body=encoded_samples["ogg"].read_bytes())
+    event = deployment.sqs_event(deployment.notifications(1))
+    for _ in range(2):
+        assert app.lambda_handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert deployment.object_keys("results/") == ["results/dup.ogg.json", "results/dup.ogg.rttm"]
+    assert len(deployment.captured_events()) == 1  # the second delivery replays the first run's outcome
+    assert_invariant(deployment)
+
+
+def test_the_ordering_record_takes_newer_versions_and_keeps_a_success(deployment: Deployment) -> None:
+    from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
+    from diarization.service.locations import ObjectRef
+    from diarization.service.ordering import order_of
+
+    record = DynamoOrdering(deployment.ordering_table)
+    second = "2026-11-25T20:00:00Z"
+
+    def version(name: str, sequencer: str | None) -> Any:
+        return order_of(ObjectRef("b", "k", None, name, second), sequencer)
+
+    # S3's rule: right-pad the shorter sequencer with zeros, then compare as strings: "0A1" (= "0A10") < "0A11" < "0B".
+    older, newer, newest = version("e1", "0A1"), version("e2", "0A11"), version("e3", "0B")
+    assert older.position < newer.position < newest.position
+    assert record.claim("b", "k", newer, succeeded=True)
+    assert not record.claim("b", "k", older, succeeded=True)
+    assert not record.claim("b", "k", older, succeeded=False)
+    assert not record.claim("b", "k", newer, succeeded=False)  # a failure never replaces this version's success
+    assert record.claim("b", "k", newer, succeeded=True)  # the same version again (other hints)
+    assert record.claim("b", "k", newest, succeeded=False)  # a newer version's failure does
+    assert record.claim("b", "k", newest, succeeded=True)
+
+
+def dead_lettered(deployment: Deployment, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The DLQ's event source mapping delivering messages the work queue gave up on after 3 receives."""
+    event = deployment.sqs_event(messages)
+    arn = deployment.env["DEAD_LETTER_QUEUE_ARN"]
+    for record in event["Records"]:
+        record.update(eventSourceARN=arn, attributes={"ApproximateReceiveCount": "3"})
+    return event
+
+
+def test_a_dead_lettered_job_fails_with_an_error_object(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """Timeouts and out-of-memory kills never reach the handler's code: the DLQ consumer ends what they left."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    key = "audio/killed.wav"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    job = call(app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
+    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
+
+    assert app.lambda_handler(dead_lettered(deployment, messages), LambdaContext()) == {"batchItemFailures": []}
+
+    status = call(app, "GET", job["status_url"])[1]
+    assert status["status"] == "failed" and status["error"]["code"] == "INTERNAL_ERROR"
+    assert status["error"]["details"] == {"deliveries": 3}
+    assert deployment.object_keys("results/") == ["results/killed.wav.error.json"]
+    assert_invariant(deployment)
+
+
+def test_a_dead_lettered_message_of_a_finished_object_changes_nothing(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """The result was written, then the invocation died before acknowledging: the success stays."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/done.ogg", Body=encoded_samples["ogg"].read_bytes())
+    messages = [m for m in deployment.notifications(1) if '"Records"' in m["Body"]]
+    assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+
+    assert app.lambda_handler(dead_lettered(deployment, messages), LambdaContext()) == {"batchItemFailures": []}
+
+    assert deployment.object_keys("results/") == ["results/done.ogg.json", "results/done.ogg.rttm"]
+    assert_invariant(deployment)
+
+
+def test_a_dead_lettered_message_that_is_not_work_stays_in_the_queue(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    junk = {"MessageId": "m-1", "ReceiptHandle": "r", "Body": "not json", "MD5OfBody": "x"}
+    with pytest.raises(BatchProcessingError):  # the whole batch failed: Lambda returns it to the queue
+        app.lambda_handler(dead_lettered(deployment, [junk]), LambdaContext())
+    assert deployment.object_keys("results/") == []
+
+
+def test_a_failed_asynchronous_invocation_ends_through_its_on_failure_record(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """S3 -> SNS -> Lambda is asynchronous: after Lambda's retries its on-failure destination (the DLQ) gets a record
+    wrapping the original event, and the same consumer ends the job with an error object."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    job = call(app, "POST", "/jobs", {"upload": True, "filename": "call.wav"})[1]
+    key = job["input"].removeprefix(f"s3://{deployment.bucket}/")
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    (notification,) = [m["Body"] for m in deployment.notifications(1) if '"Records"' in m["Body"]]
+    sns_event = {"Records": [{"EventSource": "aws:sns", "Sns": {"Type": "Notification", "Message": notification}}]}
+    record = {
+        "version": "1.0",
+        "requestContext": {"requestId": "r-1", "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:f"},
+        "requestPayload": sns_event,
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+        "responsePayload": {"errorMessage": "Task timed out after 900.00 seconds"},
+    }
+    dlq_url = deployment.sqs.get_queue_url(QueueName=deployment.env["DEAD_LETTER_QUEUE_ARN"].rsplit(":", 1)[-1])
+    deployment.sqs.send_message(QueueUrl=dlq_url["QueueUrl"], MessageBody=json.dumps(record))
+    messages = deployment.receive(dlq_url["QueueUrl"], wait=1)
+
+    assert app.lambda_handler(dead_lettered(deployment, messages), LambdaContext()) == {"batchItemFailures": []}
+
+    status = call(app, "GET", job["status_url"])[1]
+    assert status["status"] == "failed" and status["error"]["code"] == "INTERNAL_ERROR", status
+    name = key.removeprefix("audio/")
+    assert deployment.object_keys("results/") == [f"results/{name}.error.json"]
+    assert_invariant(deployment)
+
+
+def test_another_callers_job_and_upload_stay_out_of_reach(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """Bob tries Alice's job, its results and its upload while it runs and after: 404s, and her job is untouched."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    job = call(app, "POST", "/jobs", {"upload": True, "filename": "alice.ogg"}, caller=ALICE)[1]
+    assert post_upload(job, encoded_samples["ogg"].read_bytes()) == 204
+    for route in ("/jobs", "/diarize"):
+        status, body = call(app, "POST", route, {"s3_uri": job["input"]}, caller=BOB)
+        assert (status, body["error"]["code"]) == (404, "INPUT_NOT_FOUND")
+    process_queue(app, deployment, 1)
+
+    assert call(app, "GET", job["status_url"], caller=BOB)[0] == 404
+    status, mine = call(app, "GET", job["status_url"], caller=ALICE)
+    assert status == 200 and mine["status"] == "succeeded" and "download" in mine
+    assert [j["owner"]["S"] for j in jobs_of(deployment).values()] == ["123456789012:AROAALICE"]  # Bob made none
+    assert_invariant(deployment)

@@ -1,0 +1,2 @@
+"""What the tests share: in-memory ports, fault-injecting handlers, the inference container, the
+model-free engine double."""

@@ -1,0 +1,82 @@
+"""The use cases wired to the in-memory ports of support.fakes, as the unit tests build them: one object per test."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from diarization.aws.settings import AwsSettings
+from diarization.core.capacity import MemoryBudget
+from diarization.core.engine import Diarizer
+from diarization.service.abandon import AbandonObject
+from diarization.service.completion import CompleteInference
+from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
+from diarization.service.locations import Locations, ObjectRef
+from diarization.service.model import ObjectRequest
+from diarization.service.overdue import EndOverdueJobs
+from diarization.service.publishing import Publisher
+from support.fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
+
+BUCKET = "audio"
+log = logging.getLogger("tests.service")
+
+
+@dataclass
+class Service:
+    store: MemoryStore
+    jobs: MemoryJobs
+    notifier: MemoryNotifier
+    telemetry: RecordingTelemetry
+    router: FakeRouter
+    diarize_object: DiarizeObject
+    complete: CompleteInference
+    abandon: AbandonObject
+    overdue: EndOverdueJobs
+
+
+def make_service(
+    diarizer: Diarizer,
+    workdir: Path,
+    versioned: bool = False,
+    gpu_above: float = 1e9,
+    memory: MemoryBudget | None = None,
+    gpu: bool = True,
+) -> Service:
+    store, jobs, notifier = MemoryStore(versioned=versioned), MemoryJobs(), MemoryNotifier()
+    telemetry, router = RecordingTelemetry(), FakeRouter(gpu_above)
+    locations = Locations(AwsSettings(input_bucket=BUCKET))
+    publisher = Publisher(store, notifier, log, telemetry, MemoryOrdering())
+    diarize_object = DiarizeObject(
+        diarizer,
+        locations,
+        store,
+        publisher,
+        jobs,
+        log,
+        telemetry,
+        deadline_margin_seconds=5.0,
+        speed=SpeedEstimate(0.5),
+        workdir=workdir,
+        router=router if gpu else None,
+        memory=memory,
+    )
+    complete = CompleteInference(locations, store, publisher, jobs, log, telemetry)
+    abandon = AbandonObject(locations, store, publisher, jobs, log)
+    overdue = EndOverdueJobs(locations, store, publisher, jobs, log, telemetry)
+    return Service(store, jobs, notifier, telemetry, router, diarize_object, complete, abandon, overdue)
+
+
+def request(key: str, **fields: object) -> ObjectRequest:
+    return ObjectRequest(ObjectRef(BUCKET, key), **fields)  # type: ignore[arg-type]
+
+
+def notification(inference_id: str, input_uri: str, output: str | None, status: str = "Completed") -> dict:
+    """`output` is the outputLocation of a success, the failureLocation of a failure."""
+    response = {"outputLocation" if status == "Completed" else "failureLocation": output} if output else {}
+    return {
+        "invocationStatus": status,
+        "inferenceId": inference_id,
+        "requestParameters": {"inputLocation": input_uri},
+        "responseParameters": response,
+    }
