@@ -4,8 +4,9 @@
     python -m infra.settings_docs --check     # exit 1 (and say so) when the page is out of date
 
 Each table lives beside the dataclass it fills (``SETTINGS_TABLE`` in diarization.core.config, ``AWS_TABLE`` in
-diarization.aws.settings, ``WEBHOOK_TABLE`` in diarization.aws.webhooks); the page holds each between
-``<!-- generated: {title} -->`` and ``<!-- end generated -->``. tests/test_settings_table.py runs the check.
+diarization.aws.settings, ``WEBHOOK_TABLE`` in diarization.aws.webhooks, ``SERVER_TABLE`` in
+diarization.sagemaker.server); the page holds each between
+``<!-- generated: {title} -->`` and ``<!-- end generated -->``. tests/unit/test_settings_table.py runs the check.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def tables() -> tuple[Table, ...]:
     from diarization.aws.settings import AWS_TABLE
     from diarization.aws.webhooks import WEBHOOK_TABLE
     from diarization.core.config import SETTINGS_TABLE
+    from diarization.sagemaker.server import SERVER_TABLE
 
-    return SETTINGS_TABLE, AWS_TABLE, WEBHOOK_TABLE
+    return SETTINGS_TABLE, AWS_TABLE, WEBHOOK_TABLE, SERVER_TABLE
 
 
 def expected_page(page: Path = PAGE) -> str:

@@ -31,12 +31,14 @@ from diarization.core.environment import (
     rewrite,
 )
 from diarization.errors import ConfigurationError, UnknownFormatError
+from diarization.sagemaker.server import SERVER_TABLE, ServerSettings
 from infra import settings_docs
 
 SETTINGS: list[tuple[type[Any], Table]] = [
     (Settings, SETTINGS_TABLE),
     (AwsSettings, AWS_TABLE),
     (WebhookSettings, WEBHOOK_TABLE),
+    (ServerSettings, SERVER_TABLE),
 ]
 IDS = [cls.__name__ for cls, _ in SETTINGS]
 
@@ -228,6 +230,7 @@ def test_the_error_holds_every_problem_and_where_to_read() -> None:
             {"WEBHOOK_MAX_ATTEMPTS": "0", "WEBHOOK_RETRY_SECONDS": "901"},
             "See docs/lambda.md#webhooks.",
         ),
+        (ServerSettings, {"SAGEMAKER_BIND_TO_PORT": "0", "LOG_LEVEL": "loud"}, "See docs/configuration.md."),
     ],
     ids=IDS,
 )
@@ -380,3 +383,15 @@ def test_render_and_rewrite() -> None:
         rewrite(page.replace("generated: one", "generated: two"), [table])
     with pytest.raises(ValueError, match="no '<!-- generated"):
         rewrite("# Page\n", [table])
+
+
+def test_the_inference_servers_settings_are_read_through_the_table() -> None:
+    assert ServerSettings.from_env({}) == ServerSettings(port=8080, max_concurrent=1, log_level="info")
+    read_back = ServerSettings.from_env({"SAGEMAKER_BIND_TO_PORT": "9090", "MAX_CONCURRENT_INVOCATIONS": "2"})
+    assert (read_back.port, read_back.max_concurrent) == (9090, 2)
+    assert ServerSettings.from_env({"LOG_LEVEL": "DEBUG"}).log_level == "debug"
+    with pytest.raises(ConfigurationError) as raised:
+        ServerSettings.from_env({"SAGEMAKER_BIND_TO_PORT": "http", "MAX_CONCURRENT_INVOCATIONS": "0", "LOG_LEVEL": "x"})
+    problems = raised.value.details["problems"]
+    assert len(problems) == 3 and raised.value.code == "CONFIGURATION_ERROR"
+    assert all(name in raised.value.message for name in ("SAGEMAKER_BIND_TO_PORT", "MAX_CONCURRENT_INVOCATIONS"))

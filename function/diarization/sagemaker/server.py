@@ -19,8 +19,9 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,7 @@ from urllib.parse import unquote
 from diarization.core.capacity import MemoryBudget
 from diarization.core.config import Settings
 from diarization.core.engine import Diarizer
+from diarization.core.environment import Kind, Table, Variable, read
 from diarization.core.hints import HINT_NAMES, SpeakerHints
 from diarization.core.voiceprints import Voiceprint
 from diarization.errors import (
@@ -49,6 +51,50 @@ SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 AUDIO_TYPES = ("audio/", "video/webm", "video/mp4", "video/ogg", "application/octet-stream")
 CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}$")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The inference server's own settings (the core's come from ``Settings``)."""
+
+    port: int = 8080
+    max_concurrent: int = 1
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
+        values, problems = read(SERVER_TABLE, env)
+        if problems:
+            raise SERVER_TABLE.error(problems)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+SERVER_TABLE = Table(
+    title="SageMaker server settings",
+    see="docs/configuration.md",
+    variables=(
+        Variable(
+            "SAGEMAKER_BIND_TO_PORT",
+            "port",
+            Kind.WHOLE,
+            "`8080`",
+            "The port `serve` listens on (SageMaker sets it when it needs another).",
+            minimum=1,
+            maximum=65535,
+        ),
+        Variable(
+            "MAX_CONCURRENT_INVOCATIONS",
+            "max_concurrent",
+            Kind.WHOLE,
+            "`1`",
+            "Files diarized at once; more wait (`/ping` stays healthy). More than 1 only multiplies the pipeline's "
+            "peak memory: one call already uses every CPU or the GPU.",
+            minimum=1,
+        ),
+        Variable("LOG_LEVEL", "log_level", Kind.CHOICE, "`info`", "The server's log level.", choices=LOG_LEVELS),
+    ),
+)
 """Digits only: `int()` would also take signs, blanks and underscores, which no HTTP client sends."""
 
 
@@ -313,13 +359,13 @@ def model_dir(settings: Settings) -> Path:
 
 
 def main() -> int:
+    server_settings = ServerSettings.from_env(os.environ)
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=server_settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings.from_env()
     settings = Settings(**{**settings.__dict__, "model_dir": model_dir(settings)})
-    port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
-    max_concurrent = int(os.environ.get("MAX_CONCURRENT_INVOCATIONS", "1"))
+    port, max_concurrent = server_settings.port, server_settings.max_concurrent
     service = InferenceService(settings, max_concurrent)
     handler = type("BoundHandler", (Handler,), {"service": service})
     server = Server(("0.0.0.0", port), handler)  # noqa: S104 - SageMaker reaches the container from outside
