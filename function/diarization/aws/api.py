@@ -24,7 +24,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from diarization.aws.settings import AwsSettings
-from diarization.aws_ports.dynamodb_jobs import JobStore, new_job_id
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore, new_job_id
 from diarization.aws_ports.s3 import S3Store
 from diarization.core.hints import HINT_NAMES, SpeakerHints
 from diarization.core.voiceprints import Voiceprint, check_compatible, check_name
@@ -83,7 +83,7 @@ class Api:
         locations: Locations,
         settings: AwsSettings,
         store: S3Store,
-        jobs: JobStore | None,
+        jobs: DynamoJobStore | None,
         queue: Any | None,
         logger: Logger,
         max_upload_bytes: int,
@@ -152,7 +152,7 @@ class Api:
                 raise InputNotFoundError(f"{ref.uri} does not exist, or is not yours.", uri=ref.uri)
         return ref
 
-    def _require_jobs(self) -> JobStore:
+    def _require_jobs(self) -> DynamoJobStore:
         if self.jobs is None:
             raise ConfigurationError("JOBS_TABLE is not set: this deployment has no job store.")
         return self.jobs

@@ -32,12 +32,12 @@ from diarization.aws.api import MAX_SYNC_OBJECT_BYTES, Api
 from diarization.aws.settings import AwsSettings
 from diarization.aws.telemetry import PowertoolsTelemetry
 from diarization.aws.webhooks import Webhooks, WebhookSettings
-from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
-from diarization.aws_ports.eventbridge import Notifier
+from diarization.aws_ports.eventbridge import EventBridgeNotifier
 from diarization.aws_ports.s3 import S3Store
 from diarization.aws_ports.s3_voiceprints import S3VoiceprintStore
-from diarization.aws_ports.sagemaker import GpuRouter
+from diarization.aws_ports.sagemaker import SageMakerRouter
 from diarization.aws_ports.stepfunctions import StepFunctionsFanOut
 from diarization.core.capacity import MemoryBudget
 from diarization.core.config import Settings
@@ -74,7 +74,7 @@ class FunctionApp:
 
         store = S3Store()
         jobs = (
-            JobStore(
+            DynamoJobStore(
                 self.aws.jobs_table,
                 self.aws.job_ttl_days,
                 job_deadline_seconds=self.aws.job_deadline_seconds,
@@ -84,7 +84,7 @@ class FunctionApp:
             if self.aws.jobs_table
             else None
         )
-        notifier = Notifier(self.aws.event_bus_name) if self.aws.event_bus_name else None
+        notifier = EventBridgeNotifier(self.aws.event_bus_name) if self.aws.event_bus_name else None
         self.idempotency_config: IdempotencyConfig | None = None
         idempotent: Idempotent | None = None
         if self.aws.idempotency_table:
@@ -105,7 +105,7 @@ class FunctionApp:
             self.logger.warning("IDEMPOTENCY_TABLE is not set: a redelivered event is processed again")
 
         router = (
-            GpuRouter(self.aws.sagemaker_endpoint_name, self.aws.gpu_threshold_seconds)
+            SageMakerRouter(self.aws.sagemaker_endpoint_name, self.aws.gpu_threshold_seconds)
             if self.aws.sagemaker_endpoint_name
             else None
         )
@@ -133,7 +133,7 @@ class FunctionApp:
         workdir = Path(tempfile.gettempdir())
         budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
         diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
-        voiceprints = Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws))
+        voiceprints = Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws.voiceprint_location))
         self.diarize_object = DiarizeObject(
             self.diarizer,
             locations,

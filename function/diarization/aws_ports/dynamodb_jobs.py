@@ -48,7 +48,7 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-class JobStore:
+class DynamoJobStore:
     def __init__(
         self,
         table_name: str,

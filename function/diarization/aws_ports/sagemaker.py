@@ -20,7 +20,7 @@ INVOCATION_TIMEOUT_SECONDS = 3600
 """How long the container may take for one file (SageMaker's maximum)."""
 
 
-class GpuRouter:
+class SageMakerRouter:
     def __init__(self, endpoint_name: str, threshold_seconds: float, client: Any | None = None) -> None:
         self.endpoint_name = endpoint_name
         self.threshold_seconds = threshold_seconds
