@@ -215,15 +215,11 @@ class MemoryNotifier:
 
 @dataclass
 class FakeRouter:
-    """Routes audio longer than `threshold_seconds`; remembers what it submitted."""
+    """Remembers what it submitted (when to route is the service's policy: ``DiarizeObject``'s threshold)."""
 
-    threshold_seconds: float
     endpoint_name: str = "gpu-endpoint"
     submitted: list[tuple[ObjectRef, SpeakerHints, str]] = field(default_factory=list)
     embeddings_asked: list[bool] = field(default_factory=list)
-
-    def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
-        return "long" if audio_seconds > self.threshold_seconds else None
 
     def submit(
         self, ref: ObjectRef, hints: SpeakerHints, inference_id: str, *, speaker_embeddings: bool = False

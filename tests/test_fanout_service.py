@@ -53,20 +53,12 @@ class FakeFanOut:
         return True
 
 
-class FittingRouter(FakeRouter):
-    """The real router's rule for time: what does not fit the invocation goes to the GPU."""
-
-    def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
-        fits = available_seconds is None or estimated_seconds <= available_seconds
-        return None if fits else "does not fit"
-
-
 @dataclass
 class Stack:
     store: MemoryStore
     jobs: MemoryJobs
     fanout: FakeFanOut
-    router: FittingRouter
+    router: FakeRouter
     diarize_object: DiarizeObject
     locations: Locations
     publisher: Publisher
@@ -89,7 +81,7 @@ def make_stack(
     store, jobs, telemetry = MemoryStore(versioned=True), MemoryJobs(), RecordingTelemetry()
     locations = Locations(AwsSettings(input_bucket=BUCKET))
     publisher = Publisher(store, MemoryNotifier(), log, telemetry, MemoryOrdering())
-    starter, router = FakeFanOut(), FittingRouter(1e9)
+    starter, router = FakeFanOut(), FakeRouter()
     settings = FanoutSettings(WORK, mode, prefer_gpu=prefer_gpu)
     diarize_object = DiarizeObject(
         diarizer,
@@ -103,6 +95,7 @@ def make_stack(
         speed=SpeedEstimate(0.5),
         workdir=workdir,
         router=router if gpu else None,
+        gpu_threshold_seconds=1e9,  # only the rule for time routes: what does not fit the invocation
         fanout=StartFanout(starter, settings, store, log, telemetry) if fanout else None,
     )
     return Stack(store, jobs, starter, router, diarize_object, locations, publisher)

@@ -19,11 +19,11 @@ import pytest
 from diarization.aws.api import ANONYMOUS
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
-from diarization.aws_ports.sagemaker import SageMakerRouter
 from diarization.core.config import DEFAULT_VOICEPRINT_THRESHOLD, Settings
 from diarization.core.engine import Diarizer, decode_within_limits
 from diarization.core.result import load_schema
 from diarization.service.locations import ObjectRef
+from diarization.service.long_audio import gpu_reason
 from diarization.service.routing import Routing
 from inference_container import Container
 from local_aws import Deployment, LambdaContext, create_deployment
@@ -206,8 +206,7 @@ def test_a_failure_without_a_body_is_gpu_inference_failed(gpu: GpuStack) -> None
     ],
 )
 def test_routing_edges(audio: float, estimate: float, available: float | None, routed: bool) -> None:
-    router = SageMakerRouter("endpoint", 600.0, client=object())
-    assert (router.reason(audio, estimate, available) is not None) is routed
+    assert (gpu_reason(audio, estimate, available, threshold_seconds=600.0) is not None) is routed
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ def make_service(
     gpu: bool = True,
 ) -> Service:
     store, jobs, notifier = MemoryStore(versioned=versioned), MemoryJobs(), MemoryNotifier()
-    telemetry, router = RecordingTelemetry(), FakeRouter(gpu_above)
+    telemetry, router = RecordingTelemetry(), FakeRouter()
     locations = Locations(AwsSettings(input_bucket=BUCKET))
     publisher = Publisher(store, notifier, log, telemetry, MemoryOrdering())
     diarize_object = DiarizeObject(
@@ -76,6 +76,7 @@ def make_service(
         speed=SpeedEstimate(0.5),
         workdir=workdir,
         router=router if gpu else None,
+        gpu_threshold_seconds=gpu_above,
         memory=memory,
     )
     complete = CompleteInference(locations, store, publisher, jobs, log, telemetry)
@@ -275,7 +276,10 @@ def test_outputs_are_never_inputs(service: Service) -> None:
     }
 
 
-def test_too_little_time_left_is_an_error_object_not_a_timeout(service: Service, encoded_samples) -> None:
+def test_too_little_time_left_is_an_error_object_not_a_timeout(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    service = make_service(diarizer, tmp_path, gpu=False)  # with a GPU endpoint, what does not fit is routed there
     service.store.put(BUCKET, "audio/late.wav", encoded_samples["wav"].read_bytes())
     outcome = service.diarize_object(request("audio/late.wav"), Invocation.from_remaining(10.0, "r-2"))
     assert isinstance(outcome, Failed) and outcome.error["code"] == "AUDIO_TOO_LONG_FOR_LAMBDA"

@@ -104,11 +104,7 @@ class FunctionApp:
         else:
             self.logger.warning("IDEMPOTENCY_TABLE is not set: a redelivered event is processed again")
 
-        router = (
-            SageMakerRouter(self.aws.sagemaker_endpoint_name, self.aws.gpu_threshold_seconds)
-            if self.aws.sagemaker_endpoint_name
-            else None
-        )
+        router = SageMakerRouter(self.aws.sagemaker_endpoint_name) if self.aws.sagemaker_endpoint_name else None
         telemetry = PowertoolsTelemetry(self.metrics, self.tracer)
         fanout = (
             FanoutSettings(
@@ -146,6 +142,7 @@ class FunctionApp:
             speed=speed,
             workdir=workdir,
             router=router,
+            gpu_threshold_seconds=self.aws.gpu_threshold_seconds,
             idempotent=idempotent,
             memory=MemoryBudget.of_this_process(env),
             formats=self.aws.output_formats,

@@ -28,7 +28,6 @@ from diarization.errors import (
     AccessDeniedError,
     AudioTooLargeError,
     AudioTooLongForLambdaError,
-    AudioTooLongForMemoryError,
     ConfigurationError,
     DiarizationError,
     EmptyAudioError,
@@ -40,6 +39,15 @@ from diarization.errors import (
 from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
 from diarization.service.fanout import StartFanout
 from diarization.service.locations import Locations, ObjectRef, key_too_long
+from diarization.service.long_audio import (
+    DEFAULT_GPU_THRESHOLD_SECONDS,
+    FANOUT,
+    GPU,
+    choose,
+    fanout_reason,
+    gpu_reason,
+    memory_reason,
+)
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
@@ -182,6 +190,7 @@ class DiarizeObject:
         speed: SpeedEstimate,
         workdir: Path,
         router: GpuRouter | None = None,
+        gpu_threshold_seconds: float = DEFAULT_GPU_THRESHOLD_SECONDS,
         idempotent: Idempotent | None = None,
         memory: MemoryBudget | None = None,
         formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS,
@@ -204,6 +213,7 @@ class DiarizeObject:
         self.speed = speed
         self.workdir = workdir
         self.router = router
+        self.gpu_threshold_seconds = gpu_threshold_seconds
         self.memory = memory
         self.formats = formats
         """The deployment's formats (OUTPUT_FORMATS); a job may name its own."""
@@ -389,20 +399,18 @@ class DiarizeObject:
     def _long_audio(
         self, run: PinnedRun, audio: DecodedAudio, decode_seconds: float, needed: float, available: float | None
     ) -> Routed | None:
-        """Where long audio goes (README, "Long audio: fan-out"), None: here. A file too large for this function's
-        memory goes to the GPU (the reduce would need that memory too), else is AUDIO_TOO_LONG_FOR_MEMORY. Otherwise,
-        with both deployed the fan-out takes what it is asked to (it does not fit, or FANOUT=always) unless
-        LONG_AUDIO_ROUTE=gpu; with one deployed, that one; with neither, the deadline check refuses it."""
+        """Where long audio goes (``diarization.service.long_audio``), None: here."""
         seconds = audio.duration_seconds
-        memory = self._memory_route(seconds)
+        memory = memory_reason(self.memory, seconds, gpu_deployed=self.router is not None)
         if memory and self.router:
             return self._route(self.router, run, seconds, memory)
-        gpu = self.router.reason(seconds, needed, available) if self.router else None
-        fan = self.fanout.reason(audio, needed, available) if self.fanout else None
-        if fan and self.fanout and not (gpu and self.fanout.settings.prefer_gpu):
-            return self._fan_out(self.fanout, run, audio, decode_seconds, fan)
-        if gpu and self.router:
-            return self._route(self.router, run, seconds, gpu)
+        gpu = gpu_reason(seconds, needed, available, self.gpu_threshold_seconds) if self.router else None
+        fan = fanout_reason(self.fanout.settings.mode, audio, needed, available) if self.fanout else None
+        chosen = choose(gpu, fan, prefer_gpu=bool(self.fanout and self.fanout.settings.prefer_gpu))
+        if chosen is not None and chosen.route == FANOUT and self.fanout:
+            return self._fan_out(self.fanout, run, audio, decode_seconds, chosen.reason)
+        if chosen is not None and chosen.route == GPU and self.router:
+            return self._route(self.router, run, seconds, chosen.reason)
         return None
 
     def _fan_out(
@@ -446,19 +454,6 @@ class DiarizeObject:
             output_location=submitted.get("output_location"),
             failure_location=submitted.get("failure_location"),
         )
-
-    def _memory_route(self, audio_seconds: float) -> str | None:
-        """Why a file that would not fit this host's memory goes to the GPU (more memory there); without a GPU
-        endpoint, AUDIO_TOO_LONG_FOR_MEMORY (an error object now, instead of an out-of-memory kill later)."""
-        if self.memory is None:
-            return None
-        try:
-            self.memory.check(audio_seconds)
-        except AudioTooLongForMemoryError as error:
-            if self.router is None:
-                raise
-            return f"clustering would not fit in this function's memory: {error.message}"
-        return None
 
     def _check_deadline(self, audio_seconds: float, needed: float, available: float | None) -> None:
         if available is not None and needed > available:

@@ -84,10 +84,9 @@ class Notifier(Protocol):
 
 
 class GpuRouter(Protocol):
-    endpoint_name: str
+    """The GPU endpoint: it only submits; when a file goes there is ``diarization.service.long_audio``'s policy."""
 
-    def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
-        """Why this file should go to the GPU (None: run it here)."""
+    endpoint_name: str
 
     def submit(
         self, ref: ObjectRef, hints: SpeakerHints, inference_id: str, *, speaker_embeddings: bool = False
