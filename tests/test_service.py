@@ -19,6 +19,7 @@ from diarization.core.hints import SpeakerHints
 from diarization.errors import AudioTooLongForMemoryError, InvalidAudioError, TooLongForSyncError
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
+from diarization.service.deps import Shared
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
 from diarization.service.locations import Locations, ObjectRef
 from diarization.service.model import Invocation, ObjectRequest
@@ -64,14 +65,10 @@ def make_service(
     telemetry, router = RecordingTelemetry(), FakeRouter()
     locations = Locations(AwsSettings(input_bucket=BUCKET))
     publisher = Publisher(store, notifier, log, telemetry, MemoryOrdering())
+    shared = Shared(locations, store, publisher, jobs, log, telemetry)
     diarize_object = DiarizeObject(
         diarizer,
-        locations,
-        store,
-        publisher,
-        jobs,
-        log,
-        telemetry,
+        shared,
         deadline_margin_seconds=5.0,
         speed=SpeedEstimate(0.5),
         workdir=workdir,
@@ -79,9 +76,7 @@ def make_service(
         gpu_threshold_seconds=gpu_above,
         memory=memory,
     )
-    complete = CompleteInference(locations, store, publisher, jobs, log, telemetry)
-    abandon = AbandonObject(locations, store, publisher, jobs, log)
-    overdue = EndOverdueJobs(locations, store, publisher, jobs, log, telemetry)
+    complete, abandon, overdue = CompleteInference(shared), AbandonObject(shared), EndOverdueJobs(shared)
     return Service(store, jobs, notifier, telemetry, router, diarize_object, complete, abandon, overdue)
 
 

@@ -45,6 +45,7 @@ from diarization.core.engine import Diarizer
 from diarization.errors import ConfigurationError
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
+from diarization.service.deps import Shared
 from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
 from diarization.service.fanout import FanoutSettings, StartFanout
 from diarization.service.fanout_steps import FanoutSteps
@@ -125,6 +126,7 @@ class FunctionApp:
         locations = Locations(self.aws)
         ordering = DynamoOrdering(self.aws.ordering_table) if self.aws.ordering_table else None
         publisher = Publisher(store, notifier, self.logger, telemetry, ordering)
+        shared = Shared(locations, store, publisher, jobs, self.logger, telemetry)
         speed = SpeedEstimate(self.aws.expected_real_time_factor)
         workdir = Path(tempfile.gettempdir())
         budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
@@ -132,12 +134,7 @@ class FunctionApp:
         voiceprints = Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws.voiceprint_location))
         self.diarize_object = DiarizeObject(
             self.diarizer,
-            locations,
-            store,
-            publisher,
-            jobs,
-            self.logger,
-            telemetry,
+            shared,
             deadline_margin_seconds=self.aws.deadline_margin_seconds,
             speed=speed,
             workdir=workdir,
@@ -156,24 +153,13 @@ class FunctionApp:
             ),
         )
         self.complete_inference = CompleteInference(
-            locations,
-            store,
-            publisher,
-            jobs,
-            self.logger,
-            telemetry,
-            self.aws.output_formats,
-            voiceprint_threshold=self.settings.voiceprint_threshold,
+            shared, self.aws.output_formats, voiceprint_threshold=self.settings.voiceprint_threshold
         )
         self.fanout_steps = (
-            FanoutSteps(self.diarizer, fanout, store, jobs, self.complete_inference, self.logger)
-            if fanout and jobs
-            else None
+            FanoutSteps(self.diarizer, fanout, shared, self.complete_inference) if fanout and jobs else None
         )
-        self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
-        self.end_overdue_jobs = (
-            EndOverdueJobs(locations, store, publisher, jobs, self.logger, telemetry) if jobs else None
-        )
+        self.abandon_object = AbandonObject(shared)
+        self.end_overdue_jobs = EndOverdueJobs(shared) if jobs else None
         queue = boto3.client("sqs") if self.aws.work_queue_url else None
         self.api = Api(
             diarize_sync,

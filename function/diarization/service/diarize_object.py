@@ -37,8 +37,9 @@ from diarization.errors import (
     UploadAlreadyUsedError,
 )
 from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
+from diarization.service.deps import Shared
 from diarization.service.fanout import StartFanout
-from diarization.service.locations import Locations, ObjectRef, key_too_long
+from diarization.service.locations import ObjectRef, key_too_long
 from diarization.service.long_audio import (
     DEFAULT_GPU_THRESHOLD_SECONDS,
     FANOUT,
@@ -51,8 +52,7 @@ from diarization.service.long_audio import (
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
-from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore, Telemetry
-from diarization.service.publishing import Publisher
+from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore
 from diarization.service.routing import Routing
 
 FIXED_OVERHEAD_SECONDS = 2.0
@@ -179,12 +179,7 @@ class DiarizeObject:
     def __init__(
         self,
         diarizer: Diarizer,
-        locations: Locations,
-        store: ObjectStore,
-        publisher: Publisher,
-        jobs: JobStore | None,
-        log: Log,
-        telemetry: Telemetry,
+        shared: Shared,
         *,
         deadline_margin_seconds: float,
         speed: SpeedEstimate,
@@ -203,12 +198,12 @@ class DiarizeObject:
         self.fanout = fanout
         self.drop_voiceprints = drop_voiceprints
         self.diarizer = diarizer
-        self.locations = locations
-        self.store = store
-        self.publisher = publisher
-        self.jobs = jobs
-        self.log = log
-        self.telemetry = telemetry
+        self.locations = shared.locations
+        self.store = shared.store
+        self.publisher = shared.publisher
+        self.jobs = shared.jobs
+        self.log = shared.log
+        self.telemetry = shared.telemetry
         self.deadline_margin_seconds = deadline_margin_seconds
         self.speed = speed
         self.workdir = workdir
