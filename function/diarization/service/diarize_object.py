@@ -23,6 +23,7 @@ from diarization.core.audio import DecodedAudio
 from diarization.core.capacity import MemoryBudget
 from diarization.core.engine import Diarizer, decode_within_limits
 from diarization.core.hints import SpeakerHints
+from diarization.core.result import DiarizationResult
 from diarization.core.voiceprints import Voiceprint
 from diarization.errors import (
     AccessDeniedError,
@@ -39,7 +40,7 @@ from diarization.errors import (
 from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
 from diarization.service.deps import Shared
 from diarization.service.fanout import StartFanout
-from diarization.service.locations import ObjectRef, key_too_long
+from diarization.service.locations import ObjectRef, OutputLocations, key_too_long
 from diarization.service.long_audio import (
     DEFAULT_GPU_THRESHOLD_SECONDS,
     FANOUT,
@@ -116,6 +117,11 @@ class PinnedRun:
         hints = SpeakerHints.from_mapping(body["hints"])
         order = Order(*body["order"])
         return cls(ref, body["size"], hints, body["job_id"], order, tuple(body["formats"]), voiceprints)
+
+
+def voiceprints_of(job: dict[str, Any]) -> tuple[Voiceprint, ...]:
+    """A job's voiceprints, as resolved when it was created (one JSON string in its record)."""
+    return tuple(Voiceprint.from_dict(item) for item in json.loads(job.get("voiceprints") or "[]"))
 
 
 def inference_id_for(run: PinnedRun) -> str:
@@ -231,10 +237,11 @@ class DiarizeObject:
         outcome: Outcome
         run: PinnedRun | None = None
         try:
-            hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
+            job = self._job(job_id)
+            hints = SpeakerHints.from_mapping(request.hints or dict(job.get("hints") or {}))
             size, exact, sequencer = pin_version(self.store, request, self.log)
-            formats = self._job_formats(job_id)
-            voiceprints = self._job_voiceprints(job_id) if job_id else self._drop_voiceprints()
+            formats = self._formats_of(job)
+            voiceprints = voiceprints_of(job) if job_id else self._drop_voiceprints()
             run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer), formats, voiceprints)
             # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
             # every version alike; pinned first, so its error object describes and is ordered as that version.
@@ -292,22 +299,17 @@ class DiarizeObject:
         if ended is not None:
             jobs.finish(job_id, {**ended, "job_id": job_id})
 
-    def _job_hints(self, job_id: str | None) -> dict[str, Any]:
-        job = self.jobs.get(job_id) if job_id and self.jobs else None
-        return dict((job or {}).get("hints") or {})
+    def _job(self, job_id: str | None) -> dict[str, Any]:
+        """The job's record, read once per object: its hints, formats and voiceprints come from it ({}: no job)."""
+        return (self.jobs.get(job_id) if job_id and self.jobs else None) or {}
 
-    def _job_formats(self, job_id: str | None) -> tuple[str, ...]:
+    def _formats_of(self, job: dict[str, Any]) -> tuple[str, ...]:
         """A job's own `formats` (validated when it was created), else the deployment's."""
-        job = self.jobs.get(job_id) if job_id and self.jobs else None
-        named = (job or {}).get("formats")
+        named = job.get("formats")
         return self.formats if named is None else parse_formats(named)
 
     def _drop_voiceprints(self) -> tuple[Voiceprint, ...]:
         return self.drop_voiceprints() if self.drop_voiceprints else ()
-
-    def _job_voiceprints(self, job_id: str | None) -> tuple[Voiceprint, ...]:
-        job = self.jobs.get(job_id) if job_id and self.jobs else None
-        return tuple(Voiceprint.from_dict(item) for item in json.loads((job or {}).get("voiceprints") or "[]"))
 
     def _run_stored(self, request: dict[str, Any], invocation: Invocation) -> dict[str, Any]:
         """What the idempotency layer stores and replays: the outcome's dict."""
@@ -347,7 +349,13 @@ class DiarizeObject:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-        elapsed = time.perf_counter() - started
+        return self._publish(run, outputs, result, time.perf_counter() - started)
+
+    def _publish(
+        self, run: PinnedRun, outputs: OutputLocations, result: DiarizationResult, elapsed: float
+    ) -> Succeeded | Skipped:
+        """The result, its metrics and the succeeded outcome (or superseded: a newer version owns the outputs)."""
+        ref = run.ref
         result_json = result.to_dict()
         self.telemetry.metric("AudioSeconds", "Seconds", result.audio.duration_seconds)
         self.telemetry.metric("ProcessingSeconds", "Seconds", round(elapsed, 3))
