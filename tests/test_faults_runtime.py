@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from diarization.aws_ports.dynamodb_jobs import DynamoJobStore, new_job_id
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
+from diarization.service.jobs import new_job_id
 from local_aws import Deployment, LambdaContext, create_deployment
 from runtime_emulator import ROOT, Emulator
 from test_faults import assert_invariant, jobs_of, make_app

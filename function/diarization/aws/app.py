@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -38,6 +37,7 @@ from diarization.aws_ports.eventbridge import EventBridgeNotifier
 from diarization.aws_ports.s3 import S3Store
 from diarization.aws_ports.s3_voiceprints import S3VoiceprintStore
 from diarization.aws_ports.sagemaker import SageMakerRouter
+from diarization.aws_ports.sqs import SqsJobQueue
 from diarization.aws_ports.stepfunctions import StepFunctionsFanOut
 from diarization.core.capacity import MemoryBudget
 from diarization.core.config import Settings
@@ -49,6 +49,7 @@ from diarization.service.deps import Shared
 from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
 from diarization.service.fanout import FanoutSettings, StartFanout
 from diarization.service.fanout_steps import FanoutSteps
+from diarization.service.jobs import CreateJob
 from diarization.service.locations import Locations
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.overdue import EndOverdueJobs
@@ -160,16 +161,18 @@ class FunctionApp:
         )
         self.abandon_object = AbandonObject(shared)
         self.end_overdue_jobs = EndOverdueJobs(shared) if jobs else None
-        queue = boto3.client("sqs") if self.aws.work_queue_url else None
+        create_job = CreateJob(
+            shared,
+            SqsJobQueue(self.aws.work_queue_url) if self.aws.work_queue_url else None,
+            formats=self.aws.output_formats,
+            url_expiry_seconds=self.aws.url_expiry_seconds,
+            max_upload_bytes=self.settings.max_audio_bytes,
+        )
         self.api = Api(
-            diarize_sync,
-            locations,
+            shared,
             self.aws,
-            store,
-            jobs,
-            queue,
-            self.logger,
-            self.settings.max_audio_bytes,
+            diarize_sync,
+            create_job,
             callbacks=webhook_settings.policy if self.webhooks else None,
             voiceprints=voiceprints,
         )

@@ -22,8 +22,8 @@ class Shared:
     log: Log
     telemetry: Telemetry
 
-    def require_jobs(self, what: str) -> JobStore:
-        """The job store, for a use case that cannot work without one (the host builds those only with one)."""
+    def require_jobs(self) -> JobStore:
+        """The job store, for what cannot work without one."""
         if self.jobs is None:
-            raise ConfigurationError(f"{what} needs JOBS_TABLE: this deployment has no job store.")
+            raise ConfigurationError("JOBS_TABLE is not set: this deployment has no job store.")
         return self.jobs

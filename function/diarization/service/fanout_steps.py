@@ -80,7 +80,7 @@ class FanoutSteps:
         self.diarizer = diarizer
         self.settings = settings
         self.store = shared.store
-        self.jobs = shared.require_jobs("Fan-out")
+        self.jobs = shared.require_jobs()
         self.complete = complete
         self.log = shared.log
 

@@ -65,7 +65,7 @@ class EndOverdueJobs:
         self.locations = shared.locations
         self.store = shared.store
         self.publisher = shared.publisher
-        self.jobs = shared.require_jobs("The overdue-work sweep")
+        self.jobs = shared.require_jobs()
         self.log = shared.log
         self.telemetry = shared.telemetry
 
