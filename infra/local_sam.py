@@ -34,7 +34,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.service.locations import ObjectRef
 from diarization.service.routing import Routing
 from infra.local_aws import JOBS_TABLE
@@ -152,7 +152,7 @@ class LocalAws:
         )
         # What routing would have recorded for the inference events/sagemaker-completion.json reports: a completion
         # is only trusted if it matches its routing (diarization.service.routing).
-        JobStore(env["JOBS_TABLE"], 1, resource=self.resource("dynamodb")).record_routing(
+        DynamoJobStore(env["JOBS_TABLE"], 1, resource=self.resource("dynamodb")).record_routing(
             Routing(
                 EXAMPLE_INFERENCE_ID,
                 ObjectRef(BUCKET, "audio/interview.mp3"),

@@ -26,7 +26,7 @@ from test_api import call
 from test_faults import as_s3_sends, assert_invariant
 
 from diarization.aws.app import FunctionApp
-from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.aws_ports.s3 import S3Store
 from diarization.core.result import load_schema
 from diarization.errors import ConfigurationError, InvalidRequestError
@@ -347,7 +347,7 @@ def test_a_forged_step_is_refused_and_writes_nothing(stack: FanoutStack) -> None
     """A step for an execution this deployment never fanned out, or for a GPU routing: refused before any read or
     write, whichever step it names."""
     deployment = stack.deployment
-    jobs = JobStore(deployment.jobs_table, 1)
+    jobs = DynamoJobStore(deployment.jobs_table, 1)
     jobs.record_routing(Routing("f" * 32, ObjectRef(deployment.bucket, "audio/gpu.wav"), None, None))
     before = (deployment.object_keys(), boto3.client("s3").list_objects_v2(Bucket=stack.work_bucket).get("KeyCount"))
     for name in ("0" * 32, "f" * 32, "../" * 5, 42):

@@ -17,7 +17,7 @@ from test_api import ALICE, BOB, call, post_upload, process_queue
 from test_lambda import make_app
 
 from diarization.aws.app import FunctionApp
-from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.core.hints import SpeakerHints
 from infra.local_aws import Deployment, LambdaContext, create_deployment
 
@@ -53,7 +53,7 @@ def gpu_result(app: FunctionApp, deployment: Deployment, key: str, audio: Path, 
     """What the endpoint would have written for `key`: a schema v1 result in the output location that
     InvokeEndpointAsync gave when the inference was routed (moto's: a bucket of its own)."""
     result = app.diarizer.diarize(audio, SpeakerHints(), f"s3://{deployment.bucket}/{key}").to_dict()
-    routing = JobStore(deployment.jobs_table, 1).routing(inference_id)
+    routing = DynamoJobStore(deployment.jobs_table, 1).routing(inference_id)
     assert routing is not None and routing.output_location
     bucket, _, output_key = routing.output_location.removeprefix("s3://").partition("/")
     deployment.s3.put_object(Bucket=bucket, Key=output_key, Body=json.dumps(result))
@@ -88,7 +88,7 @@ def assert_invariant(deployment: Deployment) -> None:
 
 
 def test_a_job_ends_once(deployment: Deployment) -> None:
-    jobs = JobStore(deployment.jobs_table, 1)
+    jobs = DynamoJobStore(deployment.jobs_table, 1)
     jobs.create("a" * 32, owner="anonymous")
     assert jobs.mark_running("a" * 32)
     assert jobs.finish("a" * 32, {"status": "succeeded", "speaker_count": 2})

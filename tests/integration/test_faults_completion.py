@@ -19,7 +19,7 @@ from test_api import call
 from test_faults import assert_invariant, completion, deployment, gpu_app, gpu_result, jobs_of, make_app
 
 from diarization.aws.app import FunctionApp
-from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.service.model import Invocation
 from infra.local_aws import Deployment, LambdaContext
 
@@ -57,7 +57,7 @@ def sweep(app: FunctionApp, now: float) -> list[dict[str, Any]]:
 def assert_in_flight_or_ended(deployment: Deployment) -> None:
     """The invariant while a routed job is legitimately waiting: jobs terminal, or running within their deadline;
     the job's input has no outputs yet (nothing was written for it)."""
-    jobs = JobStore(deployment.jobs_table, 1)
+    jobs = DynamoJobStore(deployment.jobs_table, 1)
     for job_id, item in jobs_of(deployment).items():
         if item["status"]["S"] == "running":
             routing = jobs.routing(job_id)
@@ -67,7 +67,7 @@ def assert_in_flight_or_ended(deployment: Deployment) -> None:
 
 def spoofed(deployment: Deployment, job: dict[str, Any], key: str, **changes: str) -> dict[str, Any]:
     """The SNS event of a notification that names the routed job but differs in one field."""
-    routing = JobStore(deployment.jobs_table, 1).routing(job["job_id"])
+    routing = DynamoJobStore(deployment.jobs_table, 1).routing(job["job_id"])
     assert routing is not None
     event = completion(deployment, key, job["job_id"], "Completed", routing.output_location)
     message = json.loads(event["Records"][0]["Sns"]["Message"])
@@ -135,7 +135,7 @@ def test_a_completion_whose_output_is_missing_fails_the_job_with_an_error_object
     that SNS would retry and then drop."""
     key = "audio/missing.flac"
     job = routed_job(gpu_app, deployment, key, encoded_samples["flac"].read_bytes())
-    routing = JobStore(deployment.jobs_table, 1).routing(job["job_id"])
+    routing = DynamoJobStore(deployment.jobs_table, 1).routing(job["job_id"])
     assert routing is not None and routing.output_location
     bucket, _, output_key = routing.output_location.removeprefix("s3://").partition("/")
     deployment.s3.delete_object(Bucket=bucket, Key=output_key)  # moto wrote a canned answer there
@@ -209,7 +209,7 @@ def test_the_scheduled_event_sweeps_overdue_lambda_jobs_and_leaves_ended_ones(
     died = call(app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/audio/died.wav"})[1]
     messages = [m for m in deployment.receive(wait=1) if done["job_id"] in m["Body"]]
     assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
-    jobs = JobStore(deployment.jobs_table, 1, job_deadline_seconds=60)
+    jobs = DynamoJobStore(deployment.jobs_table, 1, job_deadline_seconds=60)
     assert jobs.mark_running(died["job_id"])  # what the dying run did first
     assert app.lambda_handler(SCHEDULED, LambdaContext()) == {"outcomes": []}  # within the minute
 
@@ -228,7 +228,7 @@ def test_the_scheduled_event_sweeps_overdue_lambda_jobs_and_leaves_ended_ones(
 
 def test_ended_work_leaves_the_deadline_index(gpu_app: FunctionApp, deployment: Deployment) -> None:
     """The index holds open work only: a finished job and an ended inference are not read by any sweep."""
-    jobs = JobStore(deployment.jobs_table, 1, job_deadline_seconds=60)
+    jobs = DynamoJobStore(deployment.jobs_table, 1, job_deadline_seconds=60)
     jobs.create("b" * 32, owner="anonymous", input=f"s3://{deployment.bucket}/audio/x.wav")
     assert jobs.mark_running("b" * 32)
     assert jobs.overdue_jobs(time.time() + 61) == ["b" * 32]

@@ -18,7 +18,7 @@ from test_api import call
 from test_faults import TERMINAL, assert_invariant, jobs_of, make_app
 
 from diarization.aws.app import FunctionApp
-from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.service.locations import MAX_KEY_BYTES, Locations, ObjectRef
 from infra.local_aws import Deployment, LambdaContext, create_deployment
 
@@ -135,7 +135,9 @@ def test_a_name_of_880_e_is_refused_up_front_and_as_a_queued_job(app: FunctionAp
     assert jobs_of(deployment) == {}
 
     key = "audio/" + "é" * 880
-    JobStore(deployment.jobs_table, 1).create("e" * 32, owner="anonymous", input=f"s3://{deployment.bucket}/{key}")
+    DynamoJobStore(deployment.jobs_table, 1).create(
+        "e" * 32, owner="anonymous", input=f"s3://{deployment.bucket}/{key}"
+    )
     deployment.sqs.send_message(
         QueueUrl=deployment.queue_url,
         MessageBody=json.dumps({"job_id": "e" * 32, "bucket": deployment.bucket, "key": key}),

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from test_faults import assert_invariant, jobs_of, make_app
 
-from diarization.aws_ports.dynamodb_jobs import JobStore, new_job_id
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
+from diarization.service.jobs import new_job_id
 from infra.local_aws import Deployment, LambdaContext, create_deployment
 from infra.runtime_emulator import ROOT, Emulator
 
@@ -104,7 +105,7 @@ def queued_job(deployment: Deployment, key: str, data: bytes) -> str:
     for message in deployment.notifications(1):
         deployment.sqs.delete_message(QueueUrl=deployment.queue_url, ReceiptHandle=message["ReceiptHandle"])
     job_id = new_job_id()
-    JobStore(deployment.jobs_table, 1).create(
+    DynamoJobStore(deployment.jobs_table, 1).create(
         job_id, owner="anonymous", input=f"s3://{deployment.bucket}/{key}", hints={}
     )
     body = {"job_id": job_id, "bucket": deployment.bucket, "key": key}
@@ -119,7 +120,7 @@ def dead_letter_after(deployment: Deployment, receives: int) -> None:
 
 
 def job(deployment: Deployment, job_id: str) -> dict[str, Any]:
-    found = JobStore(deployment.jobs_table, 1).get(job_id)
+    found = DynamoJobStore(deployment.jobs_table, 1).get(job_id)
     assert found is not None
     return found
 

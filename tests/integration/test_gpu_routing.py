@@ -20,12 +20,12 @@ from test_identification import ENROLL_ALICE, ENROLL_BOB, OTHER_FILE
 
 from diarization.aws.api import ANONYMOUS
 from diarization.aws.app import FunctionApp
-from diarization.aws_ports.dynamodb_jobs import JobStore
-from diarization.aws_ports.sagemaker import GpuRouter
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.core.config import DEFAULT_VOICEPRINT_THRESHOLD, Settings
 from diarization.core.engine import Diarizer, decode_within_limits
 from diarization.core.result import load_schema
 from diarization.service.locations import ObjectRef
+from diarization.service.long_audio import gpu_reason
 from diarization.service.routing import Routing
 from infra.local_aws import Deployment, LambdaContext, create_deployment
 from infra.local_sagemaker import AsyncEndpointStandIn, sns_event, topic_with_queue
@@ -182,7 +182,7 @@ def test_a_gpu_failure_becomes_the_error_object(gpu: GpuStack, tmp_path: Path) -
 
 def test_a_failure_without_a_body_is_gpu_inference_failed(gpu: GpuStack) -> None:
     lost = ObjectRef(gpu.deployment.bucket, "audio/lost.wav")
-    jobs = JobStore(gpu.deployment.jobs_table, 1)
+    jobs = DynamoJobStore(gpu.deployment.jobs_table, 1)
     jobs.record_routing(Routing("abc", lost, output_location=None, failure_location=None))
     notification = {
         "invocationStatus": "Failed",
@@ -206,8 +206,7 @@ def test_a_failure_without_a_body_is_gpu_inference_failed(gpu: GpuStack) -> None
     ],
 )
 def test_routing_edges(audio: float, estimate: float, available: float | None, routed: bool) -> None:
-    router = GpuRouter("endpoint", 600.0, client=object())
-    assert (router.reason(audio, estimate, available) is not None) is routed
+    assert (gpu_reason(audio, estimate, available, threshold_seconds=600.0) is not None) is routed
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,12 @@ class MemoryStore:
     def delete(self, bucket: str, key: str) -> None:
         self.objects.pop((bucket, key), None)
 
+    def presign_post(self, bucket: str, key: str, expires: int, max_bytes: int) -> dict[str, Any]:
+        return {"url": f"https://{bucket}.memory", "fields": {"key": key, "max_bytes": str(max_bytes)}}
+
+    def presign_get(self, bucket: str, key: str, expires: int) -> str:
+        return f"https://{bucket}.memory/{key}?expires={expires}"
+
 
 @dataclass
 class MemoryJobs:
@@ -118,7 +124,9 @@ class MemoryJobs:
     gpu_deadline_seconds: float = 7200.0
 
     def create(self, job_id: str, **fields: Any) -> None:
-        self.jobs[job_id] = {"job_id": job_id, "status": "queued", **fields}
+        """`owner` is optional here, for tests of the object use cases; fields that are None are not stored."""
+        kept = {name: value for name, value in fields.items() if value is not None}
+        self.jobs[job_id] = {"job_id": job_id, "status": "queued", **kept}
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         return self.jobs.get(job_id)
@@ -205,6 +213,14 @@ class MemoryOrdering:
 
 
 @dataclass
+class MemoryJobQueue:
+    sent: list[tuple[str, ObjectRef, SpeakerHints]] = field(default_factory=list)
+
+    def send(self, job_id: str, ref: ObjectRef, hints: SpeakerHints) -> None:
+        self.sent.append((job_id, ref, hints))
+
+
+@dataclass
 class MemoryNotifier:
     published: list[dict[str, Any]] = field(default_factory=list)
 
@@ -215,15 +231,11 @@ class MemoryNotifier:
 
 @dataclass
 class FakeRouter:
-    """Routes audio longer than `threshold_seconds`; remembers what it submitted."""
+    """Remembers what it submitted (when to route is the service's policy: ``DiarizeObject``'s threshold)."""
 
-    threshold_seconds: float
     endpoint_name: str = "gpu-endpoint"
     submitted: list[tuple[ObjectRef, SpeakerHints, str]] = field(default_factory=list)
     embeddings_asked: list[bool] = field(default_factory=list)
-
-    def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
-        return "long" if audio_seconds > self.threshold_seconds else None
 
     def submit(
         self, ref: ObjectRef, hints: SpeakerHints, inference_id: str, *, speaker_embeddings: bool = False

@@ -11,6 +11,7 @@ from diarization.core.capacity import MemoryBudget
 from diarization.core.engine import Diarizer
 from diarization.service.abandon import AbandonObject
 from diarization.service.completion import CompleteInference
+from diarization.service.deps import Shared
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
 from diarization.service.locations import Locations, ObjectRef
 from diarization.service.model import ObjectRequest
@@ -44,26 +45,21 @@ def make_service(
     gpu: bool = True,
 ) -> Service:
     store, jobs, notifier = MemoryStore(versioned=versioned), MemoryJobs(), MemoryNotifier()
-    telemetry, router = RecordingTelemetry(), FakeRouter(gpu_above)
+    telemetry, router = RecordingTelemetry(), FakeRouter()
     locations = Locations(AwsSettings(input_bucket=BUCKET))
     publisher = Publisher(store, notifier, log, telemetry, MemoryOrdering())
+    shared = Shared(locations, store, publisher, jobs, log, telemetry)
     diarize_object = DiarizeObject(
         diarizer,
-        locations,
-        store,
-        publisher,
-        jobs,
-        log,
-        telemetry,
+        shared,
         deadline_margin_seconds=5.0,
         speed=SpeedEstimate(0.5),
         workdir=workdir,
         router=router if gpu else None,
+        gpu_threshold_seconds=gpu_above,
         memory=memory,
     )
-    complete = CompleteInference(locations, store, publisher, jobs, log, telemetry)
-    abandon = AbandonObject(locations, store, publisher, jobs, log)
-    overdue = EndOverdueJobs(locations, store, publisher, jobs, log, telemetry)
+    complete, abandon, overdue = CompleteInference(shared), AbandonObject(shared), EndOverdueJobs(shared)
     return Service(store, jobs, notifier, telemetry, router, diarize_object, complete, abandon, overdue)
 
 

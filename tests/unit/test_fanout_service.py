@@ -21,6 +21,7 @@ from diarization.core.hints import SpeakerHints
 from diarization.errors import ConfigurationError, UnsupportedEventError
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT
 from diarization.service.completion import CompleteInference
+from diarization.service.deps import Shared
 from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
 from diarization.service.fanout import FanoutSettings, StartFanout
 from diarization.service.fanout_steps import step_error
@@ -53,23 +54,14 @@ class FakeFanOut:
         return True
 
 
-class FittingRouter(FakeRouter):
-    """The real router's rule for time: what does not fit the invocation goes to the GPU."""
-
-    def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
-        fits = available_seconds is None or estimated_seconds <= available_seconds
-        return None if fits else "does not fit"
-
-
 @dataclass
 class Stack:
     store: MemoryStore
     jobs: MemoryJobs
     fanout: FakeFanOut
-    router: FittingRouter
+    router: FakeRouter
     diarize_object: DiarizeObject
-    locations: Locations
-    publisher: Publisher
+    shared: Shared
 
 
 @pytest.fixture(scope="module")
@@ -89,23 +81,20 @@ def make_stack(
     store, jobs, telemetry = MemoryStore(versioned=True), MemoryJobs(), RecordingTelemetry()
     locations = Locations(AwsSettings(input_bucket=BUCKET))
     publisher = Publisher(store, MemoryNotifier(), log, telemetry, MemoryOrdering())
-    starter, router = FakeFanOut(), FittingRouter(1e9)
+    starter, router = FakeFanOut(), FakeRouter()
     settings = FanoutSettings(WORK, mode, prefer_gpu=prefer_gpu)
+    shared = Shared(locations, store, publisher, jobs, log, telemetry)
     diarize_object = DiarizeObject(
         diarizer,
-        locations,
-        store,
-        publisher,
-        jobs,
-        log,
-        telemetry,
+        shared,
         deadline_margin_seconds=5.0,
         speed=SpeedEstimate(0.5),
         workdir=workdir,
         router=router if gpu else None,
+        gpu_threshold_seconds=1e9,  # only the rule for time routes: what does not fit the invocation
         fanout=StartFanout(starter, settings, store, log, telemetry) if fanout else None,
     )
-    return Stack(store, jobs, starter, router, diarize_object, locations, publisher)
+    return Stack(store, jobs, starter, router, diarize_object, shared)
 
 
 TIGHT = Invocation.from_remaining(10.0, "req")
@@ -221,7 +210,7 @@ def test_a_failed_execution_ends_with_a_typed_error_or_fanout_failed() -> None:
 def test_an_overdue_fanout_ends_like_a_gpu_inference(diarizer: Diarizer, tmp_path: Path) -> None:
     stack = make_stack(diarizer, tmp_path, gpu=False, mode="always")
     run(stack, speech_like(30.0, seed=4), tmp_path, Invocation())
-    overdue = EndOverdueJobs(stack.locations, stack.store, stack.publisher, stack.jobs, log, RecordingTelemetry())
+    overdue = EndOverdueJobs(stack.shared)
     outcomes = overdue(time.time() + 1e6, Invocation())
     assert [outcome.status for outcome in outcomes] == ["failed", "failed"]  # the inference's input, and its job
     error = outcomes[0].to_dict()["error"]
@@ -245,7 +234,7 @@ def test_an_unreadable_fanout_report_fails_as_fanout_failed_not_as_the_gpu(
     location = routing.output_location if status == "Completed" else routing.failure_location
     ref = parse_s3_uri(location)
     stack.store.put(ref.bucket, ref.key, b"not json")
-    complete = CompleteInference(stack.locations, stack.store, stack.publisher, stack.jobs, log, RecordingTelemetry())
+    complete = CompleteInference(stack.shared)
     notification = {
         "invocationStatus": status,
         "inferenceId": name,

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from test_service import BUCKET, Service, make_service, request
 
 from diarization.aws.settings import AwsSettings
 from diarization.core.engine import Diarizer
@@ -25,6 +24,7 @@ from diarization.service.locations import (
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Skipped, Succeeded
 from support.engine_double import model_free_diarizer
+from support.service import BUCKET, Service, make_service, request
 
 log = logging.getLogger("tests.names")
 LOCATIONS = Locations(AwsSettings(input_bucket=BUCKET))

@@ -144,6 +144,34 @@ def test_a_redelivery_for_a_running_job_still_runs(service: Service, tmp_path: P
     assert isinstance(outcome, Succeeded) and service.jobs.jobs["job6"]["status"] == "succeeded"
 
 
+class CountsReads:
+    """A job store that counts its reads."""
+
+    def __init__(self, jobs: MemoryJobs) -> None:
+        self.jobs = jobs
+        self.reads: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.jobs, name)
+
+    def get(self, job_id: str) -> dict[str, object] | None:
+        self.reads.append(job_id)
+        return self.jobs.get(job_id)
+
+
+def test_a_job_is_read_once_per_object(service: Service, encoded_samples) -> None:
+    """Its hints, formats and voiceprints all come from one read of its record."""
+    service.store.put(BUCKET, "audio/uploads/job7/a.wav", encoded_samples["wav"].read_bytes())
+    service.jobs.create("job7", hints={"num_speakers": 2}, formats=["json", "srt"])
+    counting = CountsReads(service.jobs)
+    service.diarize_object.jobs = counting  # type: ignore[assignment]
+
+    outcome = service.diarize_object(request("audio/uploads/job7/a.wav"), Invocation())
+
+    assert isinstance(outcome, Succeeded) and outcome.speaker_count == 2 and sorted(outcome.output) == ["json", "srt"]
+    assert counting.reads == ["job7"]
+
+
 class DiesAfterPublishing:
     """The job store of a process that dies right after the result is written, before its job is ended."""
 
@@ -220,7 +248,10 @@ def test_outputs_are_never_inputs(service: Service) -> None:
     }
 
 
-def test_too_little_time_left_is_an_error_object_not_a_timeout(service: Service, encoded_samples) -> None:
+def test_too_little_time_left_is_an_error_object_not_a_timeout(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    service = make_service(diarizer, tmp_path, gpu=False)  # with a GPU endpoint, what does not fit is routed there
     service.store.put(BUCKET, "audio/late.wav", encoded_samples["wav"].read_bytes())
     outcome = service.diarize_object(request("audio/late.wav"), Invocation.from_remaining(10.0, "r-2"))
     assert isinstance(outcome, Failed) and outcome.error["code"] == "AUDIO_TOO_LONG_FOR_LAMBDA"

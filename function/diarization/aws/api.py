@@ -20,26 +20,24 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from diarization.aws.settings import AwsSettings
-from diarization.aws_ports.dynamodb_jobs import JobStore, new_job_id
-from diarization.aws_ports.s3 import S3Store
 from diarization.core.hints import HINT_NAMES, SpeakerHints
 from diarization.core.voiceprints import Voiceprint, check_compatible, check_name
 from diarization.errors import (
     AudioTooLargeError,
     ConfigurationError,
     DiarizationError,
-    InputNotFoundError,
     InvalidParameterError,
     InvalidRequestError,
     NotFoundError,
 )
 from diarization.outputs.formats import parse_formats
 from diarization.service.callbacks import CallbackPolicy
-from diarization.service.locations import Locations, ObjectRef, check_safe_name, parse_s3_uri
+from diarization.service.deps import Shared
+from diarization.service.jobs import NOT_SENT, CreateJob, JobRequest, caller_input
+from diarization.service.locations import ObjectRef, parse_s3_uri
 from diarization.service.sync import DiarizeSync, SyncRequest
 from diarization.service.voiceprints import Voiceprints
 
@@ -79,26 +77,18 @@ def json_response(status: int, body: dict[str, Any]) -> Response[str]:
 class Api:
     def __init__(
         self,
-        diarize_sync: DiarizeSync,
-        locations: Locations,
+        shared: Shared,
         settings: AwsSettings,
-        store: S3Store,
-        jobs: JobStore | None,
-        queue: Any | None,
-        logger: Logger,
-        max_upload_bytes: int,
+        diarize_sync: DiarizeSync,
+        create_job: CreateJob,
         callbacks: CallbackPolicy | None = None,
         voiceprints: Voiceprints | None = None,
     ) -> None:
-        self.diarize_sync = diarize_sync
-        self.voiceprints = voiceprints
-        self.max_upload_bytes = max_upload_bytes
+        self.shared = shared
         self.settings = settings
-        self.locations = locations
-        self.store = store
-        self.jobs = jobs
-        self.queue = queue
-        self.logger = logger
+        self.diarize_sync = diarize_sync
+        self.create = create_job
+        self.voiceprints = voiceprints
         self.callbacks = callbacks or CallbackPolicy()
         """Disabled (no hosts) unless the deployment turns webhooks on: `callback_url` is then refused."""
         self.app = APIGatewayHttpResolver()
@@ -141,97 +131,42 @@ class Api:
     def _owner(self) -> str:
         return owner_of(self.app.current_event.raw_event.get("requestContext") or {})
 
-    def _input(self, uri: Any, owner: str) -> ObjectRef:
-        """An `s3_uri` the caller may use: anything under the input prefix (the deployment's shared space) except
-        the uploads of other callers' jobs, which answer exactly like a missing object, whether they exist or not."""
-        ref = self.locations.parse_input_uri(uri)
-        job_id = self.locations.job_id_of_upload(ref)
-        if job_id is not None:
-            job = self.jobs.get(job_id) if self.jobs else None
-            if job is None or job.get("owner") != owner:
-                raise InputNotFoundError(f"{ref.uri} does not exist, or is not yours.", uri=ref.uri)
-        return ref
-
-    def _require_jobs(self) -> JobStore:
-        if self.jobs is None:
-            raise ConfigurationError("JOBS_TABLE is not set: this deployment has no job store.")
-        return self.jobs
-
     def create_job(self) -> Response[str]:
-        jobs = self._require_jobs()
+        """The body, checked field by field in the order it always was, becomes the use case's request."""
+        self.shared.require_jobs()  # first: without a job store, nothing about the body matters
         owner = self._owner()
         body = self._body({"s3_uri", "upload", "filename", "formats", "callback_url", "voiceprints", *HINT_NAMES})
         hints = SpeakerHints.from_mapping(body)
         named = body.get("formats")
-        formats = self.settings.output_formats if named is None else parse_formats(named)
+        formats = None if named is None else parse_formats(named)
         callback_url = self.callbacks.check(body["callback_url"]) if "callback_url" in body else None
-        # Resolved now (a typo or another model's voiceprint fails the request, not the job) and kept with the job,
-        # so the run uses them as they were even if they are re-enrolled or deleted meanwhile.
         voiceprints = self._resolve_voiceprints(owner, body)
-        job_id = new_job_id()
-        if "s3_uri" in body:
-            if "upload" in body or "filename" in body:
-                raise InvalidRequestError('Give either "s3_uri", or "upload": true with "filename", not both.')
-            ref = self._input(body["s3_uri"], owner)
-            if self.queue is None or not self.settings.work_queue_url:
-                raise ConfigurationError("WORK_QUEUE_URL is not set: jobs for existing objects cannot be queued.")
-            self.store.head(ref)  # 404/403 now, not later in the job
-            upload = None
-        elif body.get("upload") is True:
-            filename = body.get("filename")
-            if not isinstance(filename, str) or "/" in filename:
-                raise InvalidParameterError('"filename" must be a file name without "/".', parameter="filename")
-            check_safe_name(filename, "filename")
-            if not self.settings.input_bucket:
-                raise ConfigurationError("INPUT_BUCKET is not set: upload URLs cannot be issued.")
-            ref_key = self.locations.upload_key(job_id, filename)
-            ref = self.locations.check(ObjectRef(self.settings.input_bucket, ref_key))  # before any URL or job
-            expiry = self.settings.url_expiry_seconds
-            upload = {
-                **self.store.presign_post(ref.bucket, ref.key, expiry, self.max_upload_bytes),
-                "method": "POST",
-                "expires_in": expiry,
-                "max_bytes": self.max_upload_bytes,
-            }
-        else:
-            raise InvalidRequestError('Give "s3_uri", or "upload": true with "filename".')
-
-        outputs = self.locations.outputs(ref, formats)
-        result = {**outputs.output_uris(), "error": outputs.uri(outputs.error_key)}
-        jobs.create(
-            job_id,
-            owner=owner,
-            input=ref.uri,
-            hints=hints.to_dict(),
-            formats=list(formats),
-            result=result,
-            upload=upload is not None,
+        request = JobRequest(
+            owner,
+            hints,
+            s3_uri=body.get("s3_uri", NOT_SENT),
+            upload=body.get("upload", NOT_SENT),
+            filename=body.get("filename", NOT_SENT),
+            formats=formats,
             callback_url=callback_url,
-            voiceprints=json.dumps([voiceprint.to_dict() for voiceprint in voiceprints]) if voiceprints else None,
+            voiceprints=voiceprints,
         )
-        if upload is None and self.queue is not None:
-            self.queue.send_message(
-                QueueUrl=self.settings.work_queue_url,
-                MessageBody=json.dumps(
-                    {"job_id": job_id, "bucket": ref.bucket, "key": ref.key, **hints.as_pipeline_kwargs()}
-                ),
-            )
-        self.logger.info("job created", extra={"job_id": job_id, "input": ref.uri})
-        response = {
-            "job_id": job_id,
+        job = self.create(request)
+        response: dict[str, Any] = {
+            "job_id": job.job_id,
             "status": "queued",
-            "input": ref.uri,
-            "result": result,
-            "status_url": f"/jobs/{job_id}",
+            "input": job.input.uri,
+            "result": job.result,
+            "status_url": f"/jobs/{job.job_id}",
         }
-        if upload:
-            response["upload"] = upload
-        if callback_url:
-            response["callback_url"] = callback_url
+        if job.upload:
+            response["upload"] = job.upload
+        if job.callback_url:
+            response["callback_url"] = job.callback_url
         return json_response(202, response)
 
     def get_job(self, job_id: str) -> Response[str]:
-        job = self._require_jobs().get(job_id)
+        job = self.shared.require_jobs().get(job_id)
         if job is None or job.get("owner") != self._owner():  # another caller's job does not exist for this one
             raise NotFoundError(f"No job {job_id!r} (jobs expire {self.settings.job_ttl_days} days after creation).")
         body: dict[str, Any] = {
@@ -247,7 +182,7 @@ class Api:
             expiry = self.settings.url_expiry_seconds
             written = {name: parse_s3_uri(uri) for name, uri in outcome["output"].items()}
             body["download"] = {
-                **{name: self.store.presign_get(ref.bucket, ref.key, expiry) for name, ref in written.items()},
+                **{name: self.shared.store.presign_get(ref.bucket, ref.key, expiry) for name, ref in written.items()},
                 "expires_in": expiry,
             }
             body["speaker_count"] = outcome.get("speaker_count")
@@ -281,7 +216,7 @@ class Api:
             if not isinstance(name, str):
                 raise InvalidParameterError('"filename" must be a string.', parameter="filename")
             return self._inline_audio(body["audio_base64"]), name
-        ref = self._input(body["s3_uri"], self._owner())
+        ref = caller_input(self.shared.locations, self.shared.jobs, body["s3_uri"], self._owner())
         return ref, ref.uri
 
     def _resolve_voiceprints(self, owner: str, body: dict[str, Any]) -> tuple[Voiceprint, ...]:

@@ -13,10 +13,10 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -32,22 +32,26 @@ from diarization.aws.api import MAX_SYNC_OBJECT_BYTES, Api
 from diarization.aws.settings import AwsSettings
 from diarization.aws.telemetry import PowertoolsTelemetry
 from diarization.aws.webhooks import Webhooks, WebhookSettings
-from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
-from diarization.aws_ports.eventbridge import Notifier
+from diarization.aws_ports.eventbridge import EventBridgeNotifier
 from diarization.aws_ports.s3 import S3Store
 from diarization.aws_ports.s3_voiceprints import S3VoiceprintStore
-from diarization.aws_ports.sagemaker import GpuRouter
+from diarization.aws_ports.sagemaker import SageMakerRouter
+from diarization.aws_ports.sqs import SqsJobQueue
 from diarization.aws_ports.stepfunctions import StepFunctionsFanOut
 from diarization.core.capacity import MemoryBudget
 from diarization.core.config import Settings
 from diarization.core.engine import Diarizer
 from diarization.errors import ConfigurationError
 from diarization.service.abandon import AbandonObject
+from diarization.service.callbacks import CallbackPolicy
 from diarization.service.completion import CompleteInference
+from diarization.service.deps import Shared
 from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
 from diarization.service.fanout import FanoutSettings, StartFanout
 from diarization.service.fanout_steps import FanoutSteps
+from diarization.service.jobs import CreateJob
 from diarization.service.locations import Locations
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.overdue import EndOverdueJobs
@@ -62,145 +66,44 @@ IDEMPOTENCY_DAYS = 7
 
 class FunctionApp:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        """The composition root: settings, then the ports' AWS implementations, then the use cases."""
         env = os.environ if env is None else env
-        # API calls and skipped objects have no application metrics; Powertools would warn on each.
-        warnings.filterwarnings("ignore", message="No application metrics to publish")
-        self.logger = Logger(service=env.get("POWERTOOLS_SERVICE_NAME", "diarization"))
-        self.tracer = Tracer(service=env.get("POWERTOOLS_SERVICE_NAME", "diarization"))
-        self.metrics = Metrics(namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "Diarization"))
+        self.logger, self.tracer, self.metrics = _powertools(env)
         self.settings = Settings.from_env(env)
         self.aws = AwsSettings.from_env(env)
         self.diarizer = Diarizer.from_settings(self.settings)
-
-        store = S3Store()
-        jobs = (
-            JobStore(
-                self.aws.jobs_table,
-                self.aws.job_ttl_days,
-                job_deadline_seconds=self.aws.job_deadline_seconds,
-                gpu_deadline_seconds=self.aws.gpu_deadline_seconds,
-                fanout_deadline_seconds=self.aws.fanout_deadline_seconds,
-            )
-            if self.aws.jobs_table
-            else None
-        )
-        notifier = Notifier(self.aws.event_bus_name) if self.aws.event_bus_name else None
-        self.idempotency_config: IdempotencyConfig | None = None
-        idempotent: Idempotent | None = None
-        if self.aws.idempotency_table:
-            config = IdempotencyConfig(
-                event_key_jmespath=IDEMPOTENCY_KEY,
-                raise_on_no_idempotency_key=True,
-                expires_after_seconds=IDEMPOTENCY_DAYS * 86400,
-            )
-            layer = DynamoDBPersistenceLayer(table_name=self.aws.idempotency_table)
-            self.idempotency_config = config
-
-            def idempotent(function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-                wrapped: Callable[..., dict[str, Any]] = idempotent_function(
-                    function, data_keyword_argument="request", persistence_store=layer, config=config
-                )
-                return wrapped
-        else:
-            self.logger.warning("IDEMPOTENCY_TABLE is not set: a redelivered event is processed again")
-
-        router = (
-            GpuRouter(self.aws.sagemaker_endpoint_name, self.aws.gpu_threshold_seconds)
-            if self.aws.sagemaker_endpoint_name
-            else None
-        )
         telemetry = PowertoolsTelemetry(self.metrics, self.tracer)
-        fanout = (
-            FanoutSettings(
-                self.aws.fanout_work_bucket,
-                self.aws.fanout,
-                self.aws.fanout_shard_seconds,
-                prefer_gpu=self.aws.long_audio_route == "gpu",
-            )
-            if self.aws.fanout_state_machine_arn and self.aws.fanout_work_bucket
-            else None
-        )
-        webhook_settings = WebhookSettings.from_env(env)
-        self.webhooks = (
-            Webhooks(webhook_settings, jobs, self.logger, telemetry)
-            if jobs and webhook_settings.policy.enabled
-            else None
-        )
-        locations = Locations(self.aws)
-        ordering = DynamoOrdering(self.aws.ordering_table) if self.aws.ordering_table else None
-        publisher = Publisher(store, notifier, self.logger, telemetry, ordering)
-        speed = SpeedEstimate(self.aws.expected_real_time_factor)
-        workdir = Path(tempfile.gettempdir())
-        budget = SyncBudget(self.aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
-        diarize_sync = DiarizeSync(self.diarizer, store, workdir, budget, speed)
-        voiceprints = Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws))
-        self.diarize_object = DiarizeObject(
-            self.diarizer,
-            locations,
-            store,
-            publisher,
-            jobs,
-            self.logger,
-            telemetry,
-            deadline_margin_seconds=self.aws.deadline_margin_seconds,
-            speed=speed,
-            workdir=workdir,
-            router=router,
-            idempotent=idempotent,
-            memory=MemoryBudget.of_this_process(env),
-            formats=self.aws.output_formats,
-            drop_voiceprints=voiceprints.for_drops(self.aws.drop_voiceprint_owner, self.aws.drop_voiceprints),
-            fanout=(
-                StartFanout(
-                    StepFunctionsFanOut(self.aws.fanout_state_machine_arn), fanout, store, self.logger, telemetry
-                )
-                if fanout and self.aws.fanout_state_machine_arn
-                else None
-            ),
-        )
-        self.complete_inference = CompleteInference(
-            locations,
-            store,
-            publisher,
-            jobs,
-            self.logger,
-            telemetry,
-            self.aws.output_formats,
-            voiceprint_threshold=self.settings.voiceprint_threshold,
-        )
-        self.fanout_steps = (
-            FanoutSteps(self.diarizer, fanout, store, jobs, self.complete_inference, self.logger)
-            if fanout and jobs
-            else None
-        )
-        self.abandon_object = AbandonObject(locations, store, publisher, jobs, self.logger)
-        self.end_overdue_jobs = (
-            EndOverdueJobs(locations, store, publisher, jobs, self.logger, telemetry) if jobs else None
-        )
-        queue = boto3.client("sqs") if self.aws.work_queue_url else None
-        self.api = Api(
-            diarize_sync,
-            locations,
-            self.aws,
-            store,
-            jobs,
-            queue,
-            self.logger,
-            self.settings.max_audio_bytes,
-            callbacks=webhook_settings.policy if self.webhooks else None,
-            voiceprints=voiceprints,
-        )
+        store, jobs, fanout = S3Store(), _job_store(self.aws), _fanout_settings(self.aws)
+        self.idempotency_config, idempotent = _idempotency(self.aws, self.logger)
+        self.webhooks, callbacks = _webhooks(env, jobs, self.logger, telemetry)
+        shared = _shared(self.aws, store, jobs, self.logger, telemetry)
+        speed, workdir = SpeedEstimate(self.aws.expected_real_time_factor), Path(tempfile.gettempdir())
+        diarize_sync = DiarizeSync(self.diarizer, store, workdir, _sync_budget(self.aws), speed)
+        voiceprints = Voiceprints(diarize_sync, S3VoiceprintStore(store, self.aws.voiceprint_location))
+        objects = _ObjectSetup(self.aws, shared, speed, workdir, idempotent, voiceprints, fanout)
+        self.diarize_object = _diarize_object(env, self.diarizer, objects)
+        self.complete_inference, self.fanout_steps = _completion(self.settings, self.aws, self.diarizer, shared, fanout)
+        self.abandon_object = AbandonObject(shared)
+        self.end_overdue_jobs = EndOverdueJobs(shared) if jobs else None
+        self.api = _api(self.aws, self.settings, shared, diarize_sync, voiceprints, callbacks)
         self.batch = BatchProcessor(event_type=EventType.SQS)
-        self.lambda_handler = self.logger.inject_lambda_context(clear_state=True)(
-            self.tracer.capture_lambda_handler(self.metrics.log_metrics(capture_cold_start_metric=True)(self.handle))
-        )
+        self.lambda_handler = self._with_powertools(self.handle)
+        self._log_ready()
+
+    def _with_powertools(self, handle: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """The handler Lambda calls: `handle` with the invocation's context in the logs, a trace, and the metrics."""
+        with_metrics = self.metrics.log_metrics(capture_cold_start_metric=True)(handle)
+        return self.logger.inject_lambda_context(clear_state=True)(self.tracer.capture_lambda_handler(with_metrics))
+
+    def _log_ready(self) -> None:
+        loaded = self.diarizer.loaded
         self.logger.info(
             "ready",
             extra={
-                "model": self.diarizer.loaded.manifest.name,
-                "trained": self.diarizer.loaded.manifest.trained,
-                "device": self.diarizer.loaded.device.device,
-                "load_seconds": round(self.diarizer.loaded.load_seconds, 3),
+                "model": loaded.manifest.name,
+                "trained": loaded.manifest.trained,
+                "device": loaded.device.device,
+                "load_seconds": round(loaded.load_seconds, 3),
             },
         )
 
@@ -289,3 +192,143 @@ def invocation_of(context: Any) -> Invocation:
     return Invocation.from_remaining(
         remaining() / 1000 if callable(remaining) else None, getattr(context, "aws_request_id", None)
     )
+
+
+def _powertools(env: Mapping[str, str]) -> tuple[Logger, Tracer, Metrics]:
+    """Logs, traces and metrics (telemetry: ``PowertoolsTelemetry`` over the last two)."""
+    # API calls and skipped objects have no application metrics; Powertools would warn on each.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    service = env.get("POWERTOOLS_SERVICE_NAME", "diarization")
+    metrics = Metrics(namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "Diarization"))
+    return Logger(service=service), Tracer(service=service), metrics
+
+
+def _job_store(aws: AwsSettings) -> DynamoJobStore | None:
+    if not aws.jobs_table:
+        return None
+    return DynamoJobStore(
+        aws.jobs_table,
+        aws.job_ttl_days,
+        job_deadline_seconds=aws.job_deadline_seconds,
+        gpu_deadline_seconds=aws.gpu_deadline_seconds,
+        fanout_deadline_seconds=aws.fanout_deadline_seconds,
+    )
+
+
+def _idempotency(aws: AwsSettings, logger: Logger) -> tuple[IdempotencyConfig | None, Idempotent | None]:
+    """Powertools idempotency in the idempotency table: its config (given each invocation's context) and the wrapper
+    that makes one run per exact version (IDEMPOTENCY_KEY); neither without IDEMPOTENCY_TABLE."""
+    if not aws.idempotency_table:
+        logger.warning("IDEMPOTENCY_TABLE is not set: a redelivered event is processed again")
+        return None, None
+    config = IdempotencyConfig(
+        event_key_jmespath=IDEMPOTENCY_KEY,
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=IDEMPOTENCY_DAYS * 86400,
+    )
+    layer = DynamoDBPersistenceLayer(table_name=aws.idempotency_table)
+
+    def idempotent(function: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        wrapped: Callable[..., dict[str, Any]] = idempotent_function(
+            function, data_keyword_argument="request", persistence_store=layer, config=config
+        )
+        return wrapped
+
+    return config, idempotent
+
+
+def _fanout_settings(aws: AwsSettings) -> FanoutSettings | None:
+    """The fan-out, where its state machine and work bucket are deployed."""
+    if not (aws.fanout_state_machine_arn and aws.fanout_work_bucket):
+        return None
+    return FanoutSettings(
+        aws.fanout_work_bucket, aws.fanout, aws.fanout_shard_seconds, prefer_gpu=aws.long_audio_route == "gpu"
+    )
+
+
+def _webhooks(
+    env: Mapping[str, str], jobs: DynamoJobStore | None, logger: Logger, telemetry: PowertoolsTelemetry
+) -> tuple[Webhooks | None, CallbackPolicy | None]:
+    """The webhook plumbing and the policy `callback_url`s are checked against; neither unless webhooks are on (and
+    there are jobs to call back about). The settings are checked either way."""
+    settings = WebhookSettings.from_env(env)
+    if not (jobs and settings.policy.enabled):
+        return None, None
+    return Webhooks(settings, jobs, logger, telemetry), settings.policy
+
+
+def _sync_budget(aws: AwsSettings) -> SyncBudget:
+    """POST /diarize answers only what fits API Gateway's 30 s (SYNC_BUDGET_SECONDS), from objects of a bounded size."""
+    return SyncBudget(aws.sync_budget_seconds, MAX_SYNC_OBJECT_BYTES)
+
+
+def _shared(
+    aws: AwsSettings, store: S3Store, jobs: DynamoJobStore | None, logger: Logger, telemetry: PowertoolsTelemetry
+) -> Shared:
+    notifier = EventBridgeNotifier(aws.event_bus_name) if aws.event_bus_name else None
+    ordering = DynamoOrdering(aws.ordering_table) if aws.ordering_table else None
+    publisher = Publisher(store, notifier, logger, telemetry, ordering)
+    return Shared(Locations(aws), store, publisher, jobs, logger, telemetry)
+
+
+@dataclass(frozen=True)
+class _ObjectSetup:
+    """What the object use case is built from, beside the diarizer."""
+
+    aws: AwsSettings
+    shared: Shared
+    speed: SpeedEstimate
+    workdir: Path
+    idempotent: Idempotent | None
+    voiceprints: Voiceprints
+    fanout: FanoutSettings | None
+
+
+def _diarize_object(env: Mapping[str, str], diarizer: Diarizer, setup: _ObjectSetup) -> DiarizeObject:
+    aws, shared = setup.aws, setup.shared
+    start_fanout = None
+    if setup.fanout and aws.fanout_state_machine_arn:
+        fan_out = StepFunctionsFanOut(aws.fanout_state_machine_arn)
+        start_fanout = StartFanout(fan_out, setup.fanout, shared.store, shared.log, shared.telemetry)
+    return DiarizeObject(
+        diarizer,
+        shared,
+        deadline_margin_seconds=aws.deadline_margin_seconds,
+        speed=setup.speed,
+        workdir=setup.workdir,
+        router=SageMakerRouter(aws.sagemaker_endpoint_name) if aws.sagemaker_endpoint_name else None,
+        gpu_threshold_seconds=aws.gpu_threshold_seconds,
+        idempotent=setup.idempotent,
+        memory=MemoryBudget.of_this_process(env),
+        formats=aws.output_formats,
+        drop_voiceprints=setup.voiceprints.for_drops(aws.drop_voiceprint_owner, aws.drop_voiceprints),
+        fanout=start_fanout,
+    )
+
+
+def _completion(
+    settings: Settings, aws: AwsSettings, diarizer: Diarizer, shared: Shared, fanout: FanoutSettings | None
+) -> tuple[CompleteInference, FanoutSteps | None]:
+    """The completion of routed work, and the fan-out's steps (whose publish step ends in that completion)."""
+    complete = CompleteInference(shared, aws.output_formats, voiceprint_threshold=settings.voiceprint_threshold)
+    steps = FanoutSteps(diarizer, fanout, shared, complete) if fanout and shared.jobs else None
+    return complete, steps
+
+
+def _api(
+    aws: AwsSettings,
+    settings: Settings,
+    shared: Shared,
+    diarize_sync: DiarizeSync,
+    voiceprints: Voiceprints,
+    callbacks: CallbackPolicy | None,
+) -> Api:
+    """The HTTP API, with job creation (its work queue: WORK_QUEUE_URL) and the sync and voiceprint use cases."""
+    create_job = CreateJob(
+        shared,
+        SqsJobQueue(aws.work_queue_url) if aws.work_queue_url else None,
+        formats=aws.output_formats,
+        url_expiry_seconds=aws.url_expiry_seconds,
+        max_upload_bytes=settings.max_audio_bytes,
+    )
+    return Api(shared, aws, diarize_sync, create_job, callbacks=callbacks, voiceprints=voiceprints)

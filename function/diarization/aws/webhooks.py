@@ -14,9 +14,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from diarization.aws_ports.dynamodb_jobs import JobStore
+from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
+from diarization.aws_ports.sqs import SqsWebhookQueue
+from diarization.aws_ports.ssm import SsmSecret
 from diarization.aws_ports.webhook_http import HttpsSender, Network
-from diarization.aws_ports.webhooks import SqsWebhookQueue, SsmSecret
 from diarization.core.environment import Kind, Table, Variable, read
 from diarization.errors import ConfigurationError, WebhookDeliveryError
 from diarization.service.callbacks import CallbackPolicy
@@ -139,7 +140,7 @@ WEBHOOK_TABLE = Table(
 class Webhooks:
     """Enqueues each ended job's webhook, and consumes the delivery queue (one SQS record per delivery)."""
 
-    def __init__(self, settings: WebhookSettings, jobs: JobStore, log: Log, telemetry: Telemetry) -> None:
+    def __init__(self, settings: WebhookSettings, jobs: DynamoJobStore, log: Log, telemetry: Telemetry) -> None:
         if not (settings.queue_url and settings.secret_parameter):
             raise ConfigurationError("Webhooks need WEBHOOK_QUEUE_URL and WEBHOOK_SECRET_PARAMETER.")
         self.settings = settings

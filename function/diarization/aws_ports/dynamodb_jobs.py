@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -37,6 +36,7 @@ from diarization.service.overdue import (
 from diarization.service.routing import SAGEMAKER, STEPFUNCTIONS, Routing
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+"""What ``diarization.service.jobs.new_job_id`` makes: anything else is no job."""
 OPEN = "#s IN (:queued, :running)"
 INFERENCE_PREFIX = "inference-"
 """Not a job id (JOB_ID), so GET /jobs/{id} can never read these items."""
@@ -44,11 +44,7 @@ OVERDUE_INDEX = "running-by-deadline"
 RUNNING = "1"
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
-
-
-class JobStore:
+class DynamoJobStore:
     def __init__(
         self,
         table_name: str,

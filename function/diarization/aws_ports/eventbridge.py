@@ -14,7 +14,7 @@ SUCCEEDED, FAILED = "Diarization Succeeded", "Diarization Failed"
 logger = logging.getLogger("diarization")
 
 
-class Notifier:
+class EventBridgeNotifier:
     def __init__(self, bus_name: str, client: Any | None = None) -> None:
         self.bus_name = bus_name
         self.client = client or boto3.client("events")

@@ -104,6 +104,19 @@ class S3Store:
             raise ValueError(f"s3://{bucket}/{key} does not hold a JSON object")
         return value
 
+    def find_json(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """`get_json`, or None when there is no such object (any other failure raises boto3's error unchanged)."""
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if _code(error) in NOT_FOUND:
+                return None
+            raise
+        value = json.loads(body)
+        if not isinstance(value, dict):
+            raise ValueError(f"s3://{bucket}/{key} does not hold a JSON object")
+        return value
+
     def put_json(self, bucket: str, key: str, body: dict[str, Any]) -> None:
         self.put_text(bucket, key, json.dumps(body, indent=2, ensure_ascii=False) + "\n", "application/json")
 

@@ -7,34 +7,25 @@ principal id holds, and listing the bucket does not reveal which principals use 
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from diarization.aws.settings import AwsSettings
-from diarization.aws_ports.s3 import NOT_FOUND, S3Store
+from diarization.aws_ports.s3 import S3Store
 
 
 class S3VoiceprintStore:
-    def __init__(self, store: S3Store, settings: AwsSettings) -> None:
+    def __init__(self, store: S3Store, location: Callable[[], tuple[str, str]]) -> None:
+        """`location`: the voiceprints' (bucket, prefix), asked for at each use, so a deployment whose settings leave
+        them nowhere (the host's ``AwsSettings.voiceprint_location`` raises then) is only refused when it uses them."""
         self.store = store
-        self.settings = settings
+        self.location = location
 
     def _where(self, owner: str, name: str) -> tuple[str, str]:
-        bucket, prefix = self.settings.voiceprint_location()
+        bucket, prefix = self.location()
         return bucket, f"{prefix}{hashlib.sha256(owner.encode('utf-8')).hexdigest()[:32]}/{name}.json"
 
     def get(self, owner: str, name: str) -> dict[str, Any] | None:
-        bucket, key = self._where(owner, name)
-        try:
-            body = self.store.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in NOT_FOUND:
-                return None
-            raise
-        value: dict[str, Any] = json.loads(body)
-        return value
+        return self.store.find_json(*self._where(owner, name))
 
     def put(self, owner: str, name: str, body: dict[str, Any]) -> None:
         self.store.put_json(*self._where(owner, name), body)

@@ -13,13 +13,11 @@ that describe the object now (see ``Publisher.failed``).
 from __future__ import annotations
 
 from diarization.errors import AccessDeniedError, DiarizationError, InputNotFoundError, KeyTooLongError
+from diarization.service.deps import Shared
 from diarization.service.diarize_object import pin_version
-from diarization.service.locations import Locations
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.ordering import order_of
 from diarization.service.outcomes import Outcome, Skipped, with_job
-from diarization.service.ports import JobStore, Log, ObjectStore
-from diarization.service.publishing import Publisher
 
 GAVE_UP = (
     "{uri} could not be processed: every delivery ended without an answer (the function timed out, ran out of "
@@ -29,19 +27,12 @@ GAVE_UP = (
 
 
 class AbandonObject:
-    def __init__(
-        self,
-        locations: Locations,
-        store: ObjectStore,
-        publisher: Publisher,
-        jobs: JobStore | None,
-        log: Log,
-    ) -> None:
-        self.locations = locations
-        self.store = store
-        self.publisher = publisher
-        self.jobs = jobs
-        self.log = log
+    def __init__(self, shared: Shared) -> None:
+        self.locations = shared.locations
+        self.store = shared.store
+        self.publisher = shared.publisher
+        self.jobs = shared.jobs
+        self.log = shared.log
 
     def __call__(self, request: ObjectRequest, invocation: Invocation, deliveries: int | None) -> Outcome:
         ref = request.ref

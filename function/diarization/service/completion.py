@@ -29,13 +29,13 @@ from diarization.errors import (
     VoiceprintModelMismatchError,
 )
 from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, render
+from diarization.service.deps import Shared
 from diarization.service.identify_result import name_speakers
-from diarization.service.locations import Locations, ObjectRef, OutputLocations, parse_s3_uri
+from diarization.service.locations import ObjectRef, OutputLocations, parse_s3_uri
 from diarization.service.model import Invocation
 from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Failed, Skipped, Succeeded, with_job
-from diarization.service.ports import JobStore, Log, ObjectStore, Telemetry
-from diarization.service.publishing import Publisher, succeeded_from_result
+from diarization.service.publishing import succeeded_from_result
 from diarization.service.routing import STEPFUNCTIONS, Completion, Routing, check_completion
 
 UNTRUSTED = "untrusted completion"
@@ -46,12 +46,7 @@ MAX_INFERENCE_ID = 64
 class CompleteInference:
     def __init__(
         self,
-        locations: Locations,
-        store: ObjectStore,
-        publisher: Publisher,
-        jobs: JobStore | None,
-        log: Log,
-        telemetry: Telemetry,
+        shared: Shared,
         formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS,
         voiceprint_threshold: float = DEFAULT_VOICEPRINT_THRESHOLD,
     ) -> None:
@@ -59,12 +54,12 @@ class CompleteInference:
         """VOICEPRINT_THRESHOLD: routed results are named here, as the Lambda function names its own."""
         self.formats = formats
         """The deployment's OUTPUT_FORMATS: for routings recorded without formats of their own."""
-        self.locations = locations
-        self.store = store
-        self.publisher = publisher
-        self.jobs = jobs
-        self.log = log
-        self.telemetry = telemetry
+        self.locations = shared.locations
+        self.store = shared.store
+        self.publisher = shared.publisher
+        self.jobs = shared.jobs
+        self.log = shared.log
+        self.telemetry = shared.telemetry
 
     def __call__(self, notification: dict[str, Any], invocation: Invocation) -> Succeeded | Failed | Skipped:
         inference_id = str(notification.get("inferenceId") or "")

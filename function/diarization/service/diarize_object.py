@@ -23,12 +23,12 @@ from diarization.core.audio import DecodedAudio
 from diarization.core.capacity import MemoryBudget
 from diarization.core.engine import Diarizer, decode_within_limits
 from diarization.core.hints import SpeakerHints
+from diarization.core.result import DiarizationResult
 from diarization.core.voiceprints import Voiceprint
 from diarization.errors import (
     AccessDeniedError,
     AudioTooLargeError,
     AudioTooLongForLambdaError,
-    AudioTooLongForMemoryError,
     ConfigurationError,
     DiarizationError,
     EmptyAudioError,
@@ -38,13 +38,22 @@ from diarization.errors import (
     UploadAlreadyUsedError,
 )
 from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
+from diarization.service.deps import Shared
 from diarization.service.fanout import StartFanout
-from diarization.service.locations import Locations, ObjectRef, key_too_long
+from diarization.service.locations import ObjectRef, OutputLocations, key_too_long
+from diarization.service.long_audio import (
+    DEFAULT_GPU_THRESHOLD_SECONDS,
+    FANOUT,
+    GPU,
+    choose,
+    fanout_reason,
+    gpu_reason,
+    memory_reason,
+)
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.ordering import Order, order_of
 from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
-from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore, Telemetry
-from diarization.service.publishing import Publisher
+from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore
 from diarization.service.routing import Routing
 
 FIXED_OVERHEAD_SECONDS = 2.0
@@ -110,6 +119,11 @@ class PinnedRun:
         return cls(ref, body["size"], hints, body["job_id"], order, tuple(body["formats"]), voiceprints)
 
 
+def voiceprints_of(job: dict[str, Any]) -> tuple[Voiceprint, ...]:
+    """A job's voiceprints, as resolved when it was created (one JSON string in its record)."""
+    return tuple(Voiceprint.from_dict(item) for item in json.loads(job.get("voiceprints") or "[]"))
+
+
 def inference_id_for(run: PinnedRun) -> str:
     """The job's id when there is one (so the completion finds the job), else a digest of the run."""
     if run.job_id:
@@ -171,17 +185,13 @@ class DiarizeObject:
     def __init__(
         self,
         diarizer: Diarizer,
-        locations: Locations,
-        store: ObjectStore,
-        publisher: Publisher,
-        jobs: JobStore | None,
-        log: Log,
-        telemetry: Telemetry,
+        shared: Shared,
         *,
         deadline_margin_seconds: float,
         speed: SpeedEstimate,
         workdir: Path,
         router: GpuRouter | None = None,
+        gpu_threshold_seconds: float = DEFAULT_GPU_THRESHOLD_SECONDS,
         idempotent: Idempotent | None = None,
         memory: MemoryBudget | None = None,
         formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS,
@@ -194,16 +204,17 @@ class DiarizeObject:
         self.fanout = fanout
         self.drop_voiceprints = drop_voiceprints
         self.diarizer = diarizer
-        self.locations = locations
-        self.store = store
-        self.publisher = publisher
-        self.jobs = jobs
-        self.log = log
-        self.telemetry = telemetry
+        self.locations = shared.locations
+        self.store = shared.store
+        self.publisher = shared.publisher
+        self.jobs = shared.jobs
+        self.log = shared.log
+        self.telemetry = shared.telemetry
         self.deadline_margin_seconds = deadline_margin_seconds
         self.speed = speed
         self.workdir = workdir
         self.router = router
+        self.gpu_threshold_seconds = gpu_threshold_seconds
         self.memory = memory
         self.formats = formats
         """The deployment's formats (OUTPUT_FORMATS); a job may name its own."""
@@ -226,10 +237,11 @@ class DiarizeObject:
         outcome: Outcome
         run: PinnedRun | None = None
         try:
-            hints = SpeakerHints.from_mapping(request.hints or self._job_hints(job_id))
+            job = self._job(job_id)
+            hints = SpeakerHints.from_mapping(request.hints or dict(job.get("hints") or {}))
             size, exact, sequencer = pin_version(self.store, request, self.log)
-            formats = self._job_formats(job_id)
-            voiceprints = self._job_voiceprints(job_id) if job_id else self._drop_voiceprints()
+            formats = self._formats_of(job)
+            voiceprints = voiceprints_of(job) if job_id else self._drop_voiceprints()
             run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer), formats, voiceprints)
             # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
             # every version alike; pinned first, so its error object describes and is ordered as that version.
@@ -287,22 +299,17 @@ class DiarizeObject:
         if ended is not None:
             jobs.finish(job_id, {**ended, "job_id": job_id})
 
-    def _job_hints(self, job_id: str | None) -> dict[str, Any]:
-        job = self.jobs.get(job_id) if job_id and self.jobs else None
-        return dict((job or {}).get("hints") or {})
+    def _job(self, job_id: str | None) -> dict[str, Any]:
+        """The job's record, read once per object: its hints, formats and voiceprints come from it ({}: no job)."""
+        return (self.jobs.get(job_id) if job_id and self.jobs else None) or {}
 
-    def _job_formats(self, job_id: str | None) -> tuple[str, ...]:
+    def _formats_of(self, job: dict[str, Any]) -> tuple[str, ...]:
         """A job's own `formats` (validated when it was created), else the deployment's."""
-        job = self.jobs.get(job_id) if job_id and self.jobs else None
-        named = (job or {}).get("formats")
+        named = job.get("formats")
         return self.formats if named is None else parse_formats(named)
 
     def _drop_voiceprints(self) -> tuple[Voiceprint, ...]:
         return self.drop_voiceprints() if self.drop_voiceprints else ()
-
-    def _job_voiceprints(self, job_id: str | None) -> tuple[Voiceprint, ...]:
-        job = self.jobs.get(job_id) if job_id and self.jobs else None
-        return tuple(Voiceprint.from_dict(item) for item in json.loads((job or {}).get("voiceprints") or "[]"))
 
     def _run_stored(self, request: dict[str, Any], invocation: Invocation) -> dict[str, Any]:
         """What the idempotency layer stores and replays: the outcome's dict."""
@@ -342,7 +349,13 @@ class DiarizeObject:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-        elapsed = time.perf_counter() - started
+        return self._publish(run, outputs, result, time.perf_counter() - started)
+
+    def _publish(
+        self, run: PinnedRun, outputs: OutputLocations, result: DiarizationResult, elapsed: float
+    ) -> Succeeded | Skipped:
+        """The result, its metrics and the succeeded outcome (or superseded: a newer version owns the outputs)."""
+        ref = run.ref
         result_json = result.to_dict()
         self.telemetry.metric("AudioSeconds", "Seconds", result.audio.duration_seconds)
         self.telemetry.metric("ProcessingSeconds", "Seconds", round(elapsed, 3))
@@ -389,20 +402,18 @@ class DiarizeObject:
     def _long_audio(
         self, run: PinnedRun, audio: DecodedAudio, decode_seconds: float, needed: float, available: float | None
     ) -> Routed | None:
-        """Where long audio goes (README, "Long audio: fan-out"), None: here. A file too large for this function's
-        memory goes to the GPU (the reduce would need that memory too), else is AUDIO_TOO_LONG_FOR_MEMORY. Otherwise,
-        with both deployed the fan-out takes what it is asked to (it does not fit, or FANOUT=always) unless
-        LONG_AUDIO_ROUTE=gpu; with one deployed, that one; with neither, the deadline check refuses it."""
+        """Where long audio goes (``diarization.service.long_audio``), None: here."""
         seconds = audio.duration_seconds
-        memory = self._memory_route(seconds)
+        memory = memory_reason(self.memory, seconds, gpu_deployed=self.router is not None)
         if memory and self.router:
             return self._route(self.router, run, seconds, memory)
-        gpu = self.router.reason(seconds, needed, available) if self.router else None
-        fan = self.fanout.reason(audio, needed, available) if self.fanout else None
-        if fan and self.fanout and not (gpu and self.fanout.settings.prefer_gpu):
-            return self._fan_out(self.fanout, run, audio, decode_seconds, fan)
-        if gpu and self.router:
-            return self._route(self.router, run, seconds, gpu)
+        gpu = gpu_reason(seconds, needed, available, self.gpu_threshold_seconds) if self.router else None
+        fan = fanout_reason(self.fanout.settings.mode, audio, needed, available) if self.fanout else None
+        chosen = choose(gpu, fan, prefer_gpu=bool(self.fanout and self.fanout.settings.prefer_gpu))
+        if chosen is not None and chosen.route == FANOUT and self.fanout:
+            return self._fan_out(self.fanout, run, audio, decode_seconds, chosen.reason)
+        if chosen is not None and chosen.route == GPU and self.router:
+            return self._route(self.router, run, seconds, chosen.reason)
         return None
 
     def _fan_out(
@@ -446,19 +457,6 @@ class DiarizeObject:
             output_location=submitted.get("output_location"),
             failure_location=submitted.get("failure_location"),
         )
-
-    def _memory_route(self, audio_seconds: float) -> str | None:
-        """Why a file that would not fit this host's memory goes to the GPU (more memory there); without a GPU
-        endpoint, AUDIO_TOO_LONG_FOR_MEMORY (an error object now, instead of an out-of-memory kill later)."""
-        if self.memory is None:
-            return None
-        try:
-            self.memory.check(audio_seconds)
-        except AudioTooLongForMemoryError as error:
-            if self.router is None:
-                raise
-            return f"clustering would not fit in this function's memory: {error.message}"
-        return None
 
     def _check_deadline(self, audio_seconds: float, needed: float, available: float | None) -> None:
         if available is not None and needed > available:

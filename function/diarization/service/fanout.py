@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from diarization.core.audio import DecodedAudio
-from diarization.core.engine import SILENCE_PEAK, peak_of
+from diarization.core.engine import peak_of
 from diarization.core.hints import SpeakerHints
 from diarization.core.voiceprints import Voiceprint
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT, FAILURE_OBJECT, RESULT_OBJECT
@@ -55,7 +55,8 @@ def work_key(name: str, relative: str) -> str:
 
 
 class StartFanout:
-    """The object use case's side: is this file for the fan-out, and if so stage it and start the execution."""
+    """The object use case's side: stage a file for the fan-out and start the execution (whether a file fans out is
+    ``diarization.service.long_audio``'s to say)."""
 
     def __init__(
         self, fanout: FanOut, settings: FanoutSettings, store: ObjectStore, log: Log, telemetry: Telemetry
@@ -65,17 +66,6 @@ class StartFanout:
         self.store = store
         self.log = log
         self.telemetry = telemetry
-
-    def reason(self, audio: DecodedAudio, needed: float, available: float | None) -> str | None:
-        """Why this file fans out (None: it does not). Silence never does: the single path skips the pipeline for
-        it, whatever its length."""
-        if self.settings.mode == "never" or peak_of(audio.samples) < SILENCE_PEAK:
-            return None
-        if self.settings.mode == "always":
-            return "FANOUT=always"
-        if available is not None and needed > available:
-            return f"about {needed:.0f} s of work does not fit the {available:.0f} s left"
-        return None
 
     def __call__(
         self,

@@ -51,9 +51,9 @@ from diarization.fanout.plan import (
     shard_object,
 )
 from diarization.fanout.shards import compute_shard, grid_for, reduce_shards, shard_plan
+from diarization.service.deps import Shared
 from diarization.service.fanout import FanoutSettings, work_key
 from diarization.service.model import Invocation
-from diarization.service.ports import JobStore, Log, ObjectStore
 from diarization.service.routing import STEPFUNCTIONS, Routing
 
 EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
@@ -74,17 +74,15 @@ class FanoutSteps:
         self,
         diarizer: Diarizer,
         settings: FanoutSettings,
-        store: ObjectStore,
-        jobs: JobStore,
+        shared: Shared,
         complete: Callable[[dict[str, Any], Invocation], Any],
-        log: Log,
     ) -> None:
         self.diarizer = diarizer
         self.settings = settings
-        self.store = store
-        self.jobs = jobs
+        self.store = shared.store
+        self.jobs = shared.require_jobs()
         self.complete = complete
-        self.log = log
+        self.log = shared.log
 
     def __call__(self, event: Mapping[str, Any], invocation: Invocation) -> dict[str, Any]:
         step, name = event.get("step"), event.get("execution")

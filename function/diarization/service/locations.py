@@ -233,7 +233,7 @@ class Locations:
         job_id, _, rest = name[len(UPLOADS_FOLDER) :].partition("/")
         return job_id if job_id and rest else None
 
-    def parse_input_uri(self, uri: str) -> ObjectRef:
+    def parse_input_uri(self, uri: object) -> ObjectRef:
         """An ``s3://`` URI a user sent: must be a file under the configured input bucket and prefix."""
         ref = parse_s3_uri(uri)
         if self.settings.input_bucket is None or ref.bucket != self.settings.input_bucket:

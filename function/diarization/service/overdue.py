@@ -21,12 +21,11 @@ from diarization.errors import (
     InvalidParameterError,
     JobDeadlineExceededError,
 )
-from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
+from diarization.service.deps import Shared
+from diarization.service.locations import ObjectRef, parse_s3_uri
 from diarization.service.model import Invocation
 from diarization.service.ordering import SUPERSEDED, order_of
 from diarization.service.outcomes import Failed, Outcome, Skipped, Succeeded, with_job
-from diarization.service.ports import JobStore, Log, ObjectStore, Telemetry
-from diarization.service.publishing import Publisher
 from diarization.service.routing import STEPFUNCTIONS, Routing
 
 DEFAULT_JOB_DEADLINE_SECONDS = 32400
@@ -62,21 +61,13 @@ LATE = {
 
 
 class EndOverdueJobs:
-    def __init__(
-        self,
-        locations: Locations,
-        store: ObjectStore,
-        publisher: Publisher,
-        jobs: JobStore,
-        log: Log,
-        telemetry: Telemetry,
-    ) -> None:
-        self.locations = locations
-        self.store = store
-        self.publisher = publisher
-        self.jobs = jobs
-        self.log = log
-        self.telemetry = telemetry
+    def __init__(self, shared: Shared) -> None:
+        self.locations = shared.locations
+        self.store = shared.store
+        self.publisher = shared.publisher
+        self.jobs = shared.require_jobs()
+        self.log = shared.log
+        self.telemetry = shared.telemetry
 
     def __call__(self, now: float, invocation: Invocation) -> list[Outcome]:
         """`now` (Unix seconds) is passed in: the sweep's clock, and a test's way to be hours later at once.

@@ -41,8 +41,19 @@ class ObjectStore(Protocol):
 
     def delete(self, bucket: str, key: str) -> None: ...
 
+    def presign_post(self, bucket: str, key: str, expires: int, max_bytes: int) -> dict[str, Any]:
+        """A form (``url`` and ``fields``) with which anyone may upload one file of 1 to `max_bytes` bytes to exactly
+        that key, for `expires` seconds: the store refuses anything else, so an oversize upload never reaches us."""
+
+    def presign_get(self, bucket: str, key: str, expires: int) -> str:
+        """A URL with which anyone may read that object for `expires` seconds."""
+
 
 class JobStore(Protocol):
+    def create(self, job_id: str, *, owner: str, **fields: Any) -> object:
+        """A new job, ``queued``, that only `owner` may see; `job_id` is fresh
+        (``diarization.service.jobs.new_job_id``), never an existing job's. Fields that are None are not stored."""
+
     def get(self, job_id: str) -> dict[str, Any] | None: ...
 
     def mark_running(self, job_id: str) -> bool:
@@ -84,10 +95,9 @@ class Notifier(Protocol):
 
 
 class GpuRouter(Protocol):
-    endpoint_name: str
+    """The GPU endpoint: it only submits; when a file goes there is ``diarization.service.long_audio``'s policy."""
 
-    def reason(self, audio_seconds: float, estimated_seconds: float, available_seconds: float | None) -> str | None:
-        """Why this file should go to the GPU (None: run it here)."""
+    endpoint_name: str
 
     def submit(
         self, ref: ObjectRef, hints: SpeakerHints, inference_id: str, *, speaker_embeddings: bool = False
@@ -126,6 +136,15 @@ class Log(Protocol):
     def info(self, msg: object, *args: object, extra: Mapping[str, object] | None = None) -> None: ...
 
     def warning(self, msg: object, *args: object, extra: Mapping[str, object] | None = None) -> None: ...
+
+
+class JobQueue(Protocol):
+    """The work queue, which the bucket's notifications reach too: one message per job for an object that is already
+    in the bucket (an upload's job runs when its own notification arrives)."""
+
+    def send(self, job_id: str, ref: ObjectRef, hints: SpeakerHints) -> None:
+        """Queue `ref` for the job, with its hints. Delivered at least once: the object use case makes a second
+        delivery find the job running or ended."""
 
 
 class WebhookQueue(Protocol):

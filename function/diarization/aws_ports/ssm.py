@@ -1,8 +1,7 @@
-"""Webhook plumbing on AWS: the delivery queue (SQS) and the signing secret (an SSM SecureString)."""
+"""The webhook signing secret: an SSM Parameter Store SecureString (WEBHOOK_SECRET_PARAMETER)."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -13,21 +12,6 @@ from diarization.errors import ConfigurationError
 SECRET_CACHE_SECONDS = 300.0
 """Read once per container and again after 5 minutes, so a rotated secret is picked up without a redeploy."""
 MIN_SECRET_CHARS = 32
-
-
-class SqsWebhookQueue:
-    def __init__(self, queue_url: str, client: Any | None = None) -> None:
-        self.queue_url = queue_url
-        self.client = client or boto3.client("sqs")
-
-    def enqueue(self, delivery: dict[str, Any]) -> None:
-        self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(delivery, default=str))
-
-    def delay(self, receipt_handle: str, seconds: int) -> None:
-        """The message's next attempt after `seconds` (its visibility timeout, from now)."""
-        self.client.change_message_visibility(
-            QueueUrl=self.queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
-        )
 
 
 class SsmSecret:
