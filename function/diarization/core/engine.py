@@ -174,8 +174,11 @@ class Diarizer:
             speaker_embeddings=embeddings,
             include_embeddings=include_embeddings,
         )
-        if not voiceprints:
-            return result
+        return self._identify(result, voiceprints) if voiceprints else result
+
+    def _identify(self, result: DiarizationResult, voiceprints: Sequence[Voiceprint]) -> DiarizationResult:
+        """The result with the speakers that match a voiceprint named, and what was matched against."""
+        embeddings = result.speaker_embeddings
         spoken = {speaker.id: embeddings[speaker.id] for speaker in result.speakers if speaker.id in embeddings}
         return dataclasses.replace(
             result,
