@@ -32,7 +32,6 @@ from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
 from diarization.service.routing import STEPFUNCTIONS
 from infra.media import encode_as, speech_like
-from support.engine_double import model_free_diarizer
 from support.fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
 
 BUCKET, WORK = "audio", "work"
@@ -62,11 +61,6 @@ class Stack:
     router: FakeRouter
     diarize_object: DiarizeObject
     shared: Shared
-
-
-@pytest.fixture(scope="module")
-def diarizer() -> Diarizer:
-    return model_free_diarizer()
 
 
 def make_stack(

@@ -23,7 +23,6 @@ from diarization.service.locations import (
 )
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Skipped, Succeeded
-from support.engine_double import model_free_diarizer
 from support.service import BUCKET, Service, make_service, request
 
 log = logging.getLogger("tests.names")
@@ -172,16 +171,6 @@ def test_an_output_prefix_too_long_for_the_fallback_is_a_configuration_error() -
     assert Locations(AwsSettings(output_prefix="r" * (MAX_KEY_BYTES - 89)))
     with pytest.raises(ConfigurationError, match="OUTPUT_PREFIX"):
         Locations(AwsSettings(output_prefix="r" * (MAX_KEY_BYTES - 88)))
-
-
-@pytest.fixture(scope="module")
-def diarizer() -> Diarizer:
-    return model_free_diarizer()
-
-
-@pytest.fixture()
-def service(diarizer: Diarizer, tmp_path: Path) -> Service:
-    return make_service(diarizer, tmp_path)
 
 
 @pytest.mark.parametrize("first", ["x.wav", "x.wav.error"])

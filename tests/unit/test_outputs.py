@@ -9,27 +9,15 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import srt
 
 from diarization.core.engine import Diarizer
 from diarization.core.hints import SpeakerHints
 from diarization.service.model import Invocation
 from diarization.service.outcomes import Failed, Routed, Succeeded
-from support.engine_double import model_free_diarizer
 from support.service import BUCKET, Service, make_service, notification, request
 
 log = logging.getLogger("tests.outputs")
-
-
-@pytest.fixture(scope="module")
-def diarizer() -> Diarizer:
-    return model_free_diarizer()
-
-
-@pytest.fixture()
-def service(diarizer: Diarizer, tmp_path: Path) -> Service:
-    return make_service(diarizer, tmp_path)
 
 
 def test_a_jobs_formats_are_written_and_listed(service: Service, encoded_samples: dict[str, Path]) -> None:

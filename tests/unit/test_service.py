@@ -23,19 +23,8 @@ from diarization.service.outcomes import Failed, Routed, Skipped, Succeeded
 from diarization.service.routing import Routing
 from diarization.service.sync import DiarizeSync, SyncBudget, SyncRequest
 from infra.media import encode_as, flac_declaring, mp3_bytes, speech_like
-from support.engine_double import model_free_diarizer
 from support.fakes import MemoryJobs, MemoryStore
 from support.service import BUCKET, Service, make_service, notification, request
-
-
-@pytest.fixture(scope="module")
-def diarizer() -> Diarizer:
-    return model_free_diarizer()
-
-
-@pytest.fixture()
-def service(diarizer: Diarizer, tmp_path: Path) -> Service:
-    return make_service(diarizer, tmp_path)
 
 
 def test_an_object_becomes_a_result_an_event_and_a_finished_job(

@@ -13,7 +13,7 @@ that describe the object now (see ``Publisher.failed``).
 from __future__ import annotations
 
 from diarization.errors import AccessDeniedError, DiarizationError, InputNotFoundError, KeyTooLongError
-from diarization.service.deps import Shared
+from diarization.service.deps import Shared, UseCase
 from diarization.service.diarize_object import pin_version
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.ordering import order_of
@@ -26,13 +26,10 @@ GAVE_UP = (
 )
 
 
-class AbandonObject:
+class AbandonObject(UseCase):
     def __init__(self, shared: Shared) -> None:
-        self.locations = shared.locations
-        self.store = shared.store
-        self.publisher = shared.publisher
+        super().__init__(shared)
         self.jobs = shared.jobs
-        self.log = shared.log
 
     def __call__(self, request: ObjectRequest, invocation: Invocation, deliveries: int | None) -> Outcome:
         ref = request.ref

@@ -29,7 +29,7 @@ from diarization.errors import (
     VoiceprintModelMismatchError,
 )
 from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, render
-from diarization.service.deps import Shared
+from diarization.service.deps import Shared, UseCase
 from diarization.service.identify_result import name_speakers
 from diarization.service.locations import ObjectRef, OutputLocations, parse_s3_uri
 from diarization.service.model import Invocation
@@ -43,7 +43,7 @@ MAX_INFERENCE_ID = 64
 """InvokeEndpointAsync's limit on InferenceId."""
 
 
-class CompleteInference:
+class CompleteInference(UseCase):
     def __init__(
         self,
         shared: Shared,
@@ -54,12 +54,8 @@ class CompleteInference:
         """VOICEPRINT_THRESHOLD: routed results are named here, as the Lambda function names its own."""
         self.formats = formats
         """The deployment's OUTPUT_FORMATS: for routings recorded without formats of their own."""
-        self.locations = shared.locations
-        self.store = shared.store
-        self.publisher = shared.publisher
+        super().__init__(shared)
         self.jobs = shared.jobs
-        self.log = shared.log
-        self.telemetry = shared.telemetry
 
     def __call__(self, notification: dict[str, Any], invocation: Invocation) -> Succeeded | Failed | Skipped:
         inference_id = str(notification.get("inferenceId") or "")

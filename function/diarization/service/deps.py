@@ -27,3 +27,15 @@ class Shared:
         if self.jobs is None:
             raise ConfigurationError("JOBS_TABLE is not set: this deployment has no job store.")
         return self.jobs
+
+
+class UseCase:
+    """A use case's shared dependencies by name (``self.store``, ``self.log`` ...), from the one value it is given.
+    ``jobs`` is left to each use case: some work without a job store, others require one (``require_jobs``)."""
+
+    def __init__(self, shared: Shared) -> None:
+        self.locations = shared.locations
+        self.store = shared.store
+        self.publisher = shared.publisher
+        self.log = shared.log
+        self.telemetry = shared.telemetry

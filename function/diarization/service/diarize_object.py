@@ -38,7 +38,7 @@ from diarization.errors import (
     UploadAlreadyUsedError,
 )
 from diarization.outputs.formats import DEFAULT_OUTPUT_FORMATS, parse_formats
-from diarization.service.deps import Shared
+from diarization.service.deps import Shared, UseCase
 from diarization.service.fanout import StartFanout
 from diarization.service.locations import ObjectRef, OutputLocations, key_too_long
 from diarization.service.long_audio import (
@@ -179,7 +179,7 @@ def _pin(store: ObjectStore, ref: ObjectRef, sequencer: str | None, log: Log) ->
         return size, exact, None  # not the event's version: its sequencer says nothing about this one
 
 
-class DiarizeObject:
+class DiarizeObject(UseCase):
     """The use case. Long-lived (one per process); everything about one call is in its arguments."""
 
     def __init__(
@@ -204,12 +204,8 @@ class DiarizeObject:
         self.fanout = fanout
         self.drop_voiceprints = drop_voiceprints
         self.diarizer = diarizer
-        self.locations = shared.locations
-        self.store = shared.store
-        self.publisher = shared.publisher
+        super().__init__(shared)
         self.jobs = shared.jobs
-        self.log = shared.log
-        self.telemetry = shared.telemetry
         self.deadline_margin_seconds = deadline_margin_seconds
         self.speed = speed
         self.workdir = workdir

@@ -21,7 +21,7 @@ from diarization.errors import (
     InvalidParameterError,
     JobDeadlineExceededError,
 )
-from diarization.service.deps import Shared
+from diarization.service.deps import Shared, UseCase
 from diarization.service.locations import ObjectRef, parse_s3_uri
 from diarization.service.model import Invocation
 from diarization.service.ordering import SUPERSEDED, order_of
@@ -60,14 +60,10 @@ LATE = {
 }
 
 
-class EndOverdueJobs:
+class EndOverdueJobs(UseCase):
     def __init__(self, shared: Shared) -> None:
-        self.locations = shared.locations
-        self.store = shared.store
-        self.publisher = shared.publisher
+        super().__init__(shared)
         self.jobs = shared.require_jobs()
-        self.log = shared.log
-        self.telemetry = shared.telemetry
 
     def __call__(self, now: float, invocation: Invocation) -> list[Outcome]:
         """`now` (Unix seconds) is passed in: the sweep's clock, and a test's way to be hours later at once.
