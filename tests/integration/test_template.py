@@ -118,6 +118,14 @@ def render(node: Any, values: dict[str, str]) -> Any:
         return variable(node["Ref"])
     if set(node) == {"Fn::GetAtt"}:
         return variable(".".join(node["Fn::GetAtt"]))
+    if set(node) == {"Fn::Split"}:
+        separator, text = node["Fn::Split"]
+        return str(render(text, values)).split(separator)
+    if set(node) == {"Fn::Select"}:  # a text's part, where the text is known; else left as it is
+        index, items = node["Fn::Select"]
+        rendered = render(items, values)
+        if isinstance(rendered, list) and int(index) < len(rendered):
+            return rendered[int(index)]
     if set(node) == {"Fn::Sub"}:
         text, mapping = (node["Fn::Sub"], {}) if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"]
         local = {**values, **{key: str(render(value, values)) for key, value in mapping.items()}}
@@ -313,9 +321,27 @@ def lifecycle_rules(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {rule["Id"]: rule for rule in rules}
 
 
+PRIVACY_RULES = ("expire-gpu-outputs", "forget-deleted-voiceprints")
+"""Speaker centroids in the GPU's raw outputs and deleted voiceprints' old versions are biometric data: a day."""
+
+
+def test_biometric_data_is_not_kept(app_templates: dict[str, dict[str, Any]]) -> None:
+    rules = lifecycle_rules(app_templates["defaults"]["Resources"])
+    gpu, voiceprints = rules["expire-gpu-outputs"], rules["forget-deleted-voiceprints"]
+    assert (gpu["Prefix"], gpu["ExpirationInDays"], gpu["NoncurrentVersionExpiration"]) == (
+        "async-output/",
+        1,
+        {"NoncurrentDays": 1},
+    )
+    assert voiceprints["Prefix"] == "voiceprints/" and voiceprints["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": 1
+    }
+    assert all(rule["Status"] == "Enabled" for rule in (gpu, voiceprints))
+
+
 def test_inputs_expire_and_results_are_kept_by_default(app_templates: dict[str, dict[str, Any]]) -> None:
     rules = lifecycle_rules(app_templates["defaults"]["Resources"])
-    assert set(rules) == {"tidy", "expire-inputs"}
+    assert set(rules) == {"tidy", "expire-inputs", *PRIVACY_RULES}
     expiry = rules["expire-inputs"]
     assert expiry["Prefix"] == {"Ref": "InputPrefix"} and expiry["ExpirationInDays"] == {"Ref": "InputExpirationDays"}
 
@@ -323,8 +349,8 @@ def test_inputs_expire_and_results_are_kept_by_default(app_templates: dict[str, 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"InputExpirationDays": "0", "ResultExpirationDays": "90"}, {"tidy", "expire-results"}),
-        ({"InputPrefix": ""}, {"tidy"}),  # a rule for the empty prefix would expire the results as well
+        ({"InputExpirationDays": "0", "ResultExpirationDays": "90"}, {"tidy", "expire-results", *PRIVACY_RULES}),
+        ({"InputPrefix": ""}, {"tidy", *PRIVACY_RULES}),  # a rule for the empty prefix would expire the results too
     ],
 )
 def test_expiry_follows_the_parameters(overrides: dict[str, str], expected: set[str]) -> None:
@@ -413,6 +439,7 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         "CallersVoiceprints",
         "PresignUploads",
         "StateTables",
+        "IdempotencyRecords",
         "QueueJobs",
         "FindOverdueJobs",
     }
@@ -432,7 +459,14 @@ def test_function_permissions_are_scoped(app_templates: dict[str, dict[str, Any]
         inline = [s for s in inline if s["Sid"] != "ReadWebhookSecret"]
     bucket = "my-audio" if "ExistingBucketName" in PARAMETER_SETS[case] else "<AudioBucket>"
     tables = {"<IdempotencyTable.Arn>", "<JobsTable.Arn>", "<OrderingTable.Arn>"}
-    assert_scoped(inline, bucket, "<WorkQueue.Arn>", tables, "<JobsTable.Arn>")
+    assert_scoped(inline, bucket, "<WorkQueue.Arn>", tables, "<JobsTable.Arn>", "<IdempotencyTable.Arn>")
+    covered = {
+        resource
+        for s in inline
+        if s["Sid"] in {"StateTables", "IdempotencyRecords"}
+        for resource in as_list(s["Resource"])
+    }
+    assert covered == tables
     if case == "gpu":
         (invoke,) = [s for s in inline if s["Sid"] == "RouteToGpu"]
         assert (
@@ -529,9 +563,11 @@ def test_the_fanout_state_machine(app_templates: dict[str, dict[str, Any]]) -> N
     assert (variables["FANOUT_STATE_MACHINE_ARN"], variables["FANOUT_WORK_BUCKET"]) == ("", "")
 
 
-def assert_scoped(inline: list[dict[str, Any]], bucket: str, queue: str, tables: set[str], jobs_table: str) -> None:
+def assert_scoped(
+    inline: list[dict[str, Any]], bucket: str, queue: str, tables: set[str], jobs_table: str, idempotency_table: str
+) -> None:
     """Objects only under the input, output, async-output and voiceprint prefixes; listing only those prefixes;
-    queries only on the jobs table's deadline index; nothing '*'."""
+    queries only on the jobs table's deadline index; items deleted only from the idempotency table; nothing '*'."""
     prefixes = ("audio/", "results/", "async-output/", "voiceprints/")
     for statement in inline:
         assert statement["Effect"] == "Allow"
@@ -549,7 +585,9 @@ def assert_scoped(inline: list[dict[str, Any]], bucket: str, queue: str, tables:
         elif actions == ["dynamodb:Query"]:  # the overdue-job sweep reads the jobs table's deadline index only
             assert resources == [f"{jobs_table}/index/running-by-deadline"], statement
         elif any(action.startswith("dynamodb:") for action in actions):
-            assert set(resources) == tables
+            assert set(resources) <= tables, statement
+            if "dynamodb:DeleteItem" in actions:  # Powertools deletes a failed run's record; jobs and ordering: TTL
+                assert resources == [idempotency_table], statement
         elif actions == ["sqs:SendMessage", "sqs:ChangeMessageVisibility"]:  # webhook deliveries: queue and retry
             assert resources == ["<WebhookQueue.Arn>"], statement
         elif any(action.startswith("sqs:") for action in actions):
@@ -597,7 +635,8 @@ def test_only_the_endpoint_publishes_its_notifications(gpu_template: dict[str, A
     assert allowed == {
         json.dumps({"AWS": {"Fn::GetAtt": ["ExecutionRole", "Arn"]}}): None,
         json.dumps({"Service": "sagemaker.amazonaws.com"}): {
-            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnEquals": {"aws:SourceArn": {"Ref": "Endpoint"}},  # this endpoint, not any of the account's
         },
     }
     (others,) = [s for s in document if s["Sid"] == "NobodyElsePublishes"]
@@ -609,6 +648,21 @@ def test_only_the_endpoint_publishes_its_notifications(gpu_template: dict[str, A
     assert_denies_plain_http(document, "sns:Publish")
     notify = resources["EndpointConfig"]["Properties"]["AsyncInferenceConfig"]["OutputConfig"]["NotificationConfig"]
     assert notify == {"SuccessTopic": topics[0], "ErrorTopic": topics[1]}
+
+
+@pytest.mark.parametrize(
+    ("image", "repository"),
+    [
+        (GPU_IMAGE, "diarization-gpu"),
+        (f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/team/diarization@sha256:{'ab' * 32}", "team/diarization"),
+    ],
+)
+def test_the_endpoint_pulls_only_its_own_image(gpu_template: dict[str, Any], image: str, repository: str) -> None:
+    role = gpu_template["Resources"]["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    (pull,) = [s for s in statements(role) if s.get("Sid") == "PullImage"]
+    assert render(pull["Resource"], pseudo({"ImageUri": image})) == (
+        f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{repository}"
+    )
 
 
 def test_samconfig_deploys_and_validates_this_template(app_templates: dict[str, dict[str, Any]]) -> None:
@@ -771,6 +825,7 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
         "CallersVoiceprints",
         "PresignUploads",
         "StateTables",
+        "IdempotencyRecords",
         "QueueJobs",
         "FindOverdueJobs",
         *FANOUT_SIDS,
@@ -787,7 +842,14 @@ def test_deployed_function_is_wired_to_its_resources(stacks: dict[str, dict[str,
         t: dynamodb.describe_table(TableName=physical[t])["Table"]["TableArn"]
         for t in ("IdempotencyTable", "JobsTable", "OrderingTable")
     }
-    assert_scoped(inline, physical["AudioBucket"], queue["QueueArn"], set(arns.values()), arns["JobsTable"])
+    assert_scoped(
+        inline,
+        physical["AudioBucket"],
+        queue["QueueArn"],
+        set(arns.values()),
+        arns["JobsTable"],
+        arns["IdempotencyTable"],
+    )
 
     logs = boto3.client("logs")
     stack_name = stacks["defaults"]["stack"]["StackName"]
@@ -890,3 +952,5 @@ def test_gpu_stack_comes_up_in_moto(moto_endpoint: str, gpu_template: dict[str, 
     assert sorted(notify["Resource"]) == sorted([physical["SuccessTopic"], physical["ErrorTopic"]])
     (read,) = [s for s in document if s["Sid"] == "ReadInputs"]
     assert read["Resource"] == "arn:aws:s3:::audio-bucket/audio/*"
+    (pull,) = [s for s in document if s["Sid"] == "PullImage"]
+    assert pull["Resource"] == f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/diarization-gpu"  # ImageUri's only
