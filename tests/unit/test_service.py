@@ -16,7 +16,7 @@ from diarization.core.capacity import MemoryBudget
 from diarization.core.engine import Diarizer, decode_within_limits
 from diarization.core.hints import SpeakerHints
 from diarization.errors import AudioTooLongForMemoryError, InvalidAudioError, TooLongForSyncError
-from diarization.service.diarize_object import SpeedEstimate
+from diarization.service.diarize_object import FIXED_OVERHEAD_SECONDS, SpeedEstimate
 from diarization.service.locations import ObjectRef
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Routed, Skipped, Succeeded
@@ -408,13 +408,27 @@ def test_the_sync_budget_is_checked_from_the_header_before_decoding(diarizer: Di
 def test_the_sync_budget_is_checked_again_after_decoding_when_the_header_understates(
     diarizer: Diarizer, tmp_path: Path
 ) -> None:
-    """3 s at 160 kb/s then 12 s at 8 kb/s: FFmpeg estimates ~3.7 s from the first bit rate; 15 s decode."""
+    """3 s at 160 kb/s then 12 s at 8 kb/s: FFmpeg estimates ~3.7 s from the first bit rate; 15 s decode, but the
+    budget (10 s at real time, less the fixed overhead) stops the decoding at the longest audio it can take."""
     glued = mp3_bytes(speech_like(3.0), 160_000) + mp3_bytes(speech_like(12.0, seed=1), 8_000)
     sync = DiarizeSync(diarizer, None, tmp_path, SyncBudget(seconds=10.0, max_object_bytes=1 << 25), SpeedEstimate(1.0))
     with pytest.raises(TooLongForSyncError) as caught:
         sync(SyncRequest(glued, SpeakerHints()))
-    assert caught.value.details["audio_seconds"] == pytest.approx(15.0, abs=0.3)  # MP3 frame padding
-    assert "declared_seconds" not in caught.value.details
+    longest = 10.0 - FIXED_OVERHEAD_SECONDS
+    assert caught.value.details == {"decoding_stopped_at_seconds": pytest.approx(longest)}
+    assert "decoding stopped there" in caught.value.message and "POST /jobs" in caught.value.message
+
+
+def test_a_sync_request_stops_decoding_at_its_budget_not_at_max_audio_seconds(diarizer: Diarizer) -> None:
+    """A header that understates (~4 s declared, 60 s inside): the decoder stops at the budget's longest audio, not
+    at MAX_AUDIO_SECONDS; a faster estimate takes the whole file."""
+    glued = mp3_bytes(speech_like(3.0), 160_000) + mp3_bytes(speech_like(57.0, seed=2), 8_000)
+    budget = SyncBudget(seconds=10.0, max_object_bytes=1 << 25)
+    with pytest.raises(TooLongForSyncError) as caught:
+        DiarizeSync(diarizer, None, None, budget, SpeedEstimate(1.0))(SyncRequest(glued, SpeakerHints()))
+    assert caught.value.details["decoding_stopped_at_seconds"] == pytest.approx(10.0 - FIXED_OVERHEAD_SECONDS)
+    whole = DiarizeSync(diarizer, None, None, budget, SpeedEstimate(0.1))(SyncRequest(glued, SpeakerHints()))
+    assert whole.audio.duration_seconds == pytest.approx(60.0, abs=0.5)
 
 
 def test_the_service_and_the_server_import_no_lambda_host() -> None:

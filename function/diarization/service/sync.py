@@ -5,19 +5,20 @@ No outputs are written and no job is involved; the caller gets the result docume
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from diarization.core.audio import DecodedAudio
+from diarization.core.audio import AudioSource, DecodedAudio
 from diarization.core.capacity import MemoryBudget
 from diarization.core.engine import Diarizer, decode_within_limits
 from diarization.core.hints import SpeakerHints
 from diarization.core.result import DiarizationResult
 from diarization.core.voiceprints import Voiceprint
-from diarization.errors import AudioTooLargeError, ConfigurationError, TooLongForSyncError
-from diarization.service.diarize_object import SpeedEstimate
+from diarization.errors import AudioTooLargeError, AudioTooLongError, ConfigurationError, TooLongForSyncError
+from diarization.service.diarize_object import FIXED_OVERHEAD_SECONDS, SpeedEstimate
 from diarization.service.locations import ObjectRef
 from diarization.service.ports import ObjectStore
 
@@ -74,11 +75,11 @@ class DiarizeSync:
             with gate or nullcontext(), tempfile.TemporaryDirectory(dir=self.workdir) as scratch:
                 local = Path(scratch) / "input"
                 self.store.download(exact, local)
-                audio, decode_seconds = decode_within_limits(settings, local, self._check_declared)
+                audio, decode_seconds = self._decode(local)
                 self._check_decoded(audio.duration_seconds)
                 return self._diarize(request, audio, ref.uri, decode_seconds)
         with gate or nullcontext():
-            audio, decode_seconds = decode_within_limits(settings, request.source, self._check_declared)
+            audio, decode_seconds = self._decode(request.source)
             self._check_decoded(audio.duration_seconds)
             return self._diarize(request, audio, request.name, decode_seconds)
 
@@ -88,6 +89,37 @@ class DiarizeSync:
         return self.diarizer.diarize_decoded(
             audio, request.hints, name, decode_seconds, request.voiceprints, request.include_embeddings
         )
+
+    def _decode(self, source: AudioSource) -> tuple[DecodedAudio, float]:
+        """Within the deployment's limits and, with a time budget, never past the longest audio the budget can take:
+        a file without a declared duration (or one that understates it) stops decoding there, instead of decoding up
+        to MAX_AUDIO_SECONDS (hours: a minute of decoding) before the check after decoding refuses it."""
+        settings = self.diarizer.settings
+        longest = self._longest_seconds()
+        if longest is None or longest >= settings.max_audio_seconds:
+            return decode_within_limits(settings, source, self._check_declared)
+        try:
+            return decode_within_limits(
+                dataclasses.replace(settings, max_audio_seconds=longest), source, self._check_declared
+            )
+        except AudioTooLongError as error:
+            declared = error.details.get("duration_seconds")
+            if isinstance(declared, int | float):  # the header said so: the same answer as _check_declared gives
+                self._check_declared(float(declared))
+            raise TooLongForSyncError(
+                f"The audio is longer than the {longest:.0f} s a synchronous request can diarize in "
+                f"{self._budget_seconds():.0f} s; decoding stopped there. Use POST /jobs.",
+                decoding_stopped_at_seconds=round(longest, 3),
+            ) from error
+
+    def _longest_seconds(self) -> float | None:
+        """The longest audio whose estimate fits the budget (None: no budget)."""
+        if self.budget is None or self.speed is None:
+            return None
+        return max(0.0, self.budget.seconds - FIXED_OVERHEAD_SECONDS) / self.speed.real_time_factor
+
+    def _budget_seconds(self) -> float:
+        return self.budget.seconds if self.budget is not None else 0.0
 
     def _check_declared(self, declared_seconds: float) -> None:
         """From the container's header, before decoding: a 4 h file is refused in milliseconds, not after a minute
