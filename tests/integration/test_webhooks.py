@@ -370,6 +370,8 @@ BAD_URLS = [
     ("https://a.hooks.example.com/" + "x" * 2048, 400, "CALLBACK_URL_INVALID", "too_long"),
     ("https://a.hooks.example.com/x#frag", 400, "CALLBACK_URL_INVALID", "fragment"),
     ("https://a.hooks.example.com/x y", 400, "CALLBACK_URL_INVALID", "characters"),
+    ("https://a.hooks.example.com/café", 400, "CALLBACK_URL_INVALID", "not_ascii"),  # was a 202, then retried forever
+    ("https://evil.example\\.a.hooks.example.com/x", 400, "CALLBACK_URL_INVALID", "backslash"),  # was a 202
     ("https://a.hooks.example.com:99999/x", 400, "CALLBACK_URL_INVALID", "malformed"),
     ("https:///x", 400, "CALLBACK_URL_INVALID", "no_host"),
     (42, 400, "CALLBACK_URL_INVALID", "not_a_string"),

@@ -2,7 +2,8 @@
 
 The host name passed the allow-list when the job was created (``diarization.service.callbacks``), but DNS decides
 where it leads, and can change between a check and a connect. So the name is resolved here, every address must be
-public (not private, loopback, link-local such as the metadata service at 169.254.169.254, or reserved), and the
+public (not private, loopback, link-local such as the metadata service at 169.254.169.254, or reserved; nor an IPv6
+address that carries an IPv4 one a gateway would reach, NAT64 and 6to4, whatever that IPv4 address is), and the
 connection goes to the address that was checked, with the certificate verified against the name. Networks in
 `allowed_networks` are exempt (a receiver inside a VPC; the tests' receiver on 127.0.0.1), as is a CA bundle
 (`ca_bundle`) the tests use for their self-signed receiver; neither is set in the template.
@@ -23,6 +24,18 @@ TIMEOUT_SECONDS = 5.0
 """Per attempt: a receiver should answer at once and do its work later; retries cover a slow moment."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+TRANSLATED = tuple(ipaddress.ip_network(cidr) for cidr in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16"))
+"""NAT64 (well-known and local-use prefixes) and 6to4: Python counts them as global, but a gateway turns them into
+the IPv4 address they embed, private ones included (64:ff9b::a9fe:a9fe is the metadata service). Refused like
+private ranges."""
+
+
+def is_public(address: Address) -> bool:
+    """Globally reachable, and not by translation to an embedded IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_global
+    return address.is_global and not any(address in network for network in TRANSLATED)
 
 
 class HttpsSender:
@@ -53,7 +66,7 @@ class HttpsSender:
             raise WebhookDeliveryError(f"{host} does not resolve: {error}", host=host) from error
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
         for address in addresses:
-            if not address.is_global and not any(address in network for network in self.allowed_networks):
+            if not is_public(address) and not any(address in network for network in self.allowed_networks):
                 raise WebhookDeliveryError(f"{host} resolves to {address}, which is not a public address.", host=host)
         return [str(address) for address in addresses]
 
