@@ -7,6 +7,7 @@ checks each request with the verification snippet from docs/lambda.md, executed 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -33,6 +34,7 @@ from test_api import call, post_upload, process_queue
 from test_faults import completion, dead_lettered
 
 from diarization.aws.app import FunctionApp
+from diarization.aws_ports import webhook_http
 from diarization.aws_ports.webhook_http import HttpsSender
 from diarization.errors import ConfigurationError
 from diarization.service.callbacks import CallbackPolicy
@@ -470,6 +472,63 @@ def test_the_sender_only_reaches_public_addresses_and_trusted_certificates(
     assert receiver.requests == []  # neither attempt sent a byte of the payload
     sender = HttpsSender(str(certificate[0]), [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")])
     assert deliver_once(receiver, sender) == ("delivered", None)
+
+
+@contextlib.contextmanager
+def stalling_receiver(certificate: tuple[Path, Path], chunks: list[bytes], every: float = 0.2) -> Iterator[Receiver]:
+    """A TLS receiver that reads the request, then sends `chunks` one every `every` seconds: each read the sender
+    makes gets a byte well within any per-operation timeout."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            connection, _ = listener.accept()
+            with context.wrap_socket(connection, server_side=True) as tls:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += tls.recv(65536)
+                for chunk in chunks:
+                    if stop.wait(every):
+                        return
+                    tls.sendall(chunk)
+        except OSError:
+            return  # the sender hung up: what the test wants
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield Receiver(listener.getsockname()[1])
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
+
+
+STALLS = {
+    # the status line, then one header's value a byte at a time for 8 s, then a 200
+    "trickled headers": [b"HTTP/1.1 200 OK\r\nX-Slow: ", *[b"a"] * 40, b"\r\nContent-Length: 0\r\n\r\n"],
+    # 100 Continue without end (8 s of them), then a 200
+    "endless 100 Continue": [*[b"HTTP/1.1 100 Continue\r\n\r\n"] * 40, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+}
+
+
+@pytest.mark.parametrize("stall", sorted(STALLS))
+def test_a_slow_receiver_is_cut_off_at_the_attempts_deadline(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, stall: str
+) -> None:
+    """One deadline per attempt, not a timeout per read: the attempt ends within it (loosely: under twice) as a
+    retryable failure. Before, each byte reset the 5 s timeout and the attempt lasted as long as the receiver liked."""
+    monkeypatch.setattr(webhook_http, "TIMEOUT_SECONDS", 1.0)
+    sender = HttpsSender(str(certificate[0]), [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")])
+    with stalling_receiver(certificate, STALLS[stall]) as receiver:
+        started = time.monotonic()
+        status, error = deliver_once(receiver, sender)
+        elapsed = time.monotonic() - started
+    assert status == "retry" and error and "within 1 s" in error, (status, error)
+    assert elapsed < 2 * 1.0, elapsed
 
 
 def test_redirects_are_not_followed(receiver: Receiver, certificate: tuple[Path, Path]) -> None:
