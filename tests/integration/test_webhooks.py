@@ -39,7 +39,14 @@ from diarization.aws_ports.webhook_http import HttpsSender
 from diarization.errors import ConfigurationError
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.model import Invocation
-from diarization.service.webhooks import DeliverWebhook, WebhookEvents, event_id, retry_delay, signature
+from diarization.service.webhooks import (
+    WEBHOOK_RESEND_AFTER_SECONDS,
+    DeliverWebhook,
+    WebhookEvents,
+    event_id,
+    retry_delay,
+    signature,
+)
 from infra.local_aws import REGION, Deployment, LambdaContext, create_deployment
 from support.fakes import MemoryJobs, RecordingTelemetry
 
@@ -362,6 +369,35 @@ def test_the_overdue_sweep_ending_a_job_sends_its_webhook(
     assert event["status"] == "failed" and event["outcome"]["error"]["code"] == "JOB_DEADLINE_EXCEEDED"
 
 
+def test_a_webhook_never_queued_is_sent_by_the_sweep(
+    deployment: Deployment, receiver: Receiver, certificate: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The write that ends the job records its delivery; the process dies before queueing it (here: the job store's
+    end hook does nothing). GET /jobs says pending, and no longer forever: the sweep queues it after the grace
+    period, once, with the job's one event id."""
+    hooks = add_webhooks(deployment, receiver, certificate[0])
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    assert app.end_overdue_jobs is not None
+    jobs = app.end_overdue_jobs.jobs
+    queue_it, jobs.on_end = jobs.on_end, lambda job_id: None
+    job = failing_job(app, deployment, receiver.url)
+    _, seen = call(app, "GET", job["status_url"])
+    assert seen["status"] == "failed" and seen["webhook"] == {"status": "pending"}
+    assert hooks.deliver(app, wait=0) == [] and receiver.requests == []
+
+    jobs.on_end = queue_it  # a new container
+    app.sweep(LambdaContext(), now=time.time() + 10)  # within the grace period: left to the job's own path
+    assert hooks.deliver(app) == [] and receiver.requests == []
+    app.sweep(LambdaContext(), now=time.time() + WEBHOOK_RESEND_AFTER_SECONDS + 60)
+    assert hooks.deliver(app) == []
+    (request,) = receiver.requests
+    assert request.verified and request.headers["X-Diarization-Event-Id"] == event_id(job["job_id"])
+    assert json.loads(request.body)["outcome"]["error"]["code"] == "INVALID_AUDIO"
+    assert call(app, "GET", job["status_url"])[1]["webhook"]["status"] == "delivered"
+    app.sweep(LambdaContext(), now=time.time() + WEBHOOK_RESEND_AFTER_SECONDS + 120)  # delivered: not again
+    assert hooks.deliver(app) == [] and len(receiver.requests) == 1
+
+
 BAD_URLS = [
     ("http://a.hooks.example.com/x", 400, "CALLBACK_URL_INVALID", "not_https"),
     ("https://user:pw@a.hooks.example.com/x", 400, "CALLBACK_URL_INVALID", "userinfo"),
@@ -570,7 +606,7 @@ class Unreachable:
 def test_queueing_failures_are_counted_not_raised() -> None:
     jobs, telemetry = MemoryJobs(), RecordingTelemetry()
     jobs.create("j1", callback_url="https://a.example.com/", status="failed")
-    WebhookEvents(jobs, BrokenQueue(), logging.getLogger("test"), telemetry).job_ended("j1")
+    WebhookEvents(jobs, jobs, BrokenQueue(), logging.getLogger("test"), telemetry).job_ended("j1")
     assert telemetry.failures == ["WEBHOOK_NOT_QUEUED"]
 
 

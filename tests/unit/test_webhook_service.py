@@ -1,10 +1,11 @@
-"""Webhooks without a network: which callback URLs and receiver addresses are allowed."""
+"""Webhooks without a network: which callback URLs and receiver addresses are allowed; the outbox."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +13,14 @@ import pytest
 from diarization.aws_ports.webhook_http import HttpsSender
 from diarization.errors import CallbackUrlInvalidError, WebhookDeliveryError
 from diarization.service.callbacks import CallbackPolicy
-from diarization.service.webhooks import DeliverWebhook
+from diarization.service.webhooks import (
+    WEBHOOK_RESEND_AFTER_SECONDS,
+    DeliverWebhook,
+    ResendWebhooks,
+    WebhookEvents,
+    event_id,
+)
+from support.fakes import MemoryJobs, RecordingTelemetry
 
 SECRET = b"s3cr3t-" + b"x" * 40
 POLICY = CallbackPolicy.parse("*.hooks.example.com, hooks.example.org")
@@ -97,3 +105,48 @@ def test_public_addresses_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: resolved)
     assert HttpsSender()._public_addresses("a.hooks.example.com", 443) == ["8.8.8.8", "2001:4860:4860::8888"]
+
+
+class FlakyQueue:
+    """Refuses the first `failures` deliveries (SQS unreachable), then keeps them."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[dict[str, Any]] = []
+
+    def enqueue(self, delivery: dict[str, Any]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("SQS is unreachable")
+        self.sent.append(delivery)
+
+
+def test_a_webhook_lost_between_the_jobs_end_and_its_queue_is_queued_by_the_sweep() -> None:
+    """The job's end records the delivery (the outbox); a failed enqueue, or a crash before it, leaves it there, and
+    the sweep queues it after the grace period: the same event, so a receiver that has it already deduplicates."""
+    jobs, telemetry = MemoryJobs(), RecordingTelemetry()
+    queue = FlakyQueue(failures=1)
+    events = WebhookEvents(jobs, jobs, queue, logging.getLogger("test"), telemetry)
+    resend = ResendWebhooks(jobs, events, telemetry)
+    for job_id in ("lost", "crashed", "sent", "silent"):
+        url = None if job_id == "silent" else "https://a.hooks.example.com/x"
+        jobs.create(job_id, owner="o", callback_url=url, input=f"s3://b/{job_id}.wav")
+        assert jobs.mark_running(job_id)
+    assert jobs.finish("lost", {"status": "failed", "error": {"code": "INVALID_AUDIO"}})
+    events.job_ended("lost")  # SQS refuses it: counted, not raised
+    assert jobs.finish("crashed", {"status": "succeeded"})  # the process dies before job_ended
+    assert jobs.finish("sent", {"status": "succeeded"})
+    events.job_ended("sent")
+    assert jobs.finish("silent", {"status": "succeeded"})  # no callback URL: nothing to send, nothing recorded
+    assert telemetry.failures == ["WEBHOOK_NOT_QUEUED"] and [d["job_id"] for d in queue.sent] == ["sent"]
+    assert jobs.get("lost")["webhook"] == jobs.get("crashed")["webhook"] == {"status": "pending"}
+    assert "webhook" not in jobs.get("silent")
+
+    assert resend(time.time()) == []  # within the grace period: its own path may still be queueing it
+    later = time.time() + WEBHOOK_RESEND_AFTER_SECONDS + 1
+    assert resend(later) == ["crashed", "lost"]
+    assert [d["job_id"] for d in queue.sent] == ["sent", "crashed", "lost"]
+    assert [d["payload"]["event_id"] for d in queue.sent] == [event_id(j) for j in ("sent", "crashed", "lost")]
+    assert resend(later) == []  # queued: out of the outbox
+    events.job_ended("sent")  # queued twice (a redelivered sweep, a lost 2xx): the very same delivery
+    assert queue.sent[-1] == queue.sent[0]

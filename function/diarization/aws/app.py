@@ -151,13 +151,20 @@ class FunctionApp:
         outcome: dict[str, Any] = self.diarize_object(request, invocation_of(context)).to_dict()
         return outcome
 
-    def sweep(self, context: Any) -> list[dict[str, Any]]:
-        """The scheduled sweep of overdue work. The clock is this process's, never the event's: whoever may invoke
-        the function must not be able to end jobs early by sending a time in the future."""
+    def sweep(self, context: Any, now: float | None = None) -> list[dict[str, Any]]:
+        """The scheduled sweep: overdue work, then webhooks recorded but never queued. The clock is this process's,
+        never the event's: whoever may invoke the function must not be able to end jobs early by sending a time in
+        the future (`now` is for tests)."""
         if self.end_overdue_jobs is None:
             self.logger.warning("scheduled sweep without JOBS_TABLE: there are no jobs to end")
             return []
-        return [outcome.to_dict() for outcome in self.end_overdue_jobs(time.time(), invocation_of(context))]
+        now = time.time() if now is None else now
+        outcomes = [outcome.to_dict() for outcome in self.end_overdue_jobs(now, invocation_of(context))]
+        if self.webhooks is not None:
+            resent = self.webhooks.resend(now)
+            if resent:
+                self.logger.warning("queued webhooks that were never queued", extra={"job_ids": resent})
+        return outcomes
 
     def _sns_record(self, record: dict[str, Any], context: Any) -> list[dict[str, Any]]:
         """S3 -> SNS -> Lambda or a SageMaker completion: each record by its own message."""

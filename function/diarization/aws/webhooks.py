@@ -22,7 +22,13 @@ from diarization.core.environment import Kind, Table, Variable, read
 from diarization.errors import ConfigurationError, WebhookDeliveryError
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.ports import Log, Telemetry
-from diarization.service.webhooks import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_SECONDS, DeliverWebhook, WebhookEvents
+from diarization.service.webhooks import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_SECONDS,
+    DeliverWebhook,
+    ResendWebhooks,
+    WebhookEvents,
+)
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,8 @@ WEBHOOK_TABLE = Table(
 
 
 class Webhooks:
-    """Enqueues each ended job's webhook, and consumes the delivery queue (one SQS record per delivery)."""
+    """Enqueues each ended job's webhook, queues again what never was (`resend`, from the scheduled sweep), and
+    consumes the delivery queue (one SQS record per delivery)."""
 
     def __init__(self, settings: WebhookSettings, jobs: DynamoJobStore, log: Log, telemetry: Telemetry) -> None:
         if not (settings.queue_url and settings.secret_parameter):
@@ -154,7 +161,9 @@ class Webhooks:
             max_attempts=settings.max_attempts,
             retry_seconds=settings.retry_seconds,
         )
-        jobs.on_end = WebhookEvents(jobs, self.queue, log, telemetry).job_ended
+        events = WebhookEvents(jobs, jobs, self.queue, log, telemetry)
+        jobs.on_end = events.job_ended
+        self.resend = ResendWebhooks(jobs, events, telemetry)
         # A receiver that is down fails every record of a batch: an expected outcome (each message is retried on its
         # own schedule), not a function error that would count against the error alarm.
         self.batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
