@@ -13,12 +13,11 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,9 +29,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_api import call, post_upload, process_queue
+from test_api import ALICE, ALICE_AGAIN, BOB, call, post_upload, process_queue
 from test_faults import completion, dead_lettered
 
+from diarization.aws.api import ANONYMOUS
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports import webhook_http
 from diarization.aws_ports.webhook_http import HttpsSender
@@ -44,26 +44,17 @@ from diarization.service.webhooks import (
     DeliverWebhook,
     WebhookEvents,
     event_id,
+    owner_key,
     retry_delay,
     signature,
 )
 from infra.local_aws import REGION, Deployment, LambdaContext, create_deployment
 from support.fakes import MemoryJobs, RecordingTelemetry
+from support.webhook_docs import readme_verify
 
 SECRET = "s3cr3t-" + "x" * 40
-LAMBDA_PAGE = Path(__file__).resolve().parents[2] / "docs" / "lambda.md"
-
-
-def readme_verify() -> Callable[[bytes, dict[str, str], bytes], bool]:
-    """The docs' verification snippet, run as a user would copy it."""
-    text = LAMBDA_PAGE.read_text()
-    section = text[text.index("\n## Webhooks\n") :]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "docs/lambda.md, Webhooks: no Python snippet"
-    scope: dict[str, Any] = {}
-    exec(match.group(1), scope)  # noqa: S102 (our own docs, the point of the test)
-    verify: Callable[[bytes, dict[str, str], bytes], bool] = scope["verify"]
-    return verify
+ANONYMOUS_KEY = owner_key(SECRET.encode(), ANONYMOUS).hex()
+"""The signing key of callers without an IAM context (`call` without a caller), the owner of most jobs here."""
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +100,8 @@ class Receiver:
     port: int
     statuses: list[int] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
+    key: str = ANONYMOUS_KEY
+    """What the receiver checks signatures with: its owner's `webhook_signing_key`."""
 
     @property
     def url(self) -> str:
@@ -129,7 +122,8 @@ def receiver(certificate: tuple[Path, Path]) -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             status = state.statuses.pop(0) if state.statuses else 200
             headers = dict(self.headers.items())
-            state.requests.append(Received(headers, body, verify(SECRET.encode(), headers, body), status))
+            verified = verify(state.key, state.url, headers, body)
+            state.requests.append(Received(headers, body, verified, status))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -206,6 +200,7 @@ class Hooks:
 
 
 MAX_ATTEMPTS = 3
+CALLERS = [("alice", ALICE), ("alice again", ALICE_AGAIN), ("bob", BOB), ("anonymous", None)]
 
 
 def add_webhooks(deployment: Deployment, receiver: Receiver, certificate: Path) -> Hooks:
@@ -265,7 +260,7 @@ def test_a_finished_job_is_delivered_signed(
     hooks = add_webhooks(deployment, receiver, certificate[0])
     app = make_app(deployment, tiny_model_dir, tmp_path)
     status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "call.m4a", "callback_url": receiver.url})
-    assert status == 202 and job["callback_url"] == receiver.url
+    assert status == 202 and job["callback_url"] == receiver.url and job["webhook_signing_key"] == receiver.key
     assert call(app, "GET", job["status_url"])[1]["webhook"] == {"status": "waiting"}
     assert post_upload(job, encoded_samples["m4a"].read_bytes()) == 204
     process_queue(app, deployment, 1)
@@ -291,13 +286,29 @@ def test_a_finished_job_is_delivered_signed(
 
 def test_a_tampered_or_stale_delivery_fails_the_readme_check() -> None:
     verify = readme_verify()
-    body, now = b'{"status":"failed"}', int(time.time())
-    headers = {"X-Diarization-Signature": signature(SECRET.encode(), now, body)}
-    assert verify(SECRET.encode(), headers, body)
-    assert not verify(SECRET.encode(), headers, body.replace(b"failed", b"succeeded"))
-    assert not verify(b"another secret", headers, body)
-    old = {"X-Diarization-Signature": signature(SECRET.encode(), now - 3600, body)}
-    assert not verify(SECRET.encode(), old, body)
+    body, now, url = b'{"status":"failed"}', int(time.time()), "https://a.hooks.example.com/x"
+    key = owner_key(SECRET.encode(), "123456789012:AROAALICE")
+    headers = {"X-Diarization-Signature": signature(key, now, url, body)}
+    assert verify(key.hex(), url, headers, body)
+    assert not verify(key.hex(), url, headers, body.replace(b"failed", b"succeeded"))
+    assert not verify(owner_key(b"another secret", "123456789012:AROAALICE").hex(), url, headers, body)
+    old = {"X-Diarization-Signature": signature(key, now - 3600, url, body)}
+    assert not verify(key.hex(), url, old, body)
+
+
+def test_each_caller_gets_its_own_signing_key_with_its_callback_url(
+    deployment: Deployment, receiver: Receiver, certificate: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The key comes back from POST /jobs with a callback URL: the same for every job (and session) of one caller,
+    another for another caller, never the master secret; none without a callback URL."""
+    add_webhooks(deployment, receiver, certificate[0])
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    body = {"upload": True, "filename": "a.wav", "callback_url": receiver.url}
+    keys = {name: call(app, "POST", "/jobs", body, caller=who)[1]["webhook_signing_key"] for name, who in CALLERS}
+    assert keys["alice"] == keys["alice again"] == owner_key(SECRET.encode(), "123456789012:AROAALICE").hex()
+    assert keys["bob"] == owner_key(SECRET.encode(), "123456789012:AIDABOB").hex() != keys["alice"]
+    assert keys["anonymous"] == ANONYMOUS_KEY and SECRET.encode().hex() not in keys.values()
+    assert "webhook_signing_key" not in call(app, "POST", "/jobs", {"upload": True, "filename": "a.wav"})[1]
 
 
 def test_a_500_then_a_200_is_delivered_once_with_one_event_id(
@@ -492,7 +503,8 @@ def deliver_once(receiver: Receiver, sender: HttpsSender) -> tuple[str, str | No
     policy = CallbackPolicy.parse(f"localhost:{receiver.port}")
     deliver = DeliverWebhook(policy, SECRET.encode, sender, Recorded(), logging.getLogger("test"))
     payload = {"event_id": event_id("0" * 32), "status": "failed"}
-    delivery = deliver({"job_id": "0" * 32, "callback_url": receiver.url, "payload": payload}, attempt=1)
+    message = {"job_id": "0" * 32, "owner": ANONYMOUS, "callback_url": receiver.url, "payload": payload}
+    delivery = deliver(message, attempt=1)
     return delivery.status, delivery.error
 
 

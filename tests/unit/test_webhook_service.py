@@ -17,10 +17,12 @@ from diarization.service.webhooks import (
     WEBHOOK_RESEND_AFTER_SECONDS,
     DeliverWebhook,
     ResendWebhooks,
+    SigningKeys,
     WebhookEvents,
     event_id,
 )
 from support.fakes import MemoryJobs, RecordingTelemetry
+from support.webhook_docs import readme_verify
 
 SECRET = b"s3cr3t-" + b"x" * 40
 POLICY = CallbackPolicy.parse("*.hooks.example.com, hooks.example.org")
@@ -150,3 +152,42 @@ def test_a_webhook_lost_between_the_jobs_end_and_its_queue_is_queued_by_the_swee
     assert resend(later) == []  # queued: out of the outbox
     events.job_ended("sent")  # queued twice (a redelivered sweep, a lost 2xx): the very same delivery
     assert queue.sent[-1] == queue.sent[0]
+
+
+class Capturing:
+    """A receiver that answers 200 and keeps what it got."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def post(self, url: str, body: bytes, headers: Any) -> int:
+        self.got.append((url, body, dict(headers)))
+        return 200
+
+
+def test_a_delivery_verifies_only_with_its_owners_key_and_at_its_own_url() -> None:
+    """Per-owner keys derived from the master secret, the URL among the signed bytes, checked with the docs'
+    snippet as written: another tenant's key fails, and so does the same body and signature replayed to another
+    URL (before, one secret signed everyone's deliveries and the URL was not signed: both verified)."""
+    verify, keys = readme_verify(), SigningKeys(lambda: SECRET)
+    sender = Capturing()
+    deliver = DeliverWebhook(POLICY, lambda: SECRET, sender, Recorded(), logging.getLogger("test"))
+    alice_url, alice_other_url = "https://alice.hooks.example.com/x", "https://alice.hooks.example.com/y"
+    message = {"job_id": "j1", "owner": "111:AROAALICE", "callback_url": alice_url, "payload": {"event_id": "e1"}}
+    assert deliver(message, attempt=1).status == "delivered"
+    ((url, body, headers),) = sender.got
+    assert url == alice_url and verify(keys("111:AROAALICE"), alice_url, headers, body)
+    assert not verify(keys("222:AIDABOB"), alice_url, headers, body)  # another owner's key
+    assert not verify(keys("111:AROAALICE"), alice_other_url, headers, body)  # replayed to another URL
+    assert not verify(SECRET.hex(), alice_url, headers, body)  # the master secret is no owner's key
+    assert keys("111:AROAALICE") != keys("222:AIDABOB") and len(bytes.fromhex(keys("111:AROAALICE"))) == 32
+    assert keys("111:AROAALICE") == SigningKeys(lambda: SECRET)("111:AROAALICE")  # derived, stored nowhere
+
+
+def test_the_queued_delivery_names_its_owner() -> None:
+    jobs, queue = MemoryJobs(), FlakyQueue(failures=0)
+    events = WebhookEvents(jobs, jobs, queue, logging.getLogger("test"), RecordingTelemetry())
+    jobs.create("j1", owner="111:AROAALICE", callback_url="https://alice.hooks.example.com/x")
+    assert jobs.finish("j1", {"status": "succeeded"})
+    events.job_ended("j1")
+    assert queue.sent[0]["owner"] == "111:AROAALICE"

@@ -27,6 +27,7 @@ from diarization.service.webhooks import (
     DEFAULT_RETRY_SECONDS,
     DeliverWebhook,
     ResendWebhooks,
+    SigningKeys,
     WebhookEvents,
 )
 
@@ -87,7 +88,8 @@ WEBHOOK_TABLE = Table(
             "secret_parameter",
             Kind.TEXT,
             "—",
-            "The SSM SecureString parameter holding the signing secret.",
+            "The SSM SecureString parameter holding the master signing secret (each job owner's key is derived from "
+            "it).",
         ),
         Variable(
             "WEBHOOK_QUEUE_URL",
@@ -152,9 +154,12 @@ class Webhooks:
             raise ConfigurationError("Webhooks need WEBHOOK_QUEUE_URL and WEBHOOK_SECRET_PARAMETER.")
         self.settings = settings
         self.queue = SqsWebhookQueue(settings.queue_url)
+        master = SsmSecret(settings.secret_parameter)
+        self.signing_keys = SigningKeys(master)
+        """Each owner's key (POST /jobs gives it to the owner with its callback URL)."""
         self.deliver = DeliverWebhook(
             settings.policy,
-            SsmSecret(settings.secret_parameter),
+            master,
             HttpsSender(settings.ca_bundle, settings.allowed_networks),
             jobs,
             log,

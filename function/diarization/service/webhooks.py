@@ -11,9 +11,14 @@ delay (`retry_delay`), and after `max_attempts` the queue's redrive policy moves
 (with an alarm). Each attempt's state is recorded on the job (`webhook` in ``GET /jobs/{id}``).
 
 At-least-once: a delivery whose 2xx answer was lost, or that the sweep queued again, is sent again with the same
-``X-Diarization-Event-Id`` and body; receivers deduplicate on it. Signature: ``X-Diarization-Signature: t=<unix
-seconds>,v1=<hex>``, HMAC-SHA256 over ``f"{t}.{body}"`` with the deployment's secret; receivers check it and reject
-old timestamps (replays).
+``X-Diarization-Event-Id`` and body; receivers deduplicate on it.
+
+Signature: ``X-Diarization-Signature: t=<unix seconds>,v2=<hex>``, HMAC-SHA256 over ``f"{t}\n{url}\n"`` + body, with
+the job owner's signing key: `owner_key`, HMAC-SHA256 of the owner's identity under the deployment's master secret,
+which never leaves the function. So one tenant cannot sign for another (each has a different key), nor replay a
+delivery it received to another URL (the URL is signed; a callback URL has no newline). The owner learns its key from
+``POST /jobs`` (``webhook_signing_key``, with a ``callback_url``). Receivers check the signature and reject old
+timestamps (replays to the same URL within the tolerance are deduplicated by event id).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ REFUSED = (WebhooksDisabledError, CallbackUrlInvalidError, CallbackHostNotAllowe
 WEBHOOK_RESEND_AFTER_SECONDS = 300
 """A delivery recorded this long ago and still not queued was lost on its way (its job's path failed or died after
 the write that ended the job): the sweep queues it. Queueing normally follows that write within milliseconds."""
+KEY_CONTEXT = b"diarization webhook signing key v2\n"
+"""What an owner's key is derived for: the master secret's HMAC of this + the owner (never used for anything else)."""
 MAX_RETRY_DELAY_SECONDS = 900
 """The longest delay SQS allows on one message (visibility timeout is at most 12 h; 15 min keeps retries useful)."""
 
@@ -64,9 +71,28 @@ def event_id(job_id: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, job_id))
 
 
-def signature(secret: bytes, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+def owner_key(master: bytes, owner: str) -> bytes:
+    """The signing key of one owner (the API's caller identity): derived, so nothing per tenant is stored, and a key
+    gives away neither the master secret nor another owner's key."""
+    return hmac.new(master, KEY_CONTEXT + owner.encode(), hashlib.sha256).digest()
+
+
+def signature(key: bytes, timestamp: int, url: str, body: bytes) -> str:
+    """`key`: the owner's (`owner_key`); the URL is signed with the body, so a delivery is valid only where it was
+    sent."""
+    digest = hmac.new(key, f"{timestamp}\n{url}\n".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v2={digest}"
+
+
+class SigningKeys:
+    """Each owner's key, from the deployment's master secret (`master`: read when needed, so a rotation is seen)."""
+
+    def __init__(self, master: Callable[[], bytes]) -> None:
+        self.master = master
+
+    def __call__(self, owner: str) -> str:
+        """The key as the owner gets it (``webhook_signing_key``): hex."""
+        return owner_key(self.master(), owner).hex()
 
 
 def retry_delay(attempt: int, base_seconds: float) -> int:
@@ -94,7 +120,13 @@ class WebhookEvents:
             job = self.jobs.get(job_id)
             if job is None or not job.get("callback_url"):
                 return
-            self.queue.enqueue({"job_id": job_id, "callback_url": job["callback_url"], "payload": payload_of(job)})
+            delivery = {
+                "job_id": job_id,
+                "owner": str(job.get("owner") or ""),  # whose key signs it
+                "callback_url": job["callback_url"],
+                "payload": payload_of(job),
+            }
+            self.queue.enqueue(delivery)
             self.outbox.webhook_queued(job_id)
         except Exception as error:  # see above: nothing may escape into the result's path
             self.telemetry.failure("WEBHOOK_NOT_QUEUED")
@@ -176,11 +208,12 @@ class DeliverWebhook:
             # Checked again: the allow-list may have shrunk since the job was created.
             self.policy.check(url)
             timestamp = int(self.clock())
+            key = owner_key(self.secret(), str(message.get("owner") or ""))
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": "serverless-diarization-webhook/1",
                 EVENT_ID_HEADER: str(payload["event_id"]),
-                SIGNATURE_HEADER: signature(self.secret(), timestamp, body),
+                SIGNATURE_HEADER: signature(key, timestamp, url, body),
             }
             status = self.sender.post(url, body, headers)
         except REFUSED as error:
