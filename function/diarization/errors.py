@@ -290,7 +290,8 @@ class WebhooksDisabledError(DiarizationError):
 
 class CallbackUrlInvalidError(DiarizationError):
     """The ``callback_url`` is not an ``https://`` URL this service may call: too long, user info, an IP address
-    instead of a host name, a fragment or control characters. ``details``: ``reason``."""
+    instead of a host name, a fragment, control characters, a backslash, characters outside ASCII or a host that is
+    not a DNS name. ``details``: ``reason``."""
 
     code = "CALLBACK_URL_INVALID"
     http_status = 400

@@ -290,10 +290,17 @@ def test_webhooks_exist_only_when_hosts_are_allowed(app_templates: dict[str, dic
     assert webhook_resources <= set(resources)
     queue = resources["WebhookQueue"]["Properties"]
     assert queue["SqsManagedSseEnabled"] is True
-    assert queue["VisibilityTimeout"] == resources["WorkQueue"]["Properties"]["VisibilityTimeout"]
+    visibility = {"Fn::FindInMap": ["Timeouts", {"Ref": "FunctionTimeout"}, "WebhookVisibility"]}
+    assert queue["VisibilityTimeout"] == visibility
+    for timeout, row in app_templates["webhooks"]["Mappings"]["Timeouts"].items():
+        # short (an invocation that dies retries within minutes), but never under the function's timeout: Lambda
+        # refuses a mapping whose queue hides a message for less than the function may run
+        assert int(timeout) <= row["WebhookVisibility"] <= int(timeout) + 60 < row["QueueVisibility"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
     mapping = resources["WebhookDeliveries"]["Properties"]
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["WebhookQueue", "Arn"]}
+    assert mapping["BatchSize"] == 1  # a slow receiver holds its own attempt only, never a batch of others
+    assert "MaximumBatchingWindowInSeconds" not in mapping
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
     variables = resources["DiarizationFunction"]["Properties"]["Environment"]["Variables"]

@@ -7,17 +7,17 @@ checks each request with the verification snippet from docs/lambda.md, executed 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
 import logging
 import os
-import re
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,32 +29,32 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_api import call, post_upload, process_queue
+from test_api import ALICE, ALICE_AGAIN, BOB, call, post_upload, process_queue
 from test_faults import completion, dead_lettered
 
+from diarization.aws.api import ANONYMOUS
 from diarization.aws.app import FunctionApp
+from diarization.aws_ports import webhook_http
 from diarization.aws_ports.webhook_http import HttpsSender
 from diarization.errors import ConfigurationError
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.model import Invocation
-from diarization.service.webhooks import DeliverWebhook, WebhookEvents, event_id, retry_delay, signature
+from diarization.service.webhooks import (
+    WEBHOOK_RESEND_AFTER_SECONDS,
+    DeliverWebhook,
+    WebhookEvents,
+    event_id,
+    owner_key,
+    retry_delay,
+    signature,
+)
 from infra.local_aws import REGION, Deployment, LambdaContext, create_deployment
 from support.fakes import MemoryJobs, RecordingTelemetry
+from support.webhook_docs import readme_verify
 
 SECRET = "s3cr3t-" + "x" * 40
-LAMBDA_PAGE = Path(__file__).resolve().parents[2] / "docs" / "lambda.md"
-
-
-def readme_verify() -> Callable[[bytes, dict[str, str], bytes], bool]:
-    """The docs' verification snippet, run as a user would copy it."""
-    text = LAMBDA_PAGE.read_text()
-    section = text[text.index("\n## Webhooks\n") :]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "docs/lambda.md, Webhooks: no Python snippet"
-    scope: dict[str, Any] = {}
-    exec(match.group(1), scope)  # noqa: S102 (our own docs, the point of the test)
-    verify: Callable[[bytes, dict[str, str], bytes], bool] = scope["verify"]
-    return verify
+ANONYMOUS_KEY = owner_key(SECRET.encode(), ANONYMOUS).hex()
+"""The signing key of callers without an IAM context (`call` without a caller), the owner of most jobs here."""
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,8 @@ class Receiver:
     port: int
     statuses: list[int] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
+    key: str = ANONYMOUS_KEY
+    """What the receiver checks signatures with: its owner's `webhook_signing_key`."""
 
     @property
     def url(self) -> str:
@@ -120,7 +122,8 @@ def receiver(certificate: tuple[Path, Path]) -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             status = state.statuses.pop(0) if state.statuses else 200
             headers = dict(self.headers.items())
-            state.requests.append(Received(headers, body, verify(SECRET.encode(), headers, body), status))
+            verified = verify(state.key, state.url, headers, body)
+            state.requests.append(Received(headers, body, verified, status))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -197,6 +200,7 @@ class Hooks:
 
 
 MAX_ATTEMPTS = 3
+CALLERS = [("alice", ALICE), ("alice again", ALICE_AGAIN), ("bob", BOB), ("anonymous", None)]
 
 
 def add_webhooks(deployment: Deployment, receiver: Receiver, certificate: Path) -> Hooks:
@@ -256,7 +260,7 @@ def test_a_finished_job_is_delivered_signed(
     hooks = add_webhooks(deployment, receiver, certificate[0])
     app = make_app(deployment, tiny_model_dir, tmp_path)
     status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "call.m4a", "callback_url": receiver.url})
-    assert status == 202 and job["callback_url"] == receiver.url
+    assert status == 202 and job["callback_url"] == receiver.url and job["webhook_signing_key"] == receiver.key
     assert call(app, "GET", job["status_url"])[1]["webhook"] == {"status": "waiting"}
     assert post_upload(job, encoded_samples["m4a"].read_bytes()) == 204
     process_queue(app, deployment, 1)
@@ -282,13 +286,29 @@ def test_a_finished_job_is_delivered_signed(
 
 def test_a_tampered_or_stale_delivery_fails_the_readme_check() -> None:
     verify = readme_verify()
-    body, now = b'{"status":"failed"}', int(time.time())
-    headers = {"X-Diarization-Signature": signature(SECRET.encode(), now, body)}
-    assert verify(SECRET.encode(), headers, body)
-    assert not verify(SECRET.encode(), headers, body.replace(b"failed", b"succeeded"))
-    assert not verify(b"another secret", headers, body)
-    old = {"X-Diarization-Signature": signature(SECRET.encode(), now - 3600, body)}
-    assert not verify(SECRET.encode(), old, body)
+    body, now, url = b'{"status":"failed"}', int(time.time()), "https://a.hooks.example.com/x"
+    key = owner_key(SECRET.encode(), "123456789012:AROAALICE")
+    headers = {"X-Diarization-Signature": signature(key, now, url, body)}
+    assert verify(key.hex(), url, headers, body)
+    assert not verify(key.hex(), url, headers, body.replace(b"failed", b"succeeded"))
+    assert not verify(owner_key(b"another secret", "123456789012:AROAALICE").hex(), url, headers, body)
+    old = {"X-Diarization-Signature": signature(key, now - 3600, url, body)}
+    assert not verify(key.hex(), url, old, body)
+
+
+def test_each_caller_gets_its_own_signing_key_with_its_callback_url(
+    deployment: Deployment, receiver: Receiver, certificate: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The key comes back from POST /jobs with a callback URL: the same for every job (and session) of one caller,
+    another for another caller, never the master secret; none without a callback URL."""
+    add_webhooks(deployment, receiver, certificate[0])
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    body = {"upload": True, "filename": "a.wav", "callback_url": receiver.url}
+    keys = {name: call(app, "POST", "/jobs", body, caller=who)[1]["webhook_signing_key"] for name, who in CALLERS}
+    assert keys["alice"] == keys["alice again"] == owner_key(SECRET.encode(), "123456789012:AROAALICE").hex()
+    assert keys["bob"] == owner_key(SECRET.encode(), "123456789012:AIDABOB").hex() != keys["alice"]
+    assert keys["anonymous"] == ANONYMOUS_KEY and SECRET.encode().hex() not in keys.values()
+    assert "webhook_signing_key" not in call(app, "POST", "/jobs", {"upload": True, "filename": "a.wav"})[1]
 
 
 def test_a_500_then_a_200_is_delivered_once_with_one_event_id(
@@ -360,6 +380,35 @@ def test_the_overdue_sweep_ending_a_job_sends_its_webhook(
     assert event["status"] == "failed" and event["outcome"]["error"]["code"] == "JOB_DEADLINE_EXCEEDED"
 
 
+def test_a_webhook_never_queued_is_sent_by_the_sweep(
+    deployment: Deployment, receiver: Receiver, certificate: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The write that ends the job records its delivery; the process dies before queueing it (here: the job store's
+    end hook does nothing). GET /jobs says pending, and no longer forever: the sweep queues it after the grace
+    period, once, with the job's one event id."""
+    hooks = add_webhooks(deployment, receiver, certificate[0])
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    assert app.end_overdue_jobs is not None
+    jobs = app.end_overdue_jobs.jobs
+    queue_it, jobs.on_end = jobs.on_end, lambda job_id: None
+    job = failing_job(app, deployment, receiver.url)
+    _, seen = call(app, "GET", job["status_url"])
+    assert seen["status"] == "failed" and seen["webhook"] == {"status": "pending"}
+    assert hooks.deliver(app, wait=0) == [] and receiver.requests == []
+
+    jobs.on_end = queue_it  # a new container
+    app.sweep(LambdaContext(), now=time.time() + 10)  # within the grace period: left to the job's own path
+    assert hooks.deliver(app) == [] and receiver.requests == []
+    app.sweep(LambdaContext(), now=time.time() + WEBHOOK_RESEND_AFTER_SECONDS + 60)
+    assert hooks.deliver(app) == []
+    (request,) = receiver.requests
+    assert request.verified and request.headers["X-Diarization-Event-Id"] == event_id(job["job_id"])
+    assert json.loads(request.body)["outcome"]["error"]["code"] == "INVALID_AUDIO"
+    assert call(app, "GET", job["status_url"])[1]["webhook"]["status"] == "delivered"
+    app.sweep(LambdaContext(), now=time.time() + WEBHOOK_RESEND_AFTER_SECONDS + 120)  # delivered: not again
+    assert hooks.deliver(app) == [] and len(receiver.requests) == 1
+
+
 BAD_URLS = [
     ("http://a.hooks.example.com/x", 400, "CALLBACK_URL_INVALID", "not_https"),
     ("https://user:pw@a.hooks.example.com/x", 400, "CALLBACK_URL_INVALID", "userinfo"),
@@ -370,6 +419,8 @@ BAD_URLS = [
     ("https://a.hooks.example.com/" + "x" * 2048, 400, "CALLBACK_URL_INVALID", "too_long"),
     ("https://a.hooks.example.com/x#frag", 400, "CALLBACK_URL_INVALID", "fragment"),
     ("https://a.hooks.example.com/x y", 400, "CALLBACK_URL_INVALID", "characters"),
+    ("https://a.hooks.example.com/café", 400, "CALLBACK_URL_INVALID", "not_ascii"),  # was a 202, then retried forever
+    ("https://evil.example\\.a.hooks.example.com/x", 400, "CALLBACK_URL_INVALID", "backslash"),  # was a 202
     ("https://a.hooks.example.com:99999/x", 400, "CALLBACK_URL_INVALID", "malformed"),
     ("https:///x", 400, "CALLBACK_URL_INVALID", "no_host"),
     (42, 400, "CALLBACK_URL_INVALID", "not_a_string"),
@@ -452,7 +503,8 @@ def deliver_once(receiver: Receiver, sender: HttpsSender) -> tuple[str, str | No
     policy = CallbackPolicy.parse(f"localhost:{receiver.port}")
     deliver = DeliverWebhook(policy, SECRET.encode, sender, Recorded(), logging.getLogger("test"))
     payload = {"event_id": event_id("0" * 32), "status": "failed"}
-    delivery = deliver({"job_id": "0" * 32, "callback_url": receiver.url, "payload": payload}, attempt=1)
+    message = {"job_id": "0" * 32, "owner": ANONYMOUS, "callback_url": receiver.url, "payload": payload}
+    delivery = deliver(message, attempt=1)
     return delivery.status, delivery.error
 
 
@@ -468,6 +520,63 @@ def test_the_sender_only_reaches_public_addresses_and_trusted_certificates(
     assert receiver.requests == []  # neither attempt sent a byte of the payload
     sender = HttpsSender(str(certificate[0]), [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")])
     assert deliver_once(receiver, sender) == ("delivered", None)
+
+
+@contextlib.contextmanager
+def stalling_receiver(certificate: tuple[Path, Path], chunks: list[bytes], every: float = 0.2) -> Iterator[Receiver]:
+    """A TLS receiver that reads the request, then sends `chunks` one every `every` seconds: each read the sender
+    makes gets a byte well within any per-operation timeout."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            connection, _ = listener.accept()
+            with context.wrap_socket(connection, server_side=True) as tls:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += tls.recv(65536)
+                for chunk in chunks:
+                    if stop.wait(every):
+                        return
+                    tls.sendall(chunk)
+        except OSError:
+            return  # the sender hung up: what the test wants
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield Receiver(listener.getsockname()[1])
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
+
+
+STALLS = {
+    # the status line, then one header's value a byte at a time for 8 s, then a 200
+    "trickled headers": [b"HTTP/1.1 200 OK\r\nX-Slow: ", *[b"a"] * 40, b"\r\nContent-Length: 0\r\n\r\n"],
+    # 100 Continue without end (8 s of them), then a 200
+    "endless 100 Continue": [*[b"HTTP/1.1 100 Continue\r\n\r\n"] * 40, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+}
+
+
+@pytest.mark.parametrize("stall", sorted(STALLS))
+def test_a_slow_receiver_is_cut_off_at_the_attempts_deadline(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, stall: str
+) -> None:
+    """One deadline per attempt, not a timeout per read: the attempt ends within it (loosely: under twice) as a
+    retryable failure. Before, each byte reset the 5 s timeout and the attempt lasted as long as the receiver liked."""
+    monkeypatch.setattr(webhook_http, "TIMEOUT_SECONDS", 1.0)
+    sender = HttpsSender(str(certificate[0]), [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")])
+    with stalling_receiver(certificate, STALLS[stall]) as receiver:
+        started = time.monotonic()
+        status, error = deliver_once(receiver, sender)
+        elapsed = time.monotonic() - started
+    assert status == "retry" and error and "within 1 s" in error, (status, error)
+    assert elapsed < 2 * 1.0, elapsed
 
 
 def test_redirects_are_not_followed(receiver: Receiver, certificate: tuple[Path, Path]) -> None:
@@ -509,7 +618,7 @@ class Unreachable:
 def test_queueing_failures_are_counted_not_raised() -> None:
     jobs, telemetry = MemoryJobs(), RecordingTelemetry()
     jobs.create("j1", callback_url="https://a.example.com/", status="failed")
-    WebhookEvents(jobs, BrokenQueue(), logging.getLogger("test"), telemetry).job_ended("j1")
+    WebhookEvents(jobs, jobs, BrokenQueue(), logging.getLogger("test"), telemetry).job_ended("j1")
     assert telemetry.failures == ["WEBHOOK_NOT_QUEUED"]
 
 

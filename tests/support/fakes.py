@@ -21,6 +21,7 @@ from diarization.errors import InputChangedError, InputNotFoundError
 from diarization.service.locations import ObjectRef
 from diarization.service.ordering import Order
 from diarization.service.routing import STEPFUNCTIONS, Routing
+from diarization.service.webhooks import WEBHOOK_RESEND_AFTER_SECONDS
 
 log = logging.getLogger("tests.fakes")
 
@@ -140,13 +141,29 @@ class MemoryJobs:
         return True
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
+        """With a callback URL, the same change records the webhook in the outbox (`resend_at`)."""
         job = self.jobs.get(job_id)
         if job is None or job["status"] not in ("queued", "running"):
             return False
         job["status"] = "succeeded" if outcome.get("status") == "succeeded" else "failed"
         job["outcome"] = outcome
         job.pop("deadline", None)
+        if job.get("callback_url"):
+            job["webhook"] = {"status": "pending"}
+            job["resend_at"] = time.time() + WEBHOOK_RESEND_AFTER_SECONDS
         return True
+
+    def unqueued_webhooks(self, now: float) -> list[str]:
+        return sorted(job_id for job_id, job in self.jobs.items() if job.get("resend_at", now) < now)
+
+    def webhook_queued(self, job_id: str) -> None:
+        self.jobs[job_id].pop("resend_at", None)
+
+    def record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job["status"] in ("succeeded", "failed"):
+            job["webhook"] = state
+            job.pop("resend_at", None)
 
     def end_overdue(self, job_id: str, outcome: dict[str, Any], now: float) -> bool:
         job = self.jobs.get(job_id)

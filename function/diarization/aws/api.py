@@ -16,7 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -62,6 +63,15 @@ def owner_of(request_context: Mapping[str, Any]) -> str:
     return f"{account}:{principal}" if account and principal else ANONYMOUS
 
 
+@dataclass(frozen=True)
+class ApiCallbacks:
+    """With webhooks on: which `callback_url`s a job may name, and each owner's signing key (hex), which the owner
+    gets back as ``webhook_signing_key`` from ``POST /jobs`` with a callback URL."""
+
+    policy: CallbackPolicy
+    signing_key: Callable[[str], str]
+
+
 def error_response(error: DiarizationError) -> Response[str]:
     return Response(
         status_code=error.http_status,
@@ -81,7 +91,7 @@ class Api:
         settings: AwsSettings,
         diarize_sync: DiarizeSync,
         create_job: CreateJob,
-        callbacks: CallbackPolicy | None = None,
+        callbacks: ApiCallbacks | None = None,
         voiceprints: Voiceprints | None = None,
     ) -> None:
         self.shared = shared
@@ -89,8 +99,8 @@ class Api:
         self.diarize_sync = diarize_sync
         self.create = create_job
         self.voiceprints = voiceprints
-        self.callbacks = callbacks or CallbackPolicy()
-        """Disabled (no hosts) unless the deployment turns webhooks on: `callback_url` is then refused."""
+        self.callbacks = callbacks
+        """None unless the deployment turns webhooks on: a `callback_url` is then refused (WEBHOOKS_DISABLED)."""
         self.app = APIGatewayHttpResolver()
         self.app.post("/jobs")(self.create_job)
         self.app.get("/jobs/<job_id>")(self.get_job)
@@ -139,7 +149,7 @@ class Api:
         hints = SpeakerHints.from_mapping(body)
         named = body.get("formats")
         formats = None if named is None else parse_formats(named)
-        callback_url = self.callbacks.check(body["callback_url"]) if "callback_url" in body else None
+        callback_url, signing_key = self._callback(owner, body)
         voiceprints = self._resolve_voiceprints(owner, body)
         request = JobRequest(
             owner,
@@ -163,7 +173,17 @@ class Api:
             response["upload"] = job.upload
         if job.callback_url:
             response["callback_url"] = job.callback_url
+            response["webhook_signing_key"] = signing_key
         return json_response(202, response)
+
+    def _callback(self, owner: str, body: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The checked `callback_url` and the owner's signing key (read before any job exists: a secret that cannot
+        be read fails the request, not the job's webhook); (None, None) without one."""
+        if "callback_url" not in body:
+            return None, None
+        if self.callbacks is None:
+            return CallbackPolicy().check(body["callback_url"]), None  # disabled: refuses every URL
+        return self.callbacks.policy.check(body["callback_url"]), self.callbacks.signing_key(owner)
 
     def get_job(self, job_id: str) -> Response[str]:
         job = self.shared.require_jobs().get(job_id)

@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 
 from diarization.aws import events
-from diarization.aws.api import MAX_SYNC_OBJECT_BYTES, Api
+from diarization.aws.api import MAX_SYNC_OBJECT_BYTES, Api, ApiCallbacks
 from diarization.aws.settings import AwsSettings
 from diarization.aws.telemetry import PowertoolsTelemetry
 from diarization.aws.webhooks import Webhooks, WebhookSettings
@@ -45,7 +45,6 @@ from diarization.core.config import Settings
 from diarization.core.engine import Diarizer
 from diarization.errors import ConfigurationError
 from diarization.service.abandon import AbandonObject
-from diarization.service.callbacks import CallbackPolicy
 from diarization.service.completion import CompleteInference
 from diarization.service.deps import Shared
 from diarization.service.diarize_object import DiarizeObject, Idempotent, SpeedEstimate
@@ -75,7 +74,7 @@ class FunctionApp:
         telemetry = PowertoolsTelemetry(self.metrics, self.tracer)
         store, jobs, fanout = S3Store(), _job_store(self.aws), _fanout_settings(self.aws)
         self.idempotency_config, idempotent = _idempotency(self.aws, self.logger)
-        self.webhooks, callbacks = _webhooks(env, jobs, self.logger, telemetry)
+        self.webhooks = _webhooks(env, jobs, self.logger, telemetry)
         shared = _shared(self.aws, store, jobs, self.logger, telemetry)
         speed, workdir = SpeedEstimate(self.aws.expected_real_time_factor), Path(tempfile.gettempdir())
         diarize_sync = DiarizeSync(self.diarizer, store, workdir, _sync_budget(self.aws), speed)
@@ -85,7 +84,7 @@ class FunctionApp:
         self.complete_inference, self.fanout_steps = _completion(self.settings, self.aws, self.diarizer, shared, fanout)
         self.abandon_object = AbandonObject(shared)
         self.end_overdue_jobs = EndOverdueJobs(shared) if jobs else None
-        self.api = _api(self.aws, self.settings, shared, diarize_sync, voiceprints, callbacks)
+        self.api = _api(self.aws, self.settings, shared, diarize_sync, voiceprints, self.webhooks)
         self.batch = BatchProcessor(event_type=EventType.SQS)
         self.lambda_handler = self._with_powertools(self.handle)
         self._log_ready()
@@ -151,13 +150,20 @@ class FunctionApp:
         outcome: dict[str, Any] = self.diarize_object(request, invocation_of(context)).to_dict()
         return outcome
 
-    def sweep(self, context: Any) -> list[dict[str, Any]]:
-        """The scheduled sweep of overdue work. The clock is this process's, never the event's: whoever may invoke
-        the function must not be able to end jobs early by sending a time in the future."""
+    def sweep(self, context: Any, now: float | None = None) -> list[dict[str, Any]]:
+        """The scheduled sweep: overdue work, then webhooks recorded but never queued. The clock is this process's,
+        never the event's: whoever may invoke the function must not be able to end jobs early by sending a time in
+        the future (`now` is for tests)."""
         if self.end_overdue_jobs is None:
             self.logger.warning("scheduled sweep without JOBS_TABLE: there are no jobs to end")
             return []
-        return [outcome.to_dict() for outcome in self.end_overdue_jobs(time.time(), invocation_of(context))]
+        now = time.time() if now is None else now
+        outcomes = [outcome.to_dict() for outcome in self.end_overdue_jobs(now, invocation_of(context))]
+        if self.webhooks is not None:
+            resent = self.webhooks.resend(now)
+            if resent:
+                self.logger.warning("queued webhooks that were never queued", extra={"job_ids": resent})
+        return outcomes
 
     def _sns_record(self, record: dict[str, Any], context: Any) -> list[dict[str, Any]]:
         """S3 -> SNS -> Lambda or a SageMaker completion: each record by its own message."""
@@ -248,13 +254,13 @@ def _fanout_settings(aws: AwsSettings) -> FanoutSettings | None:
 
 def _webhooks(
     env: Mapping[str, str], jobs: DynamoJobStore | None, logger: Logger, telemetry: PowertoolsTelemetry
-) -> tuple[Webhooks | None, CallbackPolicy | None]:
-    """The webhook plumbing and the policy `callback_url`s are checked against; neither unless webhooks are on (and
-    there are jobs to call back about). The settings are checked either way."""
+) -> Webhooks | None:
+    """The webhook plumbing (with the policy `callback_url`s are checked against), unless webhooks are off (or
+    there are no jobs to call back about). The settings are checked either way."""
     settings = WebhookSettings.from_env(env)
     if not (jobs and settings.policy.enabled):
-        return None, None
-    return Webhooks(settings, jobs, logger, telemetry), settings.policy
+        return None
+    return Webhooks(settings, jobs, logger, telemetry)
 
 
 def _sync_budget(aws: AwsSettings) -> SyncBudget:
@@ -321,9 +327,10 @@ def _api(
     shared: Shared,
     diarize_sync: DiarizeSync,
     voiceprints: Voiceprints,
-    callbacks: CallbackPolicy | None,
+    webhooks: Webhooks | None,
 ) -> Api:
-    """The HTTP API, with job creation (its work queue: WORK_QUEUE_URL) and the sync and voiceprint use cases."""
+    """The HTTP API, with job creation (its work queue: WORK_QUEUE_URL), the sync and voiceprint use cases, and with
+    webhooks on, their URL policy and each owner's signing key."""
     create_job = CreateJob(
         shared,
         SqsJobQueue(aws.work_queue_url) if aws.work_queue_url else None,
@@ -331,4 +338,7 @@ def _api(
         url_expiry_seconds=aws.url_expiry_seconds,
         max_upload_bytes=settings.max_audio_bytes,
     )
+    if webhooks is None:
+        return Api(shared, aws, diarize_sync, create_job, voiceprints=voiceprints)
+    callbacks = ApiCallbacks(webhooks.settings.policy, webhooks.signing_keys)
     return Api(shared, aws, diarize_sync, create_job, callbacks=callbacks, voiceprints=voiceprints)

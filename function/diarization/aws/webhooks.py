@@ -22,7 +22,14 @@ from diarization.core.environment import Kind, Table, Variable, read
 from diarization.errors import ConfigurationError, WebhookDeliveryError
 from diarization.service.callbacks import CallbackPolicy
 from diarization.service.ports import Log, Telemetry
-from diarization.service.webhooks import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_SECONDS, DeliverWebhook, WebhookEvents
+from diarization.service.webhooks import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_SECONDS,
+    DeliverWebhook,
+    ResendWebhooks,
+    SigningKeys,
+    WebhookEvents,
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ WEBHOOK_TABLE = Table(
             "secret_parameter",
             Kind.TEXT,
             "—",
-            "The SSM SecureString parameter holding the signing secret.",
+            "The SSM SecureString parameter holding the master signing secret (each job owner's key is derived from "
+            "it).",
         ),
         Variable(
             "WEBHOOK_QUEUE_URL",
@@ -138,23 +146,29 @@ WEBHOOK_TABLE = Table(
 
 
 class Webhooks:
-    """Enqueues each ended job's webhook, and consumes the delivery queue (one SQS record per delivery)."""
+    """Enqueues each ended job's webhook, queues again what never was (`resend`, from the scheduled sweep), and
+    consumes the delivery queue (one SQS record per delivery)."""
 
     def __init__(self, settings: WebhookSettings, jobs: DynamoJobStore, log: Log, telemetry: Telemetry) -> None:
         if not (settings.queue_url and settings.secret_parameter):
             raise ConfigurationError("Webhooks need WEBHOOK_QUEUE_URL and WEBHOOK_SECRET_PARAMETER.")
         self.settings = settings
         self.queue = SqsWebhookQueue(settings.queue_url)
+        master = SsmSecret(settings.secret_parameter)
+        self.signing_keys = SigningKeys(master)
+        """Each owner's key (POST /jobs gives it to the owner with its callback URL)."""
         self.deliver = DeliverWebhook(
             settings.policy,
-            SsmSecret(settings.secret_parameter),
+            master,
             HttpsSender(settings.ca_bundle, settings.allowed_networks),
             jobs,
             log,
             max_attempts=settings.max_attempts,
             retry_seconds=settings.retry_seconds,
         )
-        jobs.on_end = WebhookEvents(jobs, self.queue, log, telemetry).job_ended
+        events = WebhookEvents(jobs, jobs, self.queue, log, telemetry)
+        jobs.on_end = events.job_ended
+        self.resend = ResendWebhooks(jobs, events, telemetry)
         # A receiver that is down fails every record of a batch: an expected outcome (each message is retried on its
         # own schedule), not a function error that would count against the error alarm.
         self.batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

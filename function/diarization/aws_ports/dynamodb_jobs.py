@@ -10,6 +10,12 @@ Deadlines: a running job, and a routed inference without an outcome, carry ``run
 (Unix seconds), the keys of the sparse index ``running-by-deadline``; ending removes both, so the index holds only
 open work and the overdue-job sweep queries exactly what is late. A job waiting for an inference leaves the
 index: the inference's deadline ends it (see ``diarization.service.overdue``).
+
+Webhook outbox: the write that ends a job with a ``callback_url`` also records its delivery (``webhook`` =
+``{"status": "pending"}``) and puts the job in the same index under ``running`` = "webhook", ``deadline`` = when the
+sweep may send it again (``WEBHOOK_RESEND_AFTER_SECONDS`` later). Queueing it, or any recorded attempt, takes it out;
+what is still there after that grace period was never queued (a failed send, a crash in between) and the sweep sends
+it (``diarization.service.webhooks.ResendWebhooks``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from diarization.service.overdue import (
     DEFAULT_JOB_DEADLINE_SECONDS,
 )
 from diarization.service.routing import SAGEMAKER, STEPFUNCTIONS, Routing
+from diarization.service.webhooks import WEBHOOK_RESEND_AFTER_SECONDS
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 """What ``diarization.service.jobs.new_job_id`` makes: anything else is no job."""
@@ -42,6 +49,8 @@ INFERENCE_PREFIX = "inference-"
 """Not a job id (JOB_ID), so GET /jobs/{id} can never read these items."""
 OVERDUE_INDEX = "running-by-deadline"
 RUNNING = "1"
+OUTBOX = "webhook"
+"""`running` of an ended job whose webhook delivery is recorded but not yet known to be queued."""
 
 
 class DynamoJobStore:
@@ -106,6 +115,27 @@ class DynamoJobStore:
 
     def overdue_jobs(self, now: float) -> list[str]:
         return [item_id for item_id in self._overdue(now) if not item_id.startswith(INFERENCE_PREFIX)]
+
+    def unqueued_webhooks(self, now: float) -> list[str]:
+        """Ended jobs whose webhook was recorded before `now` minus the grace period and never queued."""
+        found = []
+        for job_id in self._overdue(now, OUTBOX):
+            item = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item") or {}
+            if item.get("running") == OUTBOX:  # the index lags: the item itself says whether it is still unqueued
+                found.append(job_id)
+        return found
+
+    def webhook_queued(self, job_id: str) -> None:
+        """The delivery is in the queue: the job leaves the outbox."""
+        conditionally(
+            lambda: self.table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="REMOVE #r, #d",
+                ConditionExpression="#r = :outbox",
+                ExpressionAttributeNames={"#r": "running", "#d": "deadline"},
+                ExpressionAttributeValues={":outbox": OUTBOX},
+            )
+        )
 
     def record_routing(self, routing: Routing) -> None:
         """A GPU routing overwrites an earlier one of the same id and its outcome: a new submission is a new inference.
@@ -208,34 +238,46 @@ class DynamoJobStore:
         return sorted(str(job) for job in (item or {}).get("waiting", set()))
 
     def _end(self, job_id: str, outcome: dict[str, Any], condition: str, values: dict[str, Any] | None = None) -> bool:
-        """A terminal state; the job leaves the deadline index."""
+        """A terminal state; the job leaves the deadline index. With a callback URL the same write records the
+        webhook's delivery in the outbox (see the module's docstring), so a crash before it is queued loses nothing."""
         status = "succeeded" if outcome.get("status") == "succeeded" else "failed"
-        fields = {"outcome": _storable(outcome)}
-        ended = self._update(job_id, status, fields, removes=["#r", "#d"], condition=condition, values=values)
+        fields: dict[str, Any] = {"outcome": _storable(outcome)}
+        # The callback URL is fixed when the job is created: read first, it decides what the conditional write sets.
+        item = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True, ProjectionExpression="callback_url")
+        if item.get("Item", {}).get("callback_url"):
+            fields["webhook"] = {"status": "pending"}
+            resend = int(time.time() + WEBHOOK_RESEND_AFTER_SECONDS)
+            values = {**(values or {}), ":outbox": OUTBOX, ":resend": resend}
+            ended = self._update(
+                job_id, status, fields, sets=["#r = :outbox", "#d = :resend"], condition=condition, values=values
+            )
+        else:
+            ended = self._update(job_id, status, fields, removes=["#r", "#d"], condition=condition, values=values)
         if ended and self.on_end is not None:
-            self.on_end(job_id)  # every terminal transition passes here, on every path
+            self.on_end(job_id)  # every terminal transition passes here, on every path: queue the webhook now
         return ended
 
     def record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
-        """The job's webhook delivery state (`webhook`); a job that has expired meanwhile is not created again."""
+        """The job's webhook delivery state (`webhook`); an attempt was made, so the job leaves the outbox. Only for
+        an ended job: one that has expired meanwhile is not created again."""
         conditionally(
             lambda: self.table.update_item(
                 Key={"job_id": job_id},
-                UpdateExpression="SET #w = :w",
-                ConditionExpression="attribute_exists(job_id)",
-                ExpressionAttributeNames={"#w": "webhook"},
-                ExpressionAttributeValues={":w": _storable(state)},
+                UpdateExpression="SET #w = :w REMOVE #r, #d",
+                ConditionExpression="attribute_exists(job_id) AND #s IN (:succeeded, :failed)",
+                ExpressionAttributeNames={"#w": "webhook", "#r": "running", "#d": "deadline", "#s": "status"},
+                ExpressionAttributeValues={":w": _storable(state), ":succeeded": "succeeded", ":failed": "failed"},
             )
         )
 
-    def _overdue(self, now: float) -> list[str]:
-        """Ids of open items whose deadline has passed, from the sparse index (keys only)."""
+    def _overdue(self, now: float, running: str = RUNNING) -> list[str]:
+        """Ids of items in the sparse index under `running` whose deadline has passed (keys only)."""
         ids: list[str] = []
         query: dict[str, Any] = {
             "IndexName": OVERDUE_INDEX,
             "KeyConditionExpression": "#r = :running AND #d < :now",
             "ExpressionAttributeNames": {"#r": "running", "#d": "deadline"},
-            "ExpressionAttributeValues": {":running": RUNNING, ":now": _storable(float(now))},
+            "ExpressionAttributeValues": {":running": running, ":now": _storable(float(now))},
         }
         while True:
             page = self.table.query(**query)

@@ -7,7 +7,9 @@ and a literal such as ``169.254.169.254`` (the instance metadata service) or ``1
 network. A name can still resolve to such an address; the sender checks the resolved address at delivery time
 (see ``diarization.aws_ports.webhook_http``). User info is refused (it would travel as credentials, and
 ``https://allowed.example@evil.example`` is a classic allow-list bypass), and so are fragments, control
-characters and URLs over 2,048 characters.
+characters, backslashes (parsers disagree on them: WHATWG reads ``https://evil.example\\.a.allowed.example/`` as the
+host ``evil.example``), characters outside ASCII (send international names IDNA-encoded, ``xn--...``, and paths
+percent-encoded), host names that are not letters, digits, hyphens and dots, and URLs over 2,048 characters.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from diarization.errors import (
 MAX_CALLBACK_URL_CHARS = 2048
 HTTPS_PORT = 443
 HOST_LABELS = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+"""What a callback URL's host may be (lower-cased): labels of letters, digits and hyphens, no wildcard."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,7 @@ class CallbackPolicy:
             raise CallbackUrlInvalidError(
                 f'"callback_url" is longer than {MAX_CALLBACK_URL_CHARS} characters.', reason="too_long"
             )
-        if any(ord(char) < 33 or ord(char) == 127 for char in url):
-            raise CallbackUrlInvalidError('"callback_url" contains spaces or control characters.', reason="characters")
+        _check_characters(url)
         try:
             parts = urlsplit(url)
             port = parts.port or HTTPS_PORT
@@ -109,6 +112,12 @@ class CallbackPolicy:
             raise CallbackUrlInvalidError(
                 '"callback_url" must name a host, not an IP address.', reason="ip_address", host=host
             )
+        if not HOST_NAME.match(host):
+            raise CallbackUrlInvalidError(
+                '"callback_url" has a host that is not a DNS name (letters, digits, hyphens and dots).',
+                reason="host",
+                host=host,
+            )
         if not any(entry.matches(host, port) for entry in self.allowed):
             raise CallbackHostNotAllowedError(
                 f"{host}:{port} is not on this deployment's webhook allow-list (port 443 unless the list names "
@@ -117,6 +126,21 @@ class CallbackPolicy:
                 port=port,
             )
         return url
+
+
+def _check_characters(url: str) -> None:
+    """Printable ASCII only, no backslash: anything else is refused when the job is created, never at delivery (where
+    a non-ASCII URL cannot be sent at all)."""
+    if any(ord(char) < 33 or ord(char) == 127 for char in url):
+        raise CallbackUrlInvalidError('"callback_url" contains spaces or control characters.', reason="characters")
+    if any(ord(char) > 127 for char in url):
+        raise CallbackUrlInvalidError(
+            '"callback_url" must be ASCII: IDNA-encode an international host name (xn--...) and percent-encode '
+            "the path.",
+            reason="not_ascii",
+        )
+    if "\\" in url:
+        raise CallbackUrlInvalidError('"callback_url" must not contain a backslash.', reason="backslash")
 
 
 def _is_ip(host: str) -> bool:

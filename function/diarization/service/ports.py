@@ -151,6 +151,17 @@ class WebhookQueue(Protocol):
     def enqueue(self, delivery: dict[str, Any]) -> None: ...
 
 
+class WebhookOutbox(Protocol):
+    """Deliveries recorded by the write that ended their job, until they are known to be queued: nothing is lost
+    between a job's end and its webhook's queueing."""
+
+    def unqueued_webhooks(self, now: float) -> list[str]:
+        """Ids of ended jobs whose delivery was recorded before `now` minus the grace period and never queued."""
+
+    def webhook_queued(self, job_id: str) -> None:
+        """The job's delivery is in the queue: it leaves the outbox."""
+
+
 class WebhookRecord(Protocol):
     def record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
         """What happened to the job's webhook so far (shown as `webhook` by GET /jobs/{id})."""
