@@ -107,7 +107,7 @@ def test_enrollment_takes_the_dominant_speaker_and_says_so() -> None:
     assert caught.value.code == "ENROLLMENT_NO_SPEECH" and caught.value.http_status == 400
 
 
-@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../x", "x" * 65, "tab\there", None, 7])
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../x", "x" * 65, "tab\there", "alice\n", None, 7])
 def test_names_that_cannot_be_file_names_or_keys_are_refused(name: object) -> None:
     with pytest.raises(InvalidVoiceprintError) as caught:
         enroll(name, MODEL, {"SPEAKER_00": 1.0}, {"SPEAKER_00": [1.0, 0, 0]})  # type: ignore[arg-type]

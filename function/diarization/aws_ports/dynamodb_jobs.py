@@ -35,7 +35,7 @@ from diarization.service.overdue import (
 )
 from diarization.service.routing import SAGEMAKER, STEPFUNCTIONS, Routing
 
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID = re.compile(r"^[0-9a-f]{32}\Z")
 """What ``diarization.service.jobs.new_job_id`` makes: anything else is no job."""
 OPEN = "#s IN (:queued, :running)"
 INFERENCE_PREFIX = "inference-"

@@ -50,7 +50,7 @@ logger = logging.getLogger("diarization.server")
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 AUDIO_TYPES = ("audio/", "video/webm", "video/mp4", "video/ogg", "application/octet-stream")
-CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}$")
+CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}\Z")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
