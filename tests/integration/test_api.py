@@ -251,6 +251,8 @@ def test_upload_names_are_limited_in_utf8_bytes_before_any_job(app: FunctionApp,
     [
         ("POST", "/jobs", None, "{not json", 400, "INVALID_REQUEST"),
         ("POST", "/jobs", None, "", 400, "INVALID_REQUEST"),
+        ("POST", "/jobs", None, "[" * 100_000, 400, "INVALID_REQUEST"),
+        ("POST", "/diarize", None, '{"s3_uri": ' + "[" * 100_000, 400, "INVALID_REQUEST"),
         ("POST", "/jobs", ["s3://x"], None, 400, "INVALID_REQUEST"),
         ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/a.wav", "colour": "red"}, None, 400, "INVALID_REQUEST"),
         ("POST", "/jobs", {}, None, 400, "INVALID_REQUEST"),

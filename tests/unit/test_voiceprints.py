@@ -144,6 +144,9 @@ def test_local_files(tmp_path: Path) -> None:
     (folder / "dave.json").write_text("{not json")
     with pytest.raises(InvalidVoiceprintError):
         voiceprint_files.load(folder, ["dave"])
+    (folder / "eve.json").write_text("[" * 100_000)  # too deep for the parser: a RecursionError, no ValueError
+    with pytest.raises(InvalidVoiceprintError, match="nested too deeply"):
+        voiceprint_files.load(folder, ["eve"])
 
 
 def _umask() -> int:

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from diarization.aws.settings import AwsSettings
+from diarization.core import jsontext
 from diarization.core.hints import HINT_NAMES, SpeakerHints
 from diarization.core.voiceprints import Voiceprint, check_compatible, check_name
 from diarization.errors import (
@@ -116,7 +117,7 @@ class Api:
     def _body(self, allowed: set[str]) -> dict[str, Any]:
         raw = self.app.current_event.decoded_body
         try:
-            body = json.loads(raw or "")
+            body = jsontext.loads(raw or "")
         except ValueError as error:
             raise InvalidRequestError(f"The request body is not valid JSON: {error}.") from error
         if not isinstance(body, dict):
