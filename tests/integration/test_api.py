@@ -52,6 +52,10 @@ def iam(principal: str, session: str | None = None, account: str = "123456789012
 
 ALICE, ALICE_AGAIN = iam("AROAALICE", "session-1"), iam("AROAALICE", "session-2")
 BOB = iam("AIDABOB")
+FEDERATED_CAROL, FEDERATED_DAVE = iam("123456789012:carol"), iam("123456789012:dave")
+"""GetFederationToken's users: caller id `{account id}:{name}`."""
+ROOT = iam("123456789012")
+"""The account's root user: caller id = the account id."""
 
 
 def call(
@@ -208,6 +212,17 @@ def test_jobs_belong_to_their_caller(app: FunctionApp, deployment: Deployment, t
     )
     status, shared = call(app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/audio/shared.flac"}, caller=BOB)
     assert status == 202 and call(app, "GET", shared["status_url"], caller=BOB)[0] == 200
+
+
+def test_federated_users_and_the_root_user_are_tenants_of_their_own(app: FunctionApp) -> None:
+    """Their caller ids hold a ':' too; only an assumed role's session is cut off."""
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "carol.flac"}, caller=FEDERATED_CAROL)
+    assert status == 202
+    assert call(app, "GET", job["status_url"], caller=FEDERATED_CAROL)[0] == 200
+    for stranger in (FEDERATED_DAVE, ROOT):
+        assert call(app, "GET", job["status_url"], caller=stranger)[0] == 404
+    status, root_job = call(app, "POST", "/jobs", {"upload": True, "filename": "root.flac"}, caller=ROOT)
+    assert status == 202 and call(app, "GET", root_job["status_url"], caller=FEDERATED_CAROL)[0] == 404
 
 
 def test_job_for_an_existing_object(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:

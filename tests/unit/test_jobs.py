@@ -252,3 +252,20 @@ def test_a_callers_own_upload_may_be_diarized_again(stack: Stack) -> None:
     stack.store.put(BUCKET, f"audio/uploads/{mine}/talk.wav", b"RIFF")
     job = stack.create(JobRequest(ALICE, s3_uri=f"s3://{BUCKET}/audio/uploads/{mine}/talk.wav"))
     assert job.upload is None and [sent[0] for sent in stack.queue.sent] == [JOB_ID]
+
+
+def test_the_owner_is_the_whole_principal_but_for_a_roles_session() -> None:
+    """API Gateway's `requestContext.authorizer.iam.callerId` for each kind of principal: an assumed role's sessions
+    share the role; federated users (`{account}:{name}`) and the root user (the account id) are tenants of their own."""
+    from diarization.aws.api import ANONYMOUS, owner_of
+
+    def owner(caller_id: str, account: str = "123456789012") -> str:
+        return owner_of({"authorizer": {"iam": {"accountId": account, "callerId": caller_id}}})
+
+    assert owner("AROAALICE:session-1") == owner("AROAALICE:session-2") == "123456789012:AROAALICE"
+    assert owner("AIDABOB") == "123456789012:AIDABOB"
+    federated, root = owner("123456789012:carol"), owner("123456789012")
+    assert federated == "123456789012:123456789012:carol" and root == "123456789012:123456789012"
+    assert len({federated, owner("123456789012:dave"), root}) == 3
+    assert owner("AROAALICE:s", account="210987654321") != owner("AROAALICE:s")
+    assert owner_of({}) == owner("", account="123456789012") == ANONYMOUS
