@@ -17,6 +17,7 @@ import requests
 
 from diarization.aws.app import FunctionApp
 from diarization.core.result import load_schema
+from diarization.errors import InvalidParameterError
 from infra.local_aws import Deployment, LambdaContext, create_deployment
 from infra.media import encode_as, flac_declaring, speech_like
 
@@ -155,6 +156,19 @@ def test_the_upload_form_bounds_size_key_and_lifetime(app: FunctionApp, deployme
     assert form["fields"]["x-amz-algorithm"] == "AWS4-HMAC-SHA256"  # SigV4, not botocore's SigV2 default
 
 
+def test_an_upload_form_never_takes_any_name_in_its_folder(app: FunctionApp, deployment: Deployment) -> None:
+    """S3 replaces `${filename}` in a form's key with the posted file's name, and botocore signs a key ending in it
+    as `starts-with` the job's folder: refused as a name, and never signed for by the store."""
+    from diarization.aws_ports.s3 import S3Store
+
+    status, body = call(app, "POST", "/jobs", {"upload": True, "filename": "${filename}"})
+    assert (status, body["error"]["code"]) == (400, "INVALID_PARAMETER") and "$" in body["error"]["message"]
+    assert body["error"]["details"] == {"parameter": "filename", "character": "$"}
+    assert boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"] == []
+    with pytest.raises(InvalidParameterError):
+        S3Store().presign_post(deployment.bucket, "audio/uploads/" + "a" * 32 + "/${filename}", 60, 10)
+
+
 def test_an_upload_form_used_again_after_the_job_ended_is_not_diarized_but_noted(
     app: FunctionApp, deployment: Deployment, tmp_path: Path
 ) -> None:
@@ -278,6 +292,7 @@ def test_upload_names_are_limited_in_utf8_bytes_before_any_job(app: FunctionApp,
         ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/missing.wav"}, None, 404, "INPUT_NOT_FOUND"),
         ("POST", "/jobs", {"upload": True, "filename": "../../etc/passwd"}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True, "filename": ".."}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"upload": True, "filename": "${filename}"}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/x.wav.error"}, None, 400, "INPUT_NAME_RESERVED"),
         ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/_key-too-long/x.wav"}, None, 400, "INPUT_NAME_RESERVED"),

@@ -182,6 +182,8 @@ def test_neither_an_object_nor_an_upload_is_refused(stack: Stack, request_: JobR
         ("a\x01.wav", InvalidParameterError, "not a safe object name"),
         ("", InvalidParameterError, "not a safe object name"),
         ("a.error", InputNameReservedError, "error"),  # its result would be another input's error object
+        ("${filename}", InvalidParameterError, 'must not contain "\\$"'),  # the form would take any name
+        ("call-$1.wav", InvalidParameterError, 'must not contain "\\$"'),
     ],
 )
 def test_a_bad_upload_filename_is_refused(

@@ -142,6 +142,13 @@ class CreateJob:
         if not isinstance(filename, str) or "/" in filename:
             raise InvalidParameterError('"filename" must be a file name without "/".', parameter="filename")
         check_safe_name(filename, "filename")
+        if "$" in filename:
+            raise InvalidParameterError(
+                '"filename" must not contain "$": in an upload form S3 reads "${filename}" as the name of whatever '
+                "file is posted, so the form would take any name in the job's folder.",
+                parameter="filename",
+                character="$",
+            )
         locations = self.shared.locations
         bucket = locations.settings.input_bucket
         if not bucket:
