@@ -6,6 +6,7 @@ exists and it describes the newest version; every job is terminal, or running wh
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,45 @@ def test_reordered_versions_in_an_unversioned_bucket(
     assert_invariant(deployment)
 
 
+def test_a_multipart_upload_completed_after_an_overwrite_is_the_newer_version(
+    moto_endpoint: str, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """A large multipart upload starts, a small overwrite (v1) is written and processed, then the upload completes
+    (v2; moto sends two notifications for it, both named v2 here). S3 stamps a multipart object with the
+    Last-Modified of the upload's *start* (moto stamps the completion: the HEAD answer is adjusted), so v2 has the
+    earlier Last-Modified and the later sequencer: it is the current version, and its result replaces v1's."""
+    deployment = create_deployment(versioned=True)
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    s3, bucket, key = deployment.s3, deployment.bucket, "audio/multipart.flac"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    put = s3.put_object(Bucket=bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    v1 = as_s3_sends(deployment.notifications(1), versionId=put["VersionId"], sequencer="0065A1B2C3D4E5F601")
+    assert app.lambda_handler(deployment.sqs_event(v1), LambdaContext()) == {"batchItemFailures": []}
+    assert deployment.get_json("results/multipart.flac.json")["audio"]["original"]["codec"] == "pcm_s16le"
+    part = s3.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=encoded_samples["flac"].read_bytes()
+    )
+    done = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )
+    v2 = as_s3_sends(deployment.notifications(1), versionId=done["VersionId"], sequencer="0065A1B2C3D4E5F602")
+
+    def as_s3_stamps_it(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("VersionId") == done["VersionId"]:
+            parsed["LastModified"] = started
+
+    app.diarize_object.store.client.meta.events.register("after-call.s3.HeadObject", as_s3_stamps_it)
+    assert app.lambda_handler(deployment.sqs_event(v2), LambdaContext()) == {"batchItemFailures": []}
+
+    assert deployment.get_json("results/multipart.flac.json")["audio"]["original"]["codec"] == "flac"
+    assert deployment.object_keys("results/") == ["results/multipart.flac.json", "results/multipart.flac.rttm"]
+    assert_invariant(deployment)
+
+
 class NewerVersionFirst:
     """Between v1's HEAD and its download, v2 is uploaded and fully processed: v1 then reads INPUT_CHANGED."""
 
@@ -271,6 +311,33 @@ def test_the_ordering_record_takes_newer_versions_and_keeps_a_success(deployment
     assert record.claim("b", "k", newer, succeeded=True)  # the same version again (other hints)
     assert record.claim("b", "k", newest, succeeded=False)  # a newer version's failure does
     assert record.claim("b", "k", newest, succeeded=True)
+
+
+def test_the_ordering_record_puts_the_sequencer_before_last_modified(deployment: Deployment) -> None:
+    """A multipart upload's Last-Modified is its start: with a sequencer on both sides, the sequencer alone decides;
+    when either side has none, Last-Modified does (a record written before sequencers were stored included)."""
+    from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
+    from diarization.service.locations import ObjectRef
+    from diarization.service.ordering import order_of
+
+    record = DynamoOrdering(deployment.ordering_table)
+
+    def version(name: str, modified: str, sequencer: str | None) -> Any:
+        return order_of(ObjectRef("b", "k", None, name, modified), sequencer)
+
+    small = version("small", "2026-11-25T20:00:05Z", "0065A1")  # overwrote while the large one was uploading
+    large = version("large", "2026-11-25T20:00:00Z", "0065A2")  # the multipart upload, completed last
+    assert large.position < small.position
+    assert record.claim("b", "k", small, succeeded=True)
+    assert record.claim("b", "k", large, succeeded=True)
+    assert not record.claim("b", "k", small, succeeded=True)  # the late event of the overwritten version
+    assert not record.claim("b", "k", small, succeeded=False)
+
+    unsequenced = version("job", "2026-11-25T20:00:01Z", None)  # a job message: Last-Modified alone
+    assert record.claim("b", "k", unsequenced, succeeded=True)
+    assert not record.claim("b", "k", version("older", "2026-11-25T20:00:00Z", "0065A9"), succeeded=True)
+    record.table.put_item(Item={"object": "b/old", "position": small.position, "version": "small", "ok": True})
+    assert not record.claim("b", "old", large, succeeded=True)  # a record without a `sequencer`: by position
 
 
 def dead_lettered(deployment: Deployment, messages: list[dict[str, Any]]) -> dict[str, Any]:

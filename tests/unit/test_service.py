@@ -80,6 +80,26 @@ def test_an_older_version_never_writes_over_a_newer_one(diarizer: Diarizer, tmp_
     assert service.store.get_json(BUCKET, "results/v.wav.error.json")["input"]["version_id"] == new.version_id
 
 
+def test_a_multipart_upload_completed_after_an_overwrite_is_the_newer_version(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    """S3 stamps a multipart object with the Last-Modified of the upload's start: the large v2, completed after the
+    small overwrite v1 was processed, has the earlier Last-Modified and the later sequencer, and its result wins."""
+    service = make_service(diarizer, tmp_path, versioned=True)
+    small = service.store.put(BUCKET, "audio/m.wav", encoded_samples["wav"].read_bytes())
+    assert isinstance(service.diarize_object(request("audio/m.wav", sequencer="0065A1"), Invocation()), Succeeded)
+    large = service.store.put(BUCKET, "audio/m.wav", encoded_samples["flac"].read_bytes())
+    large.last_modified = "000000000000"  # the upload started before the overwrite
+
+    outcome = service.diarize_object(request("audio/m.wav", sequencer="0065A2"), Invocation())
+
+    assert isinstance(outcome, Succeeded) and outcome.version_id == large.version_id != small.version_id
+    assert service.store.keys(BUCKET, "results/") == ["results/m.wav.json", "results/m.wav.rttm"]
+    assert service.store.get_json(BUCKET, "results/m.wav.json")["audio"]["original"]["codec"] == "flac"
+    late = ObjectRequest(ObjectRef(BUCKET, "audio/m.wav", small.version_id), sequencer="0065A1")
+    assert isinstance(service.diarize_object(late, Invocation()), Skipped)  # v1's event again: superseded
+
+
 def test_given_up_work_ends_its_job_but_never_undoes_a_success(service: Service, encoded_samples) -> None:
     service.store.put(BUCKET, "audio/uploads/job3/a.wav", b"any bytes")
     service.jobs.create("job3")
