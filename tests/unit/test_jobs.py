@@ -19,6 +19,7 @@ from diarization.errors import (
     InputNotFoundError,
     InvalidParameterError,
     InvalidRequestError,
+    VoiceprintsOnSharedInputError,
 )
 from diarization.service.deps import Shared
 from diarization.service.jobs import CreateJob, JobRequest
@@ -271,3 +272,21 @@ def test_the_owner_is_the_whole_principal_but_for_a_roles_session() -> None:
     assert len({federated, owner("123456789012:dave"), root}) == 3
     assert owner("AROAALICE:s", account="210987654321") != owner("AROAALICE:s")
     assert owner_of({}) == owner("", account="123456789012") == ANONYMOUS
+
+
+def test_voiceprints_are_refused_for_an_object_of_the_shared_space(stack: Stack) -> None:
+    """Its results are every caller's: a caller's speakers' names are only ever written for the caller's own upload."""
+    voiceprint = Voiceprint("Alice", (0.6, 0.8), EmbeddingModel("m", "r1", 2), "2026-01-01T00:00:00Z", {})
+    stack.store.put(BUCKET, "audio/shared.wav", b"RIFF")
+    uri = f"s3://{BUCKET}/audio/shared.wav"
+    error = refused(
+        stack, JobRequest(ALICE, s3_uri=uri, voiceprints=(voiceprint,)), VoiceprintsOnSharedInputError, "shared"
+    )
+    assert error.code == "VOICEPRINTS_ON_SHARED_INPUT" and error.http_status == 400 and error.details == {"uri": uri}
+    assert stack.create(JobRequest(ALICE, s3_uri=uri)).input.uri == uri  # without names: its shared results
+
+    stack.jobs.create("b" * 32, owner=ALICE)
+    own = f"s3://{BUCKET}/audio/uploads/{'b' * 32}/mine.wav"
+    stack.store.put(BUCKET, own.removeprefix(f"s3://{BUCKET}/"), b"RIFF")
+    stack.jobs.jobs.pop(JOB_ID)
+    assert stack.create(JobRequest(ALICE, s3_uri=own, voiceprints=(voiceprint,))).input.uri == own

@@ -568,3 +568,36 @@ def test_the_sweep_ends_a_job_without_a_valid_input_without_writing(service: Ser
 
     assert isinstance(ended, Failed) and ended.error["code"] == "JOB_DEADLINE_EXCEEDED"
     assert service.jobs.jobs["job9"]["status"] == "failed" and service.store.objects == {}
+
+
+def test_the_idempotency_key_is_the_run_identity_job_owner_and_voiceprints_included() -> None:
+    """Runs that differ in their job, owner or voiceprints (or hints, formats, version) are different runs: with
+    one key, a second caller's job replayed the first one's stored outcome (its names, or none of its own)."""
+    import jmespath
+
+    from diarization.aws.app import IDEMPOTENCY_KEY
+    from diarization.core.voiceprints import EmbeddingModel, Voiceprint
+    from diarization.service.diarize_object import PinnedRun
+    from diarization.service.ordering import Order
+
+    alice = Voiceprint("alice", (0.6, 0.8), EmbeddingModel("m", "r1", 2), "2026-01-01T00:00:00Z", {})
+    base = PinnedRun(ObjectRef(BUCKET, "audio/a.wav", "v1", "e1"), 10, SpeakerHints(), None, Order("t|", "v1"))
+    runs = [
+        base,
+        replace(base, job_id="a" * 32, owner="123456789012:AROAALICE"),
+        replace(base, job_id="b" * 32, owner="123456789012:AROAALICE"),
+        replace(base, job_id="b" * 32, owner="123456789012:AIDABOB"),
+        replace(base, job_id="b" * 32, owner="123456789012:AIDABOB", voiceprints=(alice,)),
+        replace(base, voiceprints=(replace(alice, embedding=(0.8, 0.6)),)),  # re-enrolled: another answer
+        replace(base, voiceprints=(alice,)),
+        replace(base, hints=SpeakerHints(num_speakers=2)),
+        replace(base, formats=("srt",)),
+        replace(base, ref=ObjectRef(BUCKET, "audio/a.wav", "v2", "e2")),
+    ]
+    keys = [json.dumps(jmespath.search(IDEMPOTENCY_KEY, run.to_dict()), sort_keys=True) for run in runs]
+    assert len(set(keys)) == len(runs)
+    assert all(PinnedRun.from_dict(run.to_dict()) == run for run in runs)
+    delivered_again = replace(base, size=10, order=Order("t|0065", "v1"))  # the same run, by another event
+    assert jmespath.search(IDEMPOTENCY_KEY, delivered_again.to_dict()) == jmespath.search(
+        IDEMPOTENCY_KEY, base.to_dict()
+    )
