@@ -336,6 +336,15 @@ class VoiceprintModelMismatchError(DiarizationError):
     http_status = 409
 
 
+class VoiceprintsOnSharedInputError(DiarizationError):
+    """A job names voiceprints for an object of the shared input space: its results are shared (any caller's job on
+    that object gets the same keys), so a caller's names would reach other callers. Named results are written only
+    for the caller's own uploads. ``details``: ``uri``."""
+
+    code = "VOICEPRINTS_ON_SHARED_INPUT"
+    http_status = 400
+
+
 class EnrollmentNoSpeechError(DiarizationError):
     """The enrollment sample has no speaker with a usable embedding (silence, noise, too short)."""
 
@@ -386,6 +395,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         InvalidVoiceprintError,
         VoiceprintNotFoundError,
         VoiceprintModelMismatchError,
+        VoiceprintsOnSharedInputError,
         EnrollmentNoSpeechError,
     )
 }

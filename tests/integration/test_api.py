@@ -17,6 +17,7 @@ import requests
 
 from diarization.aws.app import FunctionApp
 from diarization.core.result import load_schema
+from diarization.errors import InvalidParameterError
 from infra.local_aws import Deployment, LambdaContext, create_deployment
 from infra.media import encode_as, flac_declaring, speech_like
 
@@ -52,6 +53,10 @@ def iam(principal: str, session: str | None = None, account: str = "123456789012
 
 ALICE, ALICE_AGAIN = iam("AROAALICE", "session-1"), iam("AROAALICE", "session-2")
 BOB = iam("AIDABOB")
+FEDERATED_CAROL, FEDERATED_DAVE = iam("123456789012:carol"), iam("123456789012:dave")
+"""GetFederationToken's users: caller id `{account id}:{name}`."""
+ROOT = iam("123456789012")
+"""The account's root user: caller id = the account id."""
 
 
 def call(
@@ -151,6 +156,19 @@ def test_the_upload_form_bounds_size_key_and_lifetime(app: FunctionApp, deployme
     assert form["fields"]["x-amz-algorithm"] == "AWS4-HMAC-SHA256"  # SigV4, not botocore's SigV2 default
 
 
+def test_an_upload_form_never_takes_any_name_in_its_folder(app: FunctionApp, deployment: Deployment) -> None:
+    """S3 replaces `${filename}` in a form's key with the posted file's name, and botocore signs a key ending in it
+    as `starts-with` the job's folder: refused as a name, and never signed for by the store."""
+    from diarization.aws_ports.s3 import S3Store
+
+    status, body = call(app, "POST", "/jobs", {"upload": True, "filename": "${filename}"})
+    assert (status, body["error"]["code"]) == (400, "INVALID_PARAMETER") and "$" in body["error"]["message"]
+    assert body["error"]["details"] == {"parameter": "filename", "character": "$"}
+    assert boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"] == []
+    with pytest.raises(InvalidParameterError):
+        S3Store().presign_post(deployment.bucket, "audio/uploads/" + "a" * 32 + "/${filename}", 60, 10)
+
+
 def test_an_upload_form_used_again_after_the_job_ended_is_not_diarized_but_noted(
     app: FunctionApp, deployment: Deployment, tmp_path: Path
 ) -> None:
@@ -210,6 +228,17 @@ def test_jobs_belong_to_their_caller(app: FunctionApp, deployment: Deployment, t
     assert status == 202 and call(app, "GET", shared["status_url"], caller=BOB)[0] == 200
 
 
+def test_federated_users_and_the_root_user_are_tenants_of_their_own(app: FunctionApp) -> None:
+    """Their caller ids hold a ':' too; only an assumed role's session is cut off."""
+    status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "carol.flac"}, caller=FEDERATED_CAROL)
+    assert status == 202
+    assert call(app, "GET", job["status_url"], caller=FEDERATED_CAROL)[0] == 200
+    for stranger in (FEDERATED_DAVE, ROOT):
+        assert call(app, "GET", job["status_url"], caller=stranger)[0] == 404
+    status, root_job = call(app, "POST", "/jobs", {"upload": True, "filename": "root.flac"}, caller=ROOT)
+    assert status == 202 and call(app, "GET", root_job["status_url"], caller=FEDERATED_CAROL)[0] == 404
+
+
 def test_job_for_an_existing_object(app: FunctionApp, deployment: Deployment, encoded_samples) -> None:
     deployment.s3.put_object(
         Bucket=deployment.bucket, Key="audio/old/meeting.flac", Body=encoded_samples["flac"].read_bytes()
@@ -251,6 +280,8 @@ def test_upload_names_are_limited_in_utf8_bytes_before_any_job(app: FunctionApp,
     [
         ("POST", "/jobs", None, "{not json", 400, "INVALID_REQUEST"),
         ("POST", "/jobs", None, "", 400, "INVALID_REQUEST"),
+        ("POST", "/jobs", None, "[" * 100_000, 400, "INVALID_REQUEST"),
+        ("POST", "/diarize", None, '{"s3_uri": ' + "[" * 100_000, 400, "INVALID_REQUEST"),
         ("POST", "/jobs", ["s3://x"], None, 400, "INVALID_REQUEST"),
         ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/a.wav", "colour": "red"}, None, 400, "INVALID_REQUEST"),
         ("POST", "/jobs", {}, None, 400, "INVALID_REQUEST"),
@@ -261,6 +292,7 @@ def test_upload_names_are_limited_in_utf8_bytes_before_any_job(app: FunctionApp,
         ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/missing.wav"}, None, 404, "INPUT_NOT_FOUND"),
         ("POST", "/jobs", {"upload": True, "filename": "../../etc/passwd"}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True, "filename": ".."}, None, 400, "INVALID_PARAMETER"),
+        ("POST", "/jobs", {"upload": True, "filename": "${filename}"}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"upload": True}, None, 400, "INVALID_PARAMETER"),
         ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/x.wav.error"}, None, 400, "INPUT_NAME_RESERVED"),
         ("POST", "/jobs", {"s3_uri": "s3://{bucket}/audio/_key-too-long/x.wav"}, None, 400, "INPUT_NAME_RESERVED"),

@@ -6,7 +6,9 @@ exists and it describes the newest version; every job is terminal, or running wh
 
 from __future__ import annotations
 
+import datetime
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from test_lambda import make_app
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.core.hints import SpeakerHints
+from diarization.core.voiceprints import Voiceprint
 from infra.local_aws import Deployment, LambdaContext, create_deployment
 
 TERMINAL = ("succeeded", "failed")
@@ -98,11 +101,11 @@ def test_a_job_ends_once(deployment: Deployment) -> None:
     assert job is not None and job["status"] == "succeeded" and job["outcome"]["speaker_count"] == 2
 
 
-def test_jobs_sharing_a_routed_inference_all_end_with_it(
+def test_jobs_on_one_routed_object_each_run_their_own_inference(
     gpu_app: FunctionApp, deployment: Deployment, encoded_samples: dict[str, Path]
 ) -> None:
-    """A second and a third job for an object already on the GPU replay its routing (idempotency): the second
-    ends when the GPU reports, the third — created afterwards — ends at once."""
+    """Two jobs for one object on the GPU are two runs (the run identity names the job: one never replays the
+    other's routing), each under its own inference, and each ends with its own completion."""
     key = "audio/long.flac"
     deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["flac"].read_bytes())
     first = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
@@ -110,24 +113,16 @@ def test_jobs_sharing_a_routed_inference_all_end_with_it(
     messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
     assert len(messages) == 2
     assert gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
-    for job in (first, second):
-        assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "running"
     running = {job_id for job_id, item in jobs_of(deployment).items() if item["status"]["S"] == "running"}
-    assert running == {first["job_id"], second["job_id"]}  # while the inference is in flight
+    assert running == {first["job_id"], second["job_id"]}  # while the inferences are in flight
 
-    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], first["job_id"])
-    (done,) = gpu_app.lambda_handler(
-        completion(deployment, key, first["job_id"], "Completed", output), LambdaContext()
-    )["outcomes"]
-    assert done["status"] == "succeeded"
     for job in (first, second):
+        output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], job["job_id"])
+        (done,) = gpu_app.lambda_handler(
+            completion(deployment, key, job["job_id"], "Completed", output), LambdaContext()
+        )["outcomes"]
+        assert done["status"] == "succeeded"
         assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "succeeded"
-
-    third = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
-    messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
-    assert gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
-    status = call(gpu_app, "GET", third["status_url"])[1]
-    assert status["status"] == "succeeded" and status["speaker_count"] == done["speaker_count"]
     assert_invariant(deployment)
 
 
@@ -202,6 +197,45 @@ def test_reordered_versions_in_an_unversioned_bucket(
     assert_invariant(deployment)
 
 
+def test_a_multipart_upload_completed_after_an_overwrite_is_the_newer_version(
+    moto_endpoint: str, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """A large multipart upload starts, a small overwrite (v1) is written and processed, then the upload completes
+    (v2; moto sends two notifications for it, both named v2 here). S3 stamps a multipart object with the
+    Last-Modified of the upload's *start* (moto stamps the completion: the HEAD answer is adjusted), so v2 has the
+    earlier Last-Modified and the later sequencer: it is the current version, and its result replaces v1's."""
+    deployment = create_deployment(versioned=True)
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    s3, bucket, key = deployment.s3, deployment.bucket, "audio/multipart.flac"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    put = s3.put_object(Bucket=bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
+    v1 = as_s3_sends(deployment.notifications(1), versionId=put["VersionId"], sequencer="0065A1B2C3D4E5F601")
+    assert app.lambda_handler(deployment.sqs_event(v1), LambdaContext()) == {"batchItemFailures": []}
+    assert deployment.get_json("results/multipart.flac.json")["audio"]["original"]["codec"] == "pcm_s16le"
+    part = s3.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=encoded_samples["flac"].read_bytes()
+    )
+    done = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )
+    v2 = as_s3_sends(deployment.notifications(1), versionId=done["VersionId"], sequencer="0065A1B2C3D4E5F602")
+
+    def as_s3_stamps_it(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("VersionId") == done["VersionId"]:
+            parsed["LastModified"] = started
+
+    app.diarize_object.store.client.meta.events.register("after-call.s3.HeadObject", as_s3_stamps_it)
+    assert app.lambda_handler(deployment.sqs_event(v2), LambdaContext()) == {"batchItemFailures": []}
+
+    assert deployment.get_json("results/multipart.flac.json")["audio"]["original"]["codec"] == "flac"
+    assert deployment.object_keys("results/") == ["results/multipart.flac.json", "results/multipart.flac.rttm"]
+    assert_invariant(deployment)
+
+
 class NewerVersionFirst:
     """Between v1's HEAD and its download, v2 is uploaded and fully processed: v1 then reads INPUT_CHANGED."""
 
@@ -271,6 +305,33 @@ def test_the_ordering_record_takes_newer_versions_and_keeps_a_success(deployment
     assert record.claim("b", "k", newer, succeeded=True)  # the same version again (other hints)
     assert record.claim("b", "k", newest, succeeded=False)  # a newer version's failure does
     assert record.claim("b", "k", newest, succeeded=True)
+
+
+def test_the_ordering_record_puts_the_sequencer_before_last_modified(deployment: Deployment) -> None:
+    """A multipart upload's Last-Modified is its start: with a sequencer on both sides, the sequencer alone decides;
+    when either side has none, Last-Modified does (a record written before sequencers were stored included)."""
+    from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
+    from diarization.service.locations import ObjectRef
+    from diarization.service.ordering import order_of
+
+    record = DynamoOrdering(deployment.ordering_table)
+
+    def version(name: str, modified: str, sequencer: str | None) -> Any:
+        return order_of(ObjectRef("b", "k", None, name, modified), sequencer)
+
+    small = version("small", "2026-11-25T20:00:05Z", "0065A1")  # overwrote while the large one was uploading
+    large = version("large", "2026-11-25T20:00:00Z", "0065A2")  # the multipart upload, completed last
+    assert large.position < small.position
+    assert record.claim("b", "k", small, succeeded=True)
+    assert record.claim("b", "k", large, succeeded=True)
+    assert not record.claim("b", "k", small, succeeded=True)  # the late event of the overwritten version
+    assert not record.claim("b", "k", small, succeeded=False)
+
+    unsequenced = version("job", "2026-11-25T20:00:01Z", None)  # a job message: Last-Modified alone
+    assert record.claim("b", "k", unsequenced, succeeded=True)
+    assert not record.claim("b", "k", version("older", "2026-11-25T20:00:00Z", "0065A9"), succeeded=True)
+    record.table.put_item(Item={"object": "b/old", "position": small.position, "version": "small", "ok": True})
+    assert not record.claim("b", "old", large, succeeded=True)  # a record without a `sequencer`: by position
 
 
 def dead_lettered(deployment: Deployment, messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -354,6 +415,44 @@ def test_a_failed_asynchronous_invocation_ends_through_its_on_failure_record(
     assert status["status"] == "failed" and status["error"]["code"] == "INTERNAL_ERROR", status
     name = key.removeprefix("audio/")
     assert deployment.object_keys("results/") == [f"results/{name}.error.json"]
+    assert_invariant(deployment)
+
+
+def test_a_job_never_replays_another_jobs_run_and_names_stay_with_their_caller(
+    deployment: Deployment, tiny_model_dir: Path, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """Alice's second job on her own upload names its speakers with her voiceprint: it is a run of its own, not a
+    replay of her first job's (unnamed) outcome. A job naming voiceprints for an object of the shared space is
+    refused: that object's results are every caller's, and Bob's job on it downloads them."""
+    app = make_app(deployment, tiny_model_dir, tmp_path)
+    model = app.diarizer.embedding_model()
+    alice = Voiceprint("alice", (1.0,) + (0.0,) * (model.dimension - 1), model, "2026-11-25T00:00:00Z", {})
+    app.api.voiceprints.store.put("123456789012:AROAALICE", "alice", alice.to_dict())  # type: ignore[union-attr]
+
+    first = call(app, "POST", "/jobs", {"upload": True, "filename": "mine.ogg"}, caller=ALICE)[1]
+    assert post_upload(first, encoded_samples["ogg"].read_bytes()) == 204
+    process_queue(app, deployment, 1)
+    status, second = call(app, "POST", "/jobs", {"s3_uri": first["input"], "voiceprints": ["alice"]}, caller=ALICE)
+    assert status == 202, second
+    process_queue(app, deployment, 1)
+    assert call(app, "GET", second["status_url"], caller=ALICE)[1]["status"] == "succeeded"
+    named = deployment.get_json(first["result"]["json"].split("/", 3)[3])
+    assert named["identification"]["voiceprints"] == ["alice"]
+
+    key = "audio/shared.ogg"
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["ogg"].read_bytes())
+    process_queue(app, deployment, 1)  # dropped into the bucket: diarized without names
+    uri = f"s3://{deployment.bucket}/{key}"
+    status, body = call(app, "POST", "/jobs", {"s3_uri": uri, "voiceprints": ["alice"]}, caller=ALICE)
+    assert (status, body["error"]["code"]) == (400, "VOICEPRINTS_ON_SHARED_INPUT")
+    bobs = call(app, "POST", "/jobs", {"s3_uri": uri}, caller=BOB)[1]
+    process_queue(app, deployment, 1)
+    seen = call(app, "GET", bobs["status_url"], caller=BOB)[1]
+    with urllib.request.urlopen(seen["download"]["json"]) as response:
+        result = json.loads(response.read())
+    assert "identification" not in result and all(speaker["name"] is None for speaker in result["speakers"])
+    for job in (first, second):
+        assert call(app, "GET", job["status_url"], caller=BOB)[0] == 404
     assert_invariant(deployment)
 
 

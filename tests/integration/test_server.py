@@ -119,6 +119,7 @@ def test_json_body_with_an_s3_uri(
         (b"\x00garbage" * 500, {"Content-Type": "audio/wav"}, 422, "INVALID_AUDIO"),
         (b"", {"Content-Type": "audio/wav"}, 422, "EMPTY_AUDIO"),
         (b"{not json", {"Content-Type": "application/json"}, 400, "INVALID_REQUEST"),
+        (b"[" * 100_000, {"Content-Type": "application/json"}, 400, "INVALID_REQUEST"),
         (b'{"s3_uri": "s3://b/k", "extra": 1}', {"Content-Type": "application/json"}, 400, "INVALID_REQUEST"),
         (b'{"s3_uri": "https://x/y"}', {"Content-Type": "application/json"}, 400, "INVALID_PARAMETER"),
         (

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from diarization.core.hints import SpeakerHints
 from diarization.errors import InputChangedError, InputNotFoundError
 from diarization.service.locations import ObjectRef
-from diarization.service.ordering import Order
+from diarization.service.ordering import Order, not_older
 from diarization.service.routing import STEPFUNCTIONS, Routing
 from diarization.service.webhooks import WEBHOOK_RESEND_AFTER_SECONDS
 
@@ -218,11 +218,8 @@ class MemoryOrdering:
         if record is not None:
             held, held_ok = record
             same = held.version == order.version
-            allowed = (
-                (same or held.position <= order.position)
-                if succeeded
-                else ((same and not held_ok) or (not same and held.position <= order.position))
-            )
+            later = not_older(order, held)
+            allowed = (same or later) if succeeded else ((same and not held_ok) or (not same and later))
             if not allowed:
                 return False
         self.records[(bucket, key)] = (order, succeeded)

@@ -210,6 +210,7 @@ def test_subscription_confirmations_are_not_work(kind: str) -> None:
     ("message", "error", "fragment"),
     [
         ("{not json", InvalidRequestError, "is not JSON"),
+        ("[" * 100_000, InvalidRequestError, "is not JSON: the JSON is nested too deeply"),
         ("[1, 2]", InvalidRequestError, "not a JSON object"),
         (None, InvalidRequestError, "no 'Message' string"),
         ({"hello": 1}, UnsupportedEventError, "neither an S3 event notification nor"),
@@ -226,7 +227,13 @@ def test_malformed_sns_messages(message: object, error: type[DiarizationError], 
 
 
 @pytest.mark.parametrize(
-    ("message", "code"), [("{not json", "INVALID_REQUEST"), ("[1]", "INVALID_REQUEST"), ({"a": 1}, "UNSUPPORTED_EVENT")]
+    ("message", "code"),
+    [
+        ("{not json", "INVALID_REQUEST"),
+        ("[" * 100_000, "INVALID_REQUEST"),
+        ("[1]", "INVALID_REQUEST"),
+        ({"a": 1}, "UNSUPPORTED_EVENT"),
+    ],
 )
 def test_malformed_sns_envelopes_in_sqs(message: object, code: str) -> None:
     with pytest.raises((InvalidRequestError, UnsupportedEventError)) as raised:
@@ -355,3 +362,14 @@ def test_invalid_deployment_settings(env: dict[str, str], fragment: str) -> None
 def test_separate_output_bucket_may_reuse_the_prefix_layout() -> None:
     settings = AwsSettings.from_env({"INPUT_BUCKET": "in", "OUTPUT_BUCKET": "out", "INPUT_PREFIX": "results/"})
     assert settings.output_bucket == "out"
+
+
+def test_json_nested_too_deeply_is_a_callers_mistake_wherever_it_arrives() -> None:
+    """`json.loads("[" * 100000)` raises RecursionError, not ValueError: uncaught, it was a 500."""
+    from diarization.sagemaker.server import _json_object
+
+    deep = "[" * 100_000
+    for parse in (events.from_sqs_body, events.from_dead_letter_body, lambda text: _json_object(text.encode())):
+        with pytest.raises(InvalidRequestError, match="nested too deeply") as raised:
+            parse(deep)
+        assert raised.value.code == "INVALID_REQUEST" and raised.value.http_status == 400

@@ -19,6 +19,7 @@ from diarization.errors import (
     InputNotFoundError,
     InvalidParameterError,
     InvalidRequestError,
+    VoiceprintsOnSharedInputError,
 )
 from diarization.service.deps import Shared
 from diarization.service.jobs import CreateJob, JobRequest
@@ -182,6 +183,8 @@ def test_neither_an_object_nor_an_upload_is_refused(stack: Stack, request_: JobR
         ("a\x01.wav", InvalidParameterError, "not a safe object name"),
         ("", InvalidParameterError, "not a safe object name"),
         ("a.error", InputNameReservedError, "error"),  # its result would be another input's error object
+        ("${filename}", InvalidParameterError, 'must not contain "\\$"'),  # the form would take any name
+        ("call-$1.wav", InvalidParameterError, 'must not contain "\\$"'),
     ],
 )
 def test_a_bad_upload_filename_is_refused(
@@ -252,3 +255,38 @@ def test_a_callers_own_upload_may_be_diarized_again(stack: Stack) -> None:
     stack.store.put(BUCKET, f"audio/uploads/{mine}/talk.wav", b"RIFF")
     job = stack.create(JobRequest(ALICE, s3_uri=f"s3://{BUCKET}/audio/uploads/{mine}/talk.wav"))
     assert job.upload is None and [sent[0] for sent in stack.queue.sent] == [JOB_ID]
+
+
+def test_the_owner_is_the_whole_principal_but_for_a_roles_session() -> None:
+    """API Gateway's `requestContext.authorizer.iam.callerId` for each kind of principal: an assumed role's sessions
+    share the role; federated users (`{account}:{name}`) and the root user (the account id) are tenants of their own."""
+    from diarization.aws.api import ANONYMOUS, owner_of
+
+    def owner(caller_id: str, account: str = "123456789012") -> str:
+        return owner_of({"authorizer": {"iam": {"accountId": account, "callerId": caller_id}}})
+
+    assert owner("AROAALICE:session-1") == owner("AROAALICE:session-2") == "123456789012:AROAALICE"
+    assert owner("AIDABOB") == "123456789012:AIDABOB"
+    federated, root = owner("123456789012:carol"), owner("123456789012")
+    assert federated == "123456789012:123456789012:carol" and root == "123456789012:123456789012"
+    assert len({federated, owner("123456789012:dave"), root}) == 3
+    assert owner("AROAALICE:s", account="210987654321") != owner("AROAALICE:s")
+    assert owner_of({}) == owner("", account="123456789012") == ANONYMOUS
+
+
+def test_voiceprints_are_refused_for_an_object_of_the_shared_space(stack: Stack) -> None:
+    """Its results are every caller's: a caller's speakers' names are only ever written for the caller's own upload."""
+    voiceprint = Voiceprint("Alice", (0.6, 0.8), EmbeddingModel("m", "r1", 2), "2026-01-01T00:00:00Z", {})
+    stack.store.put(BUCKET, "audio/shared.wav", b"RIFF")
+    uri = f"s3://{BUCKET}/audio/shared.wav"
+    error = refused(
+        stack, JobRequest(ALICE, s3_uri=uri, voiceprints=(voiceprint,)), VoiceprintsOnSharedInputError, "shared"
+    )
+    assert error.code == "VOICEPRINTS_ON_SHARED_INPUT" and error.http_status == 400 and error.details == {"uri": uri}
+    assert stack.create(JobRequest(ALICE, s3_uri=uri)).input.uri == uri  # without names: its shared results
+
+    stack.jobs.create("b" * 32, owner=ALICE)
+    own = f"s3://{BUCKET}/audio/uploads/{'b' * 32}/mine.wav"
+    stack.store.put(BUCKET, own.removeprefix(f"s3://{BUCKET}/"), b"RIFF")
+    stack.jobs.jobs.pop(JOB_ID)
+    assert stack.create(JobRequest(ALICE, s3_uri=own, voiceprints=(voiceprint,))).input.uri == own

@@ -278,3 +278,21 @@ def test_given_up_work_on_a_refused_name_reports_the_refusal(service: Service) -
     outcome = service.abandon(request(gone), Invocation(), deliveries=3)
     assert isinstance(outcome, Failed) and outcome.error["code"] == "KEY_TOO_LONG"
     assert outcome.error["location"] == f"s3://{BUCKET}/{fallback_key(gone)}"
+
+
+def test_no_name_pattern_takes_a_trailing_newline() -> None:
+    """`$` also matches before a final newline; every pattern that checks a name or a number ends in `\\Z`."""
+    from diarization.aws_ports.dynamodb_jobs import JOB_ID
+    from diarization.core.voiceprints import NAME_PATTERN
+    from diarization.sagemaker.server import CONTENT_LENGTH
+    from diarization.service.callbacks import HOST_LABELS
+    from diarization.service.fanout_steps import EXECUTION_NAME
+
+    for pattern, valid in (
+        (NAME_PATTERN, "alice"),
+        (JOB_ID, "0" * 32),
+        (EXECUTION_NAME, "run-1"),
+        (CONTENT_LENGTH, "12"),
+        (HOST_LABELS, "hooks.example.com"),
+    ):
+        assert pattern.match(valid) and not pattern.match(valid + "\n"), pattern.pattern

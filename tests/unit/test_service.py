@@ -80,6 +80,26 @@ def test_an_older_version_never_writes_over_a_newer_one(diarizer: Diarizer, tmp_
     assert service.store.get_json(BUCKET, "results/v.wav.error.json")["input"]["version_id"] == new.version_id
 
 
+def test_a_multipart_upload_completed_after_an_overwrite_is_the_newer_version(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples
+) -> None:
+    """S3 stamps a multipart object with the Last-Modified of the upload's start: the large v2, completed after the
+    small overwrite v1 was processed, has the earlier Last-Modified and the later sequencer, and its result wins."""
+    service = make_service(diarizer, tmp_path, versioned=True)
+    small = service.store.put(BUCKET, "audio/m.wav", encoded_samples["wav"].read_bytes())
+    assert isinstance(service.diarize_object(request("audio/m.wav", sequencer="0065A1"), Invocation()), Succeeded)
+    large = service.store.put(BUCKET, "audio/m.wav", encoded_samples["flac"].read_bytes())
+    large.last_modified = "000000000000"  # the upload started before the overwrite
+
+    outcome = service.diarize_object(request("audio/m.wav", sequencer="0065A2"), Invocation())
+
+    assert isinstance(outcome, Succeeded) and outcome.version_id == large.version_id != small.version_id
+    assert service.store.keys(BUCKET, "results/") == ["results/m.wav.json", "results/m.wav.rttm"]
+    assert service.store.get_json(BUCKET, "results/m.wav.json")["audio"]["original"]["codec"] == "flac"
+    late = ObjectRequest(ObjectRef(BUCKET, "audio/m.wav", small.version_id), sequencer="0065A1")
+    assert isinstance(service.diarize_object(late, Invocation()), Skipped)  # v1's event again: superseded
+
+
 def test_given_up_work_ends_its_job_but_never_undoes_a_success(service: Service, encoded_samples) -> None:
     service.store.put(BUCKET, "audio/uploads/job3/a.wav", b"any bytes")
     service.jobs.create("job3")
@@ -562,3 +582,36 @@ def test_the_sweep_ends_a_job_without_a_valid_input_without_writing(service: Ser
 
     assert isinstance(ended, Failed) and ended.error["code"] == "JOB_DEADLINE_EXCEEDED"
     assert service.jobs.jobs["job9"]["status"] == "failed" and service.store.objects == {}
+
+
+def test_the_idempotency_key_is_the_run_identity_job_owner_and_voiceprints_included() -> None:
+    """Runs that differ in their job, owner or voiceprints (or hints, formats, version) are different runs: with
+    one key, a second caller's job replayed the first one's stored outcome (its names, or none of its own)."""
+    import jmespath
+
+    from diarization.aws.app import IDEMPOTENCY_KEY
+    from diarization.core.voiceprints import EmbeddingModel, Voiceprint
+    from diarization.service.diarize_object import PinnedRun
+    from diarization.service.ordering import Order
+
+    alice = Voiceprint("alice", (0.6, 0.8), EmbeddingModel("m", "r1", 2), "2026-01-01T00:00:00Z", {})
+    base = PinnedRun(ObjectRef(BUCKET, "audio/a.wav", "v1", "e1"), 10, SpeakerHints(), None, Order("t|", "v1"))
+    runs = [
+        base,
+        replace(base, job_id="a" * 32, owner="123456789012:AROAALICE"),
+        replace(base, job_id="b" * 32, owner="123456789012:AROAALICE"),
+        replace(base, job_id="b" * 32, owner="123456789012:AIDABOB"),
+        replace(base, job_id="b" * 32, owner="123456789012:AIDABOB", voiceprints=(alice,)),
+        replace(base, voiceprints=(replace(alice, embedding=(0.8, 0.6)),)),  # re-enrolled: another answer
+        replace(base, voiceprints=(alice,)),
+        replace(base, hints=SpeakerHints(num_speakers=2)),
+        replace(base, formats=("srt",)),
+        replace(base, ref=ObjectRef(BUCKET, "audio/a.wav", "v2", "e2")),
+    ]
+    keys = [json.dumps(jmespath.search(IDEMPOTENCY_KEY, run.to_dict()), sort_keys=True) for run in runs]
+    assert len(set(keys)) == len(runs)
+    assert all(PinnedRun.from_dict(run.to_dict()) == run for run in runs)
+    delivered_again = replace(base, size=10, order=Order("t|0065", "v1"))  # the same run, by another event
+    assert jmespath.search(IDEMPOTENCY_KEY, delivered_again.to_dict()) == jmespath.search(
+        IDEMPOTENCY_KEY, base.to_dict()
+    )

@@ -107,7 +107,7 @@ def test_enrollment_takes_the_dominant_speaker_and_says_so() -> None:
     assert caught.value.code == "ENROLLMENT_NO_SPEECH" and caught.value.http_status == 400
 
 
-@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../x", "x" * 65, "tab\there", None, 7])
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../x", "x" * 65, "tab\there", "alice\n", None, 7])
 def test_names_that_cannot_be_file_names_or_keys_are_refused(name: object) -> None:
     with pytest.raises(InvalidVoiceprintError) as caught:
         enroll(name, MODEL, {"SPEAKER_00": 1.0}, {"SPEAKER_00": [1.0, 0, 0]})  # type: ignore[arg-type]
@@ -144,6 +144,9 @@ def test_local_files(tmp_path: Path) -> None:
     (folder / "dave.json").write_text("{not json")
     with pytest.raises(InvalidVoiceprintError):
         voiceprint_files.load(folder, ["dave"])
+    (folder / "eve.json").write_text("[" * 100_000)  # too deep for the parser: a RecursionError, no ValueError
+    with pytest.raises(InvalidVoiceprintError, match="nested too deeply"):
+        voiceprint_files.load(folder, ["eve"])
 
 
 def _umask() -> int:

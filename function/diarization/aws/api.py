@@ -24,6 +24,7 @@ from urllib.parse import unquote
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from diarization.aws.settings import AwsSettings
+from diarization.core import jsontext
 from diarization.core.hints import HINT_NAMES, SpeakerHints
 from diarization.core.voiceprints import Voiceprint, check_compatible, check_name
 from diarization.errors import (
@@ -48,18 +49,24 @@ MAX_SYNC_OBJECT_BYTES = MAX_INLINE_AUDIO_BYTES * 8
 """POST /diarize with an `s3_uri`: larger objects are not worth downloading for a 30 s answer."""
 ANONYMOUS = "anonymous"
 """The owner of requests without an IAM context (`sam local start-api`, direct invokes): one shared tenant."""
+ROLE_ID_PREFIX = "AROA"
+"""The unique id of an IAM role; an assumed role's caller id is ``{role id}:{session name}``."""
 
 
 def owner_of(request_context: Mapping[str, Any]) -> str:
     """`{accountId}:{principal id}` of the IAM principal that signed the request.
 
-    The principal id is the caller id up to its first ':': the role id (AROA...) for an assumed role, so every
-    session of one role shares its jobs, or the user id (AIDA...) for an IAM user. Ids, not ARNs: a role or user
-    deleted and created again under the same name is a different principal and does not inherit the jobs.
+    The principal id is the caller id, whole, except an assumed role's (``AROA...:{session}``), which keeps the role id
+    alone, so every session of one role shares its jobs. An IAM user is its user id (AIDA...), a federated user
+    (GetFederationToken) ``{account id}:{name}``, the root user the account id: each a tenant of its own (cut at
+    the first ':', every federated user and the root user were one). Ids, not ARNs: a role or user deleted and
+    created again under the same name is a different principal and does not inherit the jobs.
     """
     iam = (request_context.get("authorizer") or {}).get("iam") or {}
     account = str(iam.get("accountId") or "")
-    principal = str(iam.get("callerId") or iam.get("userId") or "").split(":", 1)[0]
+    caller = str(iam.get("callerId") or iam.get("userId") or "")
+    role, _, session = caller.partition(":")
+    principal = role if role.startswith(ROLE_ID_PREFIX) and session else caller
     return f"{account}:{principal}" if account and principal else ANONYMOUS
 
 
@@ -126,7 +133,7 @@ class Api:
     def _body(self, allowed: set[str]) -> dict[str, Any]:
         raw = self.app.current_event.decoded_body
         try:
-            body = json.loads(raw or "")
+            body = jsontext.loads(raw or "")
         except ValueError as error:
             raise InvalidRequestError(f"The request body is not valid JSON: {error}.") from error
         if not isinstance(body, dict):

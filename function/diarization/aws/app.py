@@ -58,8 +58,9 @@ from diarization.service.publishing import Publisher
 from diarization.service.sync import DiarizeSync, SyncBudget
 from diarization.service.voiceprints import Voiceprints
 
-IDEMPOTENCY_KEY = "[bucket, key, version_id, etag, hints, formats]"
-"""One run per object version (or ETag), set of hints and of output formats, however often it is delivered."""
+IDEMPOTENCY_KEY = "identity"
+"""One run per run identity (``PinnedRun.identity``: the object version or ETag, hints, output formats, voiceprints,
+job and owner), however often it is delivered."""
 IDEMPOTENCY_DAYS = 7
 
 
@@ -223,7 +224,7 @@ def _job_store(aws: AwsSettings) -> DynamoJobStore | None:
 
 def _idempotency(aws: AwsSettings, logger: Logger) -> tuple[IdempotencyConfig | None, Idempotent | None]:
     """Powertools idempotency in the idempotency table: its config (given each invocation's context) and the wrapper
-    that makes one run per exact version (IDEMPOTENCY_KEY); neither without IDEMPOTENCY_TABLE."""
+    that makes one run per run identity (IDEMPOTENCY_KEY); neither without IDEMPOTENCY_TABLE."""
     if not aws.idempotency_table:
         logger.warning("IDEMPOTENCY_TABLE is not set: a redelivered event is processed again")
         return None, None

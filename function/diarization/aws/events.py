@@ -22,12 +22,12 @@ by hand instead of being acknowledged and lost.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from diarization.core import jsontext
 from diarization.core.hints import HINT_NAMES
 from diarization.errors import DiarizationError, InvalidRequestError, UnsupportedEventError
 from diarization.service.locations import ObjectRef, parse_s3_uri
@@ -199,7 +199,7 @@ def _completion_input(completion: Mapping[str, Any]) -> ObjectRequest:
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
-        message = json.loads(text)
+        message = jsontext.loads(text)
     except ValueError as error:
         raise InvalidRequestError(f"{what} is not JSON: {error}.") from error
     if not isinstance(message, dict):
@@ -256,7 +256,7 @@ def _sns_message(kind: object, text: object, topic: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise InvalidRequestError(f"The SNS notification from {topic} has no 'Message' string.", topic_arn=topic)
     try:
-        message = json.loads(text)
+        message = jsontext.loads(text)
     except ValueError as error:
         raise InvalidRequestError(f"The SNS message from {topic} is not JSON: {error}.", topic_arn=topic) from error
     if not isinstance(message, dict):

@@ -42,7 +42,7 @@ from diarization.service.overdue import (
 from diarization.service.routing import SAGEMAKER, STEPFUNCTIONS, Routing
 from diarization.service.webhooks import WEBHOOK_RESEND_AFTER_SECONDS
 
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID = re.compile(r"^[0-9a-f]{32}\Z")
 """What ``diarization.service.jobs.new_job_id`` makes: anything else is no job."""
 OPEN = "#s IN (:queued, :running)"
 INFERENCE_PREFIX = "inference-"

@@ -20,20 +20,24 @@ class DynamoOrdering:
 
     def claim(self, bucket: str, key: str, order: Order, succeeded: bool) -> bool:
         """True when outputs may be written for `order`: no record yet, the same version (a re-run with other
-        hints), or an older or equally old other version. A failure never replaces a success of the same version."""
+        hints), or an older or equally old other version (``diarization.service.ordering.not_older``: by sequencer
+        when both have one, else by position). A failure never replaces a success of the same version."""
+        held_older = _held_older(bool(order.sequencer))
         if succeeded:
-            condition = "attribute_not_exists(#obj) OR #ver = :ver OR #pos <= :pos"
+            condition = f"attribute_not_exists(#obj) OR #ver = :ver OR {held_older}"
         else:
             condition = (
-                "attribute_not_exists(#obj) OR (#ver = :ver AND #ok = :false) OR (#ver <> :ver AND #pos <= :pos)"
+                f"attribute_not_exists(#obj) OR (#ver = :ver AND #ok = :false) OR (#ver <> :ver AND {held_older})"
             )
         values: dict[str, Any] = {":pos": order.position, ":ver": order.version}
-        if not succeeded:
-            values[":false"] = False
         names = {"#obj": "object", "#pos": "position", "#ver": "version"}
         if not succeeded:
-            names["#ok"] = "ok"
+            values[":false"], names["#ok"] = False, "ok"
+        if order.sequencer:
+            values[":seq"], names["#seq"] = order.sequencer, "sequencer"
         item = {"object": f"{bucket}/{key}", "position": order.position, "version": order.version, "ok": succeeded}
+        if order.sequencer:
+            item["sequencer"] = order.sequencer  # absent otherwise: "held without a sequencer"
         return conditionally(
             lambda: self.table.put_item(
                 Item=item,
@@ -42,3 +46,11 @@ class DynamoOrdering:
                 ExpressionAttributeValues=values,
             )
         )
+
+
+def _held_older(has_sequencer: bool) -> str:
+    """The held record is not newer than the claim: by sequencer when both have one, else by position. Records
+    written before the `sequencer` attribute existed have none and are compared by position, as they were."""
+    if not has_sequencer:
+        return "#pos <= :pos"
+    return "((attribute_exists(#seq) AND #seq <= :seq) OR (attribute_not_exists(#seq) AND #pos <= :pos))"

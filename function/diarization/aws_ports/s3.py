@@ -6,6 +6,7 @@ rest); the command line's :meth:`S3Store.write` maps them to ``OUTPUT_NOT_WRITAB
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ from diarization.errors import (
     AwsCredentialsMissingError,
     InputChangedError,
     InputNotFoundError,
+    InvalidParameterError,
     OutputNotWritableError,
 )
 from diarization.service.locations import ObjectRef
@@ -168,11 +170,23 @@ class S3Store:
 
     def presign_post(self, bucket: str, key: str, expires: int, max_bytes: int) -> dict[str, Any]:
         """An upload form (URL + fields) for exactly this key, valid `expires` seconds, taking 1 to `max_bytes`
-        bytes: S3 itself refuses anything else, so an oversize upload never reaches the function."""
+        bytes: S3 itself refuses anything else, so an oversize upload never reaches the function.
+
+        Exactly: botocore signs ``{"key": key}`` unless the key ends in ``${filename}``, which S3 replaces with the
+        posted file's name and botocore turns into a ``starts-with`` condition (any key under the prefix). A key
+        with a ``$`` is refused here (callers refuse such names first), and the signed policy is checked to hold
+        the exact key condition and no ``starts-with`` on the key before the form leaves."""
+        if "$" in key:
+            raise InvalidParameterError(f"An upload form is never made for a key with '$' ({key!r}).", key=key)
         form = self.client.generate_presigned_post(
             bucket, key, Conditions=[["content-length-range", 1, max_bytes]], ExpiresIn=expires
         )
-        return {"url": str(form["url"]), "fields": dict(form["fields"])}
+        fields = dict(form["fields"])
+        conditions = json.loads(base64.b64decode(fields["policy"]))["conditions"]
+        wildcard = [condition for condition in conditions if isinstance(condition, list) and "$key" in condition]
+        if fields.get("key") != key or {"key": key} not in conditions or wildcard:
+            raise RuntimeError(f"The signed upload form for {key!r} does not pin its key: {conditions}.")
+        return {"url": str(form["url"]), "fields": fields}
 
     def presign_get(self, bucket: str, key: str, expires: int) -> str:
         return str(

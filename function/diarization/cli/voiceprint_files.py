@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from diarization.core import jsontext
 from diarization.core.voiceprints import Voiceprint, check_name
 from diarization.errors import InvalidVoiceprintError, VoiceprintNotFoundError
 
@@ -40,7 +41,7 @@ def load(directory: Path, names: Iterable[str]) -> list[Voiceprint]:
     for name in names:
         path = path_of(directory, name)
         try:
-            body = json.loads(path.read_text(encoding="utf-8"))
+            body = jsontext.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as error:
             raise VoiceprintNotFoundError(
                 f"No voiceprint {name!r} in {str(directory)!r}: enroll it with --enroll {name} FILE.", name=name

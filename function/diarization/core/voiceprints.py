@@ -28,7 +28,7 @@ from diarization.errors import EnrollmentNoSpeechError, InvalidVoiceprintError, 
 VOICEPRINT_FORMAT = "voiceprint-1"
 MAX_VOICEPRINTS = 16
 """Per request: the assignment is cheap, but a request naming more is more likely a mistake than a roster."""
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}\Z")
 """Names become file names and S3 keys: no '/', no leading dot, no control characters, bounded length."""
 
 

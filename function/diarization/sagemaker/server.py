@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from diarization.core import jsontext
 from diarization.core.capacity import MemoryBudget
 from diarization.core.config import Settings
 from diarization.core.engine import Diarizer
@@ -50,7 +51,7 @@ logger = logging.getLogger("diarization.server")
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 AUDIO_TYPES = ("audio/", "video/webm", "video/mp4", "video/ogg", "application/octet-stream")
-CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}$")
+CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}\Z")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -246,7 +247,7 @@ def _voiceprints(value: Any) -> tuple[Voiceprint, ...]:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(body or b"")
+        value = jsontext.loads(body or b"")
     except ValueError as error:
         raise InvalidRequestError(f"The body is not valid JSON: {error}.") from error
     if not isinstance(value, dict):

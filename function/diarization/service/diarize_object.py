@@ -83,7 +83,7 @@ class SpeedEstimate:
 
 @dataclass(frozen=True)
 class PinnedRun:
-    """One exact version with its hints and output formats: the idempotency key, and what the run reads."""
+    """One exact version with everything its run depends on: what the run reads, and its :meth:`identity`."""
 
     ref: ObjectRef
     size: int
@@ -92,7 +92,18 @@ class PinnedRun:
     order: Order
     formats: tuple[str, ...] = DEFAULT_OUTPUT_FORMATS
     voiceprints: tuple[Voiceprint, ...] = ()
-    """The job's voiceprints, as resolved when it was created (POST /jobs)."""
+    """The job's voiceprints, as resolved when it was created (POST /jobs); the deployment's for a drop."""
+    owner: str | None = None
+    """The job's owner (the API caller that created it); None for an object dropped without a job."""
+
+    def identity(self) -> list[Any]:
+        """The run identity: the exact version, everything that changes the answer (hints, formats, the voiceprints
+        as resolved, embeddings included) and who may see it (the job and its owner). Deliveries with one identity
+        are one run (the idempotency key, ``diarization.aws.app.IDEMPOTENCY_KEY``); any difference is another run,
+        so one job never replays another's outcome, nor one caller's names another's."""
+        ref, voiceprints = self.ref, [voiceprint.to_dict() for voiceprint in self.voiceprints]
+        answer = [self.hints.to_dict(), list(self.formats), voiceprints]
+        return [ref.bucket, ref.key, ref.version_id, ref.etag, *answer, self.job_id, self.owner]
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -103,10 +114,12 @@ class PinnedRun:
             "size": self.size,
             "hints": self.hints.to_dict(),
             "job_id": self.job_id,
+            "owner": self.owner,
             "order": [self.order.position, self.order.version],
             "formats": list(self.formats),
+            "identity": self.identity(),
         }
-        if self.voiceprints:  # absent otherwise, so the idempotency key of a run without them is unchanged
+        if self.voiceprints:
             body["voiceprints"] = [voiceprint.to_dict() for voiceprint in self.voiceprints]
         return body
 
@@ -116,7 +129,8 @@ class PinnedRun:
         voiceprints = tuple(Voiceprint.from_dict(item) for item in body.get("voiceprints", ()))
         hints = SpeakerHints.from_mapping(body["hints"])
         order = Order(*body["order"])
-        return cls(ref, body["size"], hints, body["job_id"], order, tuple(body["formats"]), voiceprints)
+        formats = tuple(body["formats"])
+        return cls(ref, body["size"], hints, body["job_id"], order, formats, voiceprints, body.get("owner"))
 
 
 def voiceprints_of(job: dict[str, Any]) -> tuple[Voiceprint, ...]:
@@ -238,7 +252,8 @@ class DiarizeObject(UseCase):
             size, exact, sequencer = pin_version(self.store, request, self.log)
             formats = self._formats_of(job)
             voiceprints = voiceprints_of(job) if job_id else self._drop_voiceprints()
-            run = PinnedRun(exact, size, hints, job_id, order_of(exact, sequencer), formats, voiceprints)
+            pinned = order_of(exact, sequencer)
+            run = PinnedRun(exact, size, hints, job_id, pinned, formats, voiceprints, owner=job.get("owner"))
             # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
             # every version alike; pinned first, so its error object describes and is ordered as that version.
             self.locations.check(exact)

@@ -56,7 +56,7 @@ from diarization.service.fanout import FanoutSettings, work_key
 from diarization.service.model import Invocation
 from diarization.service.routing import STEPFUNCTIONS, Routing
 
-EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}\Z")
 """Step Functions' execution names (we only ever make 32 hex digits): anything else was not started by us."""
 STEPS = ("plan", "shard", "reduce", "publish", "fail")
 T = TypeVar("T")

@@ -2,6 +2,10 @@
 caller uploads through the form it gets back, which runs when the upload's own S3 notification arrives.
 
 A job belongs to its owner (the API's caller identity): to anyone else it, its results and its upload do not exist.
+An object of the shared input space (anything outside the upload folders) has shared results: whoever's job runs
+on it last writes them, and every caller's job on it points to them. So a job naming voiceprints must run on the
+caller's own upload (VOICEPRINTS_ON_SHARED_INPUT otherwise): speakers' names are never written where another
+caller reads.
 What the job runs with is fixed now, in its record: hints, output formats, voiceprints (resolved before the request
 gets here, so a typo or another model's voiceprint fails the request, not the job, and a voiceprint re-enrolled or
 deleted meanwhile does not change it) and the callback URL.
@@ -18,7 +22,13 @@ from typing import Any
 
 from diarization.core.hints import SpeakerHints
 from diarization.core.voiceprints import Voiceprint
-from diarization.errors import ConfigurationError, InputNotFoundError, InvalidParameterError, InvalidRequestError
+from diarization.errors import (
+    ConfigurationError,
+    InputNotFoundError,
+    InvalidParameterError,
+    InvalidRequestError,
+    VoiceprintsOnSharedInputError,
+)
 from diarization.service.deps import Shared
 from diarization.service.locations import Locations, ObjectRef, check_safe_name
 from diarization.service.ports import JobQueue, JobStore
@@ -126,7 +136,16 @@ class CreateJob:
         if request.s3_uri is not NOT_SENT:
             if request.upload is not NOT_SENT or request.filename is not NOT_SENT:
                 raise InvalidRequestError('Give either "s3_uri", or "upload": true with "filename", not both.')
-            return self._existing(request.s3_uri, request.owner), None
+            ref = self._existing(request.s3_uri, request.owner)
+            if request.voiceprints and self.shared.locations.job_id_of_upload(ref) is None:
+                raise VoiceprintsOnSharedInputError(
+                    f"{ref.uri} is in the shared input space: its results are every caller's, and a job naming "
+                    "voiceprints would write your speakers' names into them. Upload the file for this job "
+                    '("upload": true; its results are yours alone), name a file in one of your own upload folders, '
+                    "or use POST /diarize for short audio (its answer is not stored).",
+                    uri=ref.uri,
+                )
+            return ref, None
         if request.upload is True:
             return self._upload(request.filename, job_id)
         raise InvalidRequestError('Give "s3_uri", or "upload": true with "filename".')
@@ -142,6 +161,13 @@ class CreateJob:
         if not isinstance(filename, str) or "/" in filename:
             raise InvalidParameterError('"filename" must be a file name without "/".', parameter="filename")
         check_safe_name(filename, "filename")
+        if "$" in filename:
+            raise InvalidParameterError(
+                '"filename" must not contain "$": in an upload form S3 reads "${filename}" as the name of whatever '
+                "file is posted, so the form would take any name in the job's folder.",
+                parameter="filename",
+                character="$",
+            )
         locations = self.shared.locations
         bucket = locations.settings.input_bucket
         if not bucket:

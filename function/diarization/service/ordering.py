@@ -10,11 +10,13 @@ reports come on top. Before any output is written or deleted on behalf of a vers
    passed (1) just before a newer version was written and published cannot overwrite it, and a failure
    never replaces a success of the same version (a late GPU ``Failed`` after ``Completed``).
 
-The order of a version: its Last-Modified second, then — when the processed version is the one the event
-named — the event's ``sequencer``. S3 documents the sequencer as a hexadecimal string that orders events
-of the same key: right-pad the shorter one with zeros, then compare them as strings. Events without a
-sequencer (direct invocations, job messages, the API, SageMaker completions), and events whose version is
-gone (a stale ETag: the current version is processed instead) are ordered by Last-Modified alone: they
+The order of a version: the event's ``sequencer`` when the processed version is the one the event named, and its
+Last-Modified second. S3 documents the sequencer as a hexadecimal string that orders events of the same key:
+right-pad the shorter one with zeros, then compare them as strings. When both versions carry one, the sequencer
+alone decides (:func:`not_older`): Last-Modified is when an upload *started*, so a large multipart upload that
+completes after a small overwrite has the earlier Last-Modified and is still the newer version. Otherwise
+Last-Modified decides, then the sequencer: events without one (direct invocations, job messages, the API,
+SageMaker completions), and events whose version is gone (a stale ETag: the current version is processed instead)
 process the current version, which rule 1 checks again before writing.
 """
 
@@ -35,7 +37,21 @@ class Order:
     """A processed version's place among the key's versions, and its identity (version id, else ETag)."""
 
     position: str
+    """``{Last-Modified}|{padded sequencer}`` (the sequencer empty when the event named no sequencer for it)."""
     version: str
+
+    @property
+    def sequencer(self) -> str:
+        """The padded sequencer ("" when there is none)."""
+        return self.position.partition("|")[2]
+
+
+def not_older(order: Order, held: Order) -> bool:
+    """Whether `order` may follow `held` (it is the same place or later): by sequencer when both have one, else by
+    position (Last-Modified first)."""
+    if order.sequencer and held.sequencer:
+        return order.sequencer >= held.sequencer
+    return order.position >= held.position
 
 
 def version_of(ref: ObjectRef) -> str:
