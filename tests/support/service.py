@@ -76,3 +76,26 @@ def notification(inference_id: str, input_uri: str, output: str | None, status: 
         "requestParameters": {"inputLocation": input_uri},
         "responseParameters": response,
     }
+
+
+TERMINAL = ("succeeded", "failed")
+
+
+def assert_invariant(service: Service, inputs: str = "audio/") -> None:
+    """tests/integration/test_faults.py's invariant on the in-memory ports: every input under `inputs` has exactly one
+    of {result, error object} and it describes the input's current version (the error object by version id and ETag,
+    the result by the size of what it read: a test's versions differ in size); every job has ended."""
+    store = service.store
+    for key in store.keys(BUCKET, inputs):
+        name = key.removeprefix("audio/")
+        outputs = set(store.keys(BUCKET, f"results/{name}."))
+        has_result, has_error = f"results/{name}.json" in outputs, f"results/{name}.error.json" in outputs
+        assert has_result != has_error, (key, outputs)
+        size, current = store.head(ObjectRef(BUCKET, key))
+        if has_error:
+            described = store.get_json(BUCKET, f"results/{name}.error.json")["input"]
+            assert (described["version_id"], described["etag"]) == (current.version_id, current.etag), (key, described)
+        else:
+            assert store.get_json(BUCKET, f"results/{name}.json")["input"]["size_bytes"] == size, key
+    for job_id, job in service.jobs.jobs.items():
+        assert job["status"] in TERMINAL, (job_id, job["status"])

@@ -438,6 +438,7 @@ class DiarizeObject(UseCase):
                 failure_location=submitted.get("failure_location"),
                 formats=run.formats,
                 voiceprints=run.voiceprints,
+                order=run.order,
             )
         )
         self.telemetry.metric("RoutedToGpu", "Count", 1)
