@@ -147,3 +147,23 @@ def test_every_run_name_carries_its_version_and_fits_the_services_limits() -> No
     assert len(set(names)) == len(names) == 8
     assert all(len(name) <= MAX_INFERENCE_ID and EXECUTION_NAME.match(name) for name in names), names
     assert names[0].startswith(f"{job_id}-")  # an operator finds the job by it
+
+
+def test_a_dead_lettered_second_upload_leaves_the_job_to_its_run(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples: dict[str, Path]
+) -> None:
+    """The dead-letter consumer gives up on a second file in a running job's folder: that file gets its error object,
+    and the job still ends with its own run's outcome (before, it ended failed with the other file's error)."""
+    service = make_service(diarizer, tmp_path, versioned=True, gpu_above=10.0)
+    routed = start_job(service, FIRST, encoded_samples["wav"])
+    second_key = "audio/uploads/job1/b.flac"
+    service.store.put(BUCKET, second_key, encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes())
+
+    given_up = service.abandon(request(second_key), Invocation(), deliveries=3)
+
+    assert isinstance(given_up, Failed) and given_up.error["code"] == "INTERNAL_ERROR" and given_up.job_id is None
+    assert service.jobs.jobs["job1"]["status"] == "running"
+    assert isinstance(report(service, diarizer, routed, encoded_samples["wav"]), Succeeded)
+    job = service.jobs.jobs["job1"]
+    assert job["status"] == "succeeded" and job["outcome"]["input"] == f"s3://{BUCKET}/{FIRST}"
+    assert_invariant(service)

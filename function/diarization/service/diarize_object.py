@@ -51,7 +51,7 @@ from diarization.service.long_audio import (
     memory_reason,
 )
 from diarization.service.model import Invocation, ObjectRequest
-from diarization.service.ordering import Order, order_of
+from diarization.service.ordering import Order, order_of, version_of
 from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
 from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore
 from diarization.service.routing import Routing
@@ -152,6 +152,16 @@ def describes(outcome: dict[str, Any], ref: ObjectRef) -> bool | None:
     if ref.etag and outcome.get("etag"):
         return bool(outcome["etag"] == ref.etag)
     return None
+
+
+def runs_on(job: dict[str, Any], ref: ObjectRef) -> bool:
+    """Whether `ref` is the job's run (see ``JobStore.mark_running``), or may be: the job has not started, or the
+    version of `ref` is unknown (its object could not be read) and its input is the job's."""
+    recorded = job.get("run_input")
+    if recorded is None:
+        return True
+    version = version_of(ref)
+    return bool(recorded == ref.uri and (not version or job.get("run_version") == version))
 
 
 def pin_version(store: ObjectStore, request: ObjectRequest, log: Log) -> tuple[int, ObjectRef, str | None]:
