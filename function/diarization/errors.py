@@ -129,6 +129,16 @@ class UploadAlreadyUsedError(DiarizationError):
     http_status = 409
 
 
+class JobAlreadyStartedError(DiarizationError):
+    """A file arrived in a job's upload folder after the job had started on another one — another name, or another
+    version of the same name. A job runs once, on the first upload it started with: this file is not diarized, and
+    its error object describes it (the job keeps its run). ``details``: ``job_id``, ``run_input`` and
+    ``run_version`` (what the job runs on)."""
+
+    code = "JOB_ALREADY_STARTED"
+    http_status = 409
+
+
 class NotFoundError(DiarizationError):
     """An API route or job that does not exist."""
 
@@ -368,6 +378,7 @@ ERROR_CODES: dict[str, type[DiarizationError]] = {
         OutputNotWritableError,
         InputChangedError,
         UploadAlreadyUsedError,
+        JobAlreadyStartedError,
         UnsupportedEventError,
         NotFoundError,
         TooLongForSyncError,

@@ -72,6 +72,11 @@ class FanoutStack:
         arn = f"{self.machine.replace(':stateMachine:', ':execution:')}:{name}"
         return list(boto3.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"])
 
+    def run_of(self, job_id: str) -> str:
+        """The execution a job's run fanned out as (named after the job and its input's version)."""
+        (name,) = [e["name"] for e in self.executions() if e["name"].startswith(f"{job_id}-")]
+        return str(name)
+
     def finished(self, name: str) -> dict[str, Any]:
         return LocalStepFunctions.wait(f"{self.machine.replace(':stateMachine:', ':execution:')}:{name}")
 
@@ -179,9 +184,10 @@ def test_an_upload_fans_out_into_shards_and_equals_the_single_run(
     stack.deliver()
     assert stack.job(stack.app, job_id)["status"] == "running"
 
-    described = stack.finished(job_id)
+    execution = stack.run_of(job_id)
+    described = stack.finished(execution)
     assert described["status"] == "SUCCEEDED", described
-    assert sorted(shard_calls(stack.function, job_id)) == [(index, False) for index in range(SHARDS)]
+    assert sorted(shard_calls(stack.function, execution)) == [(index, False) for index in range(SHARDS)]
     name = key.removeprefix("audio/")
     assert deployment.object_keys(f"results/{name}") == [f"results/{name}.json", f"results/{name}.rttm"]
     fanned = deployment.get_json(f"results/{name}.json")
@@ -191,7 +197,7 @@ def test_an_upload_fans_out_into_shards_and_equals_the_single_run(
     assert done["status"] == "succeeded" and done["speaker_count"] == len(fanned["speakers"])
     work = sorted(o["Key"] for o in deployment.s3.list_objects_v2(Bucket=stack.work_bucket)["Contents"])
     assert work == [
-        f"{job_id}/{relative}"
+        f"{execution}/{relative}"
         for relative in ("audio.f32", "audio.json", "result.json", *(f"shards/{i:05d}.npz" for i in range(SHARDS)))
     ]
 
@@ -215,11 +221,14 @@ def test_a_shard_that_crashes_once_is_retried(
     faulty.deployment.s3.put_object(Bucket=faulty.deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
     faulty.deliver()
 
-    assert faulty.finished(job_id)["status"] == "SUCCEEDED"
-    calls = shard_calls(faulty.function, job_id)
+    execution = faulty.run_of(job_id)
+    assert faulty.finished(execution)["status"] == "SUCCEEDED"
+    calls = shard_calls(faulty.function, execution)
     assert calls.count((1, True)) == 1 and calls.count((1, False)) == 1, calls
     (crash,) = [
-        c["answer"] for c in faulty.function.invocations if c["errored"] and c["event"]["fanout"]["execution"] == job_id
+        c["answer"]
+        for c in faulty.function.invocations
+        if c["errored"] and c["event"]["fanout"]["execution"] == execution
     ]
     assert crash["errorType"] == "Lambda.Unknown" and "signal: killed" in crash["errorMessage"]
     assert faulty.job(faulty.app, job_id)["status"] == "succeeded"
@@ -237,22 +246,23 @@ def test_a_shard_that_always_crashes_fails_the_job_with_the_error_object(
     deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
     faulty.deliver()
 
-    described = faulty.finished(job_id)
+    execution = faulty.run_of(job_id)
+    described = faulty.finished(execution)
     assert described["status"] == "FAILED" and described.get("error") == "FanoutFailed", described
-    assert shard_calls(faulty.function, job_id).count((1, True)) == 3  # the first attempt and 2 retries
+    assert shard_calls(faulty.function, execution).count((1, True)) == 3  # the first attempt and 2 retries
     name = key.removeprefix("audio/")
     assert deployment.object_keys(f"results/{name}") == [f"results/{name}.error.json"]
     body = deployment.get_json(f"results/{name}.error.json")
     jsonschema.validate(body, load_schema("error-v1.json"))
     assert body["error"]["code"] == "FANOUT_FAILED"
-    assert body["error"]["details"] == {"execution": job_id, "step_error": "Lambda.Unknown"}
+    assert body["error"]["details"] == {"execution": execution, "step_error": "Lambda.Unknown"}
     assert "signal: killed" in body["error"]["message"]
     job = faulty.job(faulty.app, job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "FANOUT_FAILED"
-    failure = deployment.s3.get_object(Bucket=faulty.work_bucket, Key=f"{job_id}/failure.json")
+    failure = deployment.s3.get_object(Bucket=faulty.work_bucket, Key=f"{execution}/failure.json")
     assert b"FANOUT_FAILED" in failure["Body"].read()
-    keys = [o["Key"] for o in deployment.s3.list_objects_v2(Bucket=faulty.work_bucket, Prefix=job_id)["Contents"]]
-    assert f"{job_id}/result.json" not in keys
+    keys = [o["Key"] for o in deployment.s3.list_objects_v2(Bucket=faulty.work_bucket, Prefix=execution)["Contents"]]
+    assert f"{execution}/result.json" not in keys
     assert events_for(deployment, key) == ["Diarization Failed"]
     assert_invariant(deployment)
 
@@ -268,9 +278,10 @@ def test_two_fanouts_with_room_for_one_queue_and_both_succeed(
         deployment.s3.put_object(Bucket=deployment.bucket, Key=key, Body=encoded_samples["wav"].read_bytes())
     narrow.deliver(expected=2)
 
-    for job_id, key in jobs:
-        assert narrow.finished(job_id)["status"] == "SUCCEEDED"
-        assert sorted(shard_calls(narrow.function, job_id)) == [(index, False) for index in range(SHARDS)]
+    executions = [narrow.run_of(job_id) for job_id, _ in jobs]
+    for (job_id, key), execution in zip(jobs, executions, strict=True):
+        assert narrow.finished(execution)["status"] == "SUCCEEDED"
+        assert sorted(shard_calls(narrow.function, execution)) == [(index, False) for index in range(SHARDS)]
         assert narrow.job(narrow.app, job_id)["status"] == "succeeded"
         name = key.removeprefix("audio/")
         assert deployment.object_keys(f"results/{name}") == [f"results/{name}.json", f"results/{name}.rttm"]
@@ -281,12 +292,12 @@ def test_two_fanouts_with_room_for_one_queue_and_both_succeed(
     assert narrow.function.throttled, "the runs overlapped, so some step had to wait for concurrency"
     failures = [
         event["taskFailedEventDetails"]["error"]
-        for job_id, _ in jobs
-        for event in narrow.history(job_id)
+        for execution in executions
+        for event in narrow.history(execution)
         if event["type"] == "TaskFailed"
     ]
     assert failures and set(failures) == {"Lambda.TooManyRequestsException"}  # waited in the definition's Retry
-    assert {event["fanout"]["execution"] for event in narrow.function.throttled} <= {job_id for job_id, _ in jobs}
+    assert {event["fanout"]["execution"] for event in narrow.function.throttled} <= set(executions)
     assert_invariant(deployment)
 
 

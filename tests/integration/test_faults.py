@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
 from diarization.core.hints import SpeakerHints
 from diarization.core.voiceprints import Voiceprint
+from diarization.service.locations import ObjectRef
 from infra.local_aws import Deployment, LambdaContext, create_deployment
 
 TERMINAL = ("succeeded", "failed")
@@ -63,6 +65,14 @@ def gpu_result(app: FunctionApp, deployment: Deployment, key: str, audio: Path, 
     return routing.output_location
 
 
+def inference_of(deployment: Deployment, job_id: str) -> str:
+    """The id of the GPU inference (or fan-out execution) a job's run was routed as: the job's id and its version's."""
+    items = boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"]
+    prefix = f"inference-{job_id}"
+    (name,) = [item["job_id"]["S"] for item in items if item["job_id"]["S"].startswith(prefix)]
+    return name.removeprefix("inference-")
+
+
 def jobs_of(deployment: Deployment) -> dict[str, dict[str, Any]]:
     items = boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"]
     return {item["job_id"]["S"]: item for item in items if not item["job_id"]["S"].startswith("inference-")}
@@ -93,12 +103,86 @@ def assert_invariant(deployment: Deployment) -> None:
 def test_a_job_ends_once(deployment: Deployment) -> None:
     jobs = DynamoJobStore(deployment.jobs_table, 1)
     jobs.create("a" * 32, owner="anonymous")
-    assert jobs.mark_running("a" * 32)
+    run = ObjectRef(deployment.bucket, "audio/a.wav", None, "e1")
+    assert jobs.mark_running("a" * 32, run)
     assert jobs.finish("a" * 32, {"status": "succeeded", "speaker_count": 2})
     assert not jobs.finish("a" * 32, {"status": "failed", "error": {"code": "GPU_INFERENCE_FAILED"}})
-    assert not jobs.mark_running("a" * 32)
+    assert not jobs.mark_running("a" * 32, run)
     job = jobs.get("a" * 32)
     assert job is not None and job["status"] == "succeeded" and job["outcome"]["speaker_count"] == 2
+
+
+def test_a_job_starts_on_one_run(deployment: Deployment) -> None:
+    """mark_running's condition: the first start records the job's run (its input and version); the same run starts
+    it again (a redelivery; or by its input alone when its object can no longer be read), and no other input or
+    version does, whichever arrives second: one conditional write decides."""
+    jobs = DynamoJobStore(deployment.jobs_table, 1)
+    job_id = "c" * 32
+    jobs.create(job_id, owner="anonymous", upload=True)
+    first = ObjectRef(deployment.bucket, f"audio/uploads/{job_id}/a.wav", "v1", "e1")
+    other = replace(first, key=f"audio/uploads/{job_id}/b.wav")
+    assert jobs.mark_running(job_id, first)
+    assert jobs.mark_running(job_id, first)
+    assert jobs.mark_running(job_id, replace(first, version_id=None, etag=None))
+    for refused in (replace(first, version_id="v2", etag="e2"), other, replace(other, version_id=None, etag=None)):
+        assert not jobs.mark_running(job_id, refused), refused
+    job = jobs.get(job_id)
+    assert job is not None and job["status"] == "running"
+    assert (job["run_input"], job["run_version"]) == (first.uri, "v1")
+    unversioned = "d" * 32  # a bucket without versioning: the ETag is the version
+    jobs.create(unversioned, owner="anonymous", upload=True)
+    assert jobs.mark_running(unversioned, replace(first, version_id=None))
+    assert not jobs.mark_running(unversioned, replace(first, version_id=None, etag="e2"))
+    assert jobs.finish(unversioned, {"status": "succeeded"})
+    assert not jobs.mark_running(unversioned, replace(first, version_id=None))  # and once ended, nothing starts it
+
+
+def deliver(app: FunctionApp, deployment: Deployment) -> None:
+    """One upload's notification, handled and deleted as Lambda's SQS poller would."""
+    messages = [m for m in deployment.notifications(1) if '"Records"' in m["Body"]]
+    assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
+    for message in messages:
+        deployment.sqs.delete_message(QueueUrl=deployment.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@pytest.mark.parametrize("second", ["another-name", "same-name"])
+def test_a_second_upload_while_its_job_runs_is_refused_and_the_first_run_ends_the_job(
+    gpu_app: FunctionApp, deployment: Deployment, encoded_samples: dict[str, Path], second: str
+) -> None:
+    """The job's upload is on the GPU when a second file lands in its folder (another name, or the form used again).
+    Before, the second run took the job's inference id and rewrote its routing: the first report was refused as
+    untrusted (another name: the first file never got a result or an error object) or published as the second file.
+    Now the second file gets a JOB_ALREADY_STARTED error object, and the first run's report ends the job: its result,
+    or skipped as superseded when the refused file replaced the job's own."""
+    job = call(gpu_app, "POST", "/jobs", {"upload": True, "filename": "first.flac"})[1]
+    first = job["input"].removeprefix(f"s3://{deployment.bucket}/")
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=first, Body=encoded_samples["flac"].read_bytes())
+    deliver(gpu_app, deployment)
+    assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "running"
+    inference = inference_of(deployment, job["job_id"])
+    routed = DynamoJobStore(deployment.jobs_table, 1).routing(inference)
+    later = first.replace("first.flac", "second.wav") if second == "another-name" else first
+    deployment.s3.put_object(Bucket=deployment.bucket, Key=later, Body=encoded_samples["wav"].read_bytes())
+
+    deliver(gpu_app, deployment)
+
+    refused = deployment.get_json(f"results/{later.removeprefix('audio/')}.error.json")
+    assert refused["error"]["code"] == "JOB_ALREADY_STARTED", refused
+    assert refused["error"]["details"]["run_input"] == job["input"]
+    assert DynamoJobStore(deployment.jobs_table, 1).routing(inference) == routed  # the first run's, untouched
+    assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "running"
+    output = gpu_result(gpu_app, deployment, first, encoded_samples["flac"], inference)
+
+    (done,) = gpu_app.lambda_handler(completion(deployment, first, inference, "Completed", output), LambdaContext())[
+        "outcomes"
+    ]
+
+    ended = call(gpu_app, "GET", job["status_url"])[1]
+    if second == "another-name":
+        assert done["status"] == "succeeded" and ended["status"] == "succeeded"
+    else:
+        assert done["status"] == "skipped" and ended["error"]["code"] == "INPUT_CHANGED"
+    assert_invariant(deployment)
 
 
 def test_jobs_on_one_routed_object_each_run_their_own_inference(
@@ -117,10 +201,11 @@ def test_jobs_on_one_routed_object_each_run_their_own_inference(
     assert running == {first["job_id"], second["job_id"]}  # while the inferences are in flight
 
     for job in (first, second):
-        output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], job["job_id"])
-        (done,) = gpu_app.lambda_handler(
-            completion(deployment, key, job["job_id"], "Completed", output), LambdaContext()
-        )["outcomes"]
+        inference = inference_of(deployment, job["job_id"])
+        output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], inference)
+        (done,) = gpu_app.lambda_handler(completion(deployment, key, inference, "Completed", output), LambdaContext())[
+            "outcomes"
+        ]
         assert done["status"] == "succeeded"
         assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "succeeded"
     assert_invariant(deployment)
@@ -134,11 +219,12 @@ def test_a_late_gpu_failure_after_success_changes_nothing(
     job = call(gpu_app, "POST", "/jobs", {"s3_uri": f"s3://{deployment.bucket}/{key}"})[1]
     messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
     gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
-    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], job["job_id"])
-    gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Completed", output), LambdaContext())
+    inference = inference_of(deployment, job["job_id"])
+    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], inference)
+    gpu_app.lambda_handler(completion(deployment, key, inference, "Completed", output), LambdaContext())
     before = deployment.object_keys("results/")
 
-    gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Failed"), LambdaContext())
+    gpu_app.lambda_handler(completion(deployment, key, inference, "Failed"), LambdaContext())
 
     assert deployment.object_keys("results/") == before == ["results/late.flac.json", "results/late.flac.rttm"]
     assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "succeeded"
@@ -286,7 +372,6 @@ def test_a_duplicate_delivery_keeps_one_result(
 
 def test_the_ordering_record_takes_newer_versions_and_keeps_a_success(deployment: Deployment) -> None:
     from diarization.aws_ports.dynamodb_ordering import DynamoOrdering
-    from diarization.service.locations import ObjectRef
     from diarization.service.ordering import order_of
 
     record = DynamoOrdering(deployment.ordering_table)

@@ -16,10 +16,20 @@ from typing import Any
 import boto3
 import pytest
 from test_api import call
-from test_faults import assert_invariant, completion, deployment, gpu_app, gpu_result, jobs_of, make_app
+from test_faults import (
+    assert_invariant,
+    completion,
+    deployment,
+    gpu_app,
+    gpu_result,
+    inference_of,
+    jobs_of,
+    make_app,
+)
 
 from diarization.aws.app import FunctionApp
 from diarization.aws_ports.dynamodb_jobs import DynamoJobStore
+from diarization.service.locations import ObjectRef
 from diarization.service.model import Invocation
 from infra.local_aws import Deployment, LambdaContext
 
@@ -58,18 +68,21 @@ def assert_in_flight_or_ended(deployment: Deployment) -> None:
     """The invariant while a routed job is legitimately waiting: jobs terminal, or running within their deadline;
     the job's input has no outputs yet (nothing was written for it)."""
     jobs = DynamoJobStore(deployment.jobs_table, 1)
+    items = boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"]
     for job_id, item in jobs_of(deployment).items():
         if item["status"]["S"] == "running":
-            routing = jobs.routing(job_id)
+            routed = [i["job_id"]["S"] for i in items if i["job_id"]["S"].startswith(f"inference-{job_id}-")]
+            routing = jobs.routing(routed[0].removeprefix("inference-")) if routed else None
             deadline = routing.deadline if routing else float(item["deadline"]["N"])
             assert deadline is not None and deadline > time.time(), job_id
 
 
 def spoofed(deployment: Deployment, job: dict[str, Any], key: str, **changes: str) -> dict[str, Any]:
     """The SNS event of a notification that names the routed job but differs in one field."""
-    routing = DynamoJobStore(deployment.jobs_table, 1).routing(job["job_id"])
+    inference = inference_of(deployment, job["job_id"])
+    routing = DynamoJobStore(deployment.jobs_table, 1).routing(inference)
     assert routing is not None
-    event = completion(deployment, key, job["job_id"], "Completed", routing.output_location)
+    event = completion(deployment, key, inference, "Completed", routing.output_location)
     message = json.loads(event["Records"][0]["Sns"]["Message"])
     if "input" in changes:
         message["requestParameters"]["inputLocation"] = changes["input"]
@@ -118,8 +131,9 @@ def test_the_genuine_completion_after_a_spoofed_one_still_lands(
     job = routed_job(gpu_app, deployment, key, encoded_samples["flac"].read_bytes())
     gpu_app.lambda_handler(spoofed(deployment, job, key, output="s3://x/forged.out"), LambdaContext())
 
-    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], job["job_id"])
-    (done,) = gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Completed", output), LambdaContext())[
+    inference = inference_of(deployment, job["job_id"])
+    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], inference)
+    (done,) = gpu_app.lambda_handler(completion(deployment, key, inference, "Completed", output), LambdaContext())[
         "outcomes"
     ]
 
@@ -135,13 +149,14 @@ def test_a_completion_whose_output_is_missing_fails_the_job_with_an_error_object
     that SNS would retry and then drop."""
     key = "audio/missing.flac"
     job = routed_job(gpu_app, deployment, key, encoded_samples["flac"].read_bytes())
-    routing = DynamoJobStore(deployment.jobs_table, 1).routing(job["job_id"])
+    inference = inference_of(deployment, job["job_id"])
+    routing = DynamoJobStore(deployment.jobs_table, 1).routing(inference)
     assert routing is not None and routing.output_location
     bucket, _, output_key = routing.output_location.removeprefix("s3://").partition("/")
     deployment.s3.delete_object(Bucket=bucket, Key=output_key)  # moto wrote a canned answer there
 
     (outcome,) = gpu_app.lambda_handler(
-        completion(deployment, key, job["job_id"], "Completed", routing.output_location), LambdaContext()
+        completion(deployment, key, inference, "Completed", routing.output_location), LambdaContext()
     )["outcomes"]
 
     assert outcome["status"] == "failed" and outcome["error"]["code"] == "GPU_INFERENCE_FAILED"
@@ -157,7 +172,8 @@ def test_a_completion_without_an_output_location_fails_the_job(
     key = "audio/nowhere.flac"
     job = routed_job(gpu_app, deployment, key, encoded_samples["flac"].read_bytes())
 
-    (outcome,) = gpu_app.lambda_handler(completion(deployment, key, job["job_id"], "Completed", None), LambdaContext())[
+    inference = inference_of(deployment, job["job_id"])
+    (outcome,) = gpu_app.lambda_handler(completion(deployment, key, inference, "Completed", None), LambdaContext())[
         "outcomes"
     ]
 
@@ -192,7 +208,7 @@ def test_the_sweep_ends_a_routed_job_whose_gpu_never_answers(
     assert status["status"] == "failed" and status["error"]["code"] == "JOB_DEADLINE_EXCEEDED"
     error_object = deployment.get_json("results/silent-gpu.flac.error.json")
     assert error_object["error"]["details"]["where"] == "gpu"
-    assert error_object["error"]["details"]["inference_id"] == job["job_id"]
+    assert error_object["error"]["details"]["inference_id"] == inference_of(deployment, job["job_id"])
     assert sweep(app, time.time() + 601) == []  # it left the index: nothing ends twice
     assert_invariant(deployment)
 
@@ -210,7 +226,8 @@ def test_the_scheduled_event_sweeps_overdue_lambda_jobs_and_leaves_ended_ones(
     messages = [m for m in deployment.receive(wait=1) if done["job_id"] in m["Body"]]
     assert app.lambda_handler(deployment.sqs_event(messages), LambdaContext()) == {"batchItemFailures": []}
     jobs = DynamoJobStore(deployment.jobs_table, 1, job_deadline_seconds=60)
-    assert jobs.mark_running(died["job_id"])  # what the dying run did first
+    died_input = ObjectRef(deployment.bucket, "audio/died.wav")
+    assert jobs.mark_running(died["job_id"], died_input)  # what the dying run did first
     assert app.lambda_handler(SCHEDULED, LambdaContext()) == {"outcomes": []}  # within the minute
 
     (ended,) = sweep(app, time.time() + 61)
@@ -230,7 +247,7 @@ def test_ended_work_leaves_the_deadline_index(gpu_app: FunctionApp, deployment: 
     """The index holds open work only: a finished job and an ended inference are not read by any sweep."""
     jobs = DynamoJobStore(deployment.jobs_table, 1, job_deadline_seconds=60)
     jobs.create("b" * 32, owner="anonymous", input=f"s3://{deployment.bucket}/audio/x.wav")
-    assert jobs.mark_running("b" * 32)
+    assert jobs.mark_running("b" * 32, ObjectRef(deployment.bucket, "audio/x.wav"))
     assert jobs.overdue_jobs(time.time() + 61) == ["b" * 32]
     assert jobs.finish("b" * 32, {"status": "succeeded"})
     assert jobs.overdue_jobs(time.time() + 10**6) == []

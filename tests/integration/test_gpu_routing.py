@@ -155,33 +155,44 @@ def test_a_routed_job_finishes_when_the_gpu_reports(gpu: GpuStack, tmp_path: Pat
     deployment.s3.put_object(Bucket=deployment.bucket, Key=f"audio/uploads/{job['job_id']}/long.flac", Body=audio)
     gpu.app.lambda_handler(deployment.sqs_event(deployment.notifications(1)), LambdaContext())
     assert call(gpu.app, "GET", job["status_url"])[1]["status"] == "running"
-    assert gpu.stand_in.submitted[0]["inference_id"] == job["job_id"]
+    assert gpu.stand_in.submitted[0]["inference_id"].startswith(f"{job['job_id']}-")  # the run's: job and version
     gpu.deliver_notifications(1)
     status, done = call(gpu.app, "GET", job["status_url"])
     assert status == 200 and done["status"] == "succeeded"
     assert done["speaker_count"] == 2  # the hint travelled to the GPU
 
 
-def test_a_gpu_failure_becomes_the_error_object(gpu: GpuStack, tmp_path: Path) -> None:
-    """The object is overwritten with garbage after routing, before the GPU reads it: 422 INVALID_AUDIO."""
+def test_a_gpu_report_about_a_replaced_version_is_skipped(gpu: GpuStack, tmp_path: Path) -> None:
+    """The object is overwritten with garbage after routing, before the GPU reads it. The GPU's failure (422
+    INVALID_AUDIO, about the garbage) is reported for the routed version, which is no longer current: skipped, nothing
+    written. The garbage's own event gives it its error object, INVALID_AUDIO, describing it."""
     deployment = gpu.deployment
     audio = encode_as(speech_like(650.0), 16_000, tmp_path, "ogg").read_bytes()
     deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/race.ogg", Body=audio)
     gpu.stand_in.running.clear()
-    gpu.app.lambda_handler(deployment.sqs_event(deployment.notifications(1)), LambdaContext())
-    deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/race.ogg", Body=b"garbage" * 100)
+    routed = deployment.notifications(1)
+    gpu.app.lambda_handler(deployment.sqs_event(routed), LambdaContext())
+    for message in routed:  # handled: the next notification is the overwrite's
+        deployment.sqs.delete_message(QueueUrl=deployment.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    put = deployment.s3.put_object(Bucket=deployment.bucket, Key="audio/race.ogg", Body=b"garbage" * 100)
     gpu.stand_in.running.set()
     (outcome,) = gpu.deliver_notifications(1)
-    assert outcome["status"] == "failed" and outcome["error"]["code"] == "INVALID_AUDIO"
+    assert outcome["status"] == "skipped" and outcome["reason"].startswith("superseded"), outcome
+    assert deployment.object_keys("results/") == []
+
+    gpu.app.lambda_handler(deployment.sqs_event(deployment.notifications(1)), LambdaContext())
+
     body = deployment.get_json("results/race.ogg.error.json")
     jsonschema.validate(body, load_schema("error-v1.json"))
     assert body["error"]["code"] == "INVALID_AUDIO"
     assert body["input"]["uri"] == f"s3://{deployment.bucket}/audio/race.ogg"
+    assert body["input"]["etag"] == put["ETag"].strip('"')
     assert "results/race.ogg.json" not in deployment.object_keys("results/")
 
 
 def test_a_failure_without_a_body_is_gpu_inference_failed(gpu: GpuStack) -> None:
     lost = ObjectRef(gpu.deployment.bucket, "audio/lost.wav")
+    gpu.deployment.s3.put_object(Bucket=lost.bucket, Key=lost.key, Body=b"the routed version, still current")
     jobs = DynamoJobStore(gpu.deployment.jobs_table, 1)
     jobs.record_routing(Routing("abc", lost, output_location=None, failure_location=None))
     notification = {
@@ -240,7 +251,8 @@ def people(
 
 def routed_job_with_voiceprints(stack: GpuStack, people: dict[str, Any]) -> dict[str, Any]:
     """POST /jobs naming Alice and Bob (enrolled by the API's anonymous caller), the 10.5 s clip uploaded and routed
-    (the stack's threshold is 5 s); returns the job once the endpoint has answered, before the function hears of it."""
+    (the stack's threshold is 5 s); returns the job, with the run's `inference_id`, once the endpoint has answered,
+    before the function hears of it."""
     deployment = stack.deployment
     for name, body in people["voiceprints"].items():
         stack.app.api.voiceprints.store.put(ANONYMOUS, name, body)  # type: ignore[union-attr]
@@ -254,7 +266,7 @@ def routed_job_with_voiceprints(stack: GpuStack, people: dict[str, Any]) -> dict
     assert "speaker_embeddings=true" in submitted["custom_attributes"].split(",")
     assert call(stack.app, "GET", job["status_url"])[1]["status"] == "running"
     stack.stand_in.wait_idle()
-    return dict(job)
+    return {**job, "inference_id": submitted["inference_id"]}
 
 
 def result_key(job: dict[str, Any], suffix: str = "") -> str:
@@ -266,7 +278,7 @@ def test_a_routed_job_names_its_speakers_as_the_lambda_path_does(
 ) -> None:
     stack = make_gpu(real_container, real_model_dir, "5")
     job = routed_job_with_voiceprints(stack, people)
-    output = stack.deployment.get_json(f"async/{job['job_id']}.out")
+    output = stack.deployment.get_json(f"async/{job['inference_id']}.out")
     assert set(output["speaker_embeddings"]) == {speaker["id"] for speaker in output["speakers"]}
     assert all(speaker["name"] is None for speaker in output["speakers"])  # the voiceprints never left Lambda
 
@@ -298,7 +310,7 @@ def test_a_routed_result_without_embeddings_says_it_was_not_identified(
     them from its output before the function reads it: anonymous speakers and a warning, never silence."""
     stack = make_gpu(real_container, real_model_dir, "5")
     job = routed_job_with_voiceprints(stack, people)
-    key = f"async/{job['job_id']}.out"
+    key = f"async/{job['inference_id']}.out"
     output = stack.deployment.get_json(key)
     del output["speaker_embeddings"]
     stack.deployment.s3.put_object(Bucket=stack.deployment.bucket, Key=key, Body=json.dumps(output).encode())

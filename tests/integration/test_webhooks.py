@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from test_api import ALICE, ALICE_AGAIN, BOB, call, post_upload, process_queue
-from test_faults import completion, dead_lettered
+from test_faults import completion, dead_lettered, inference_of
 
 from diarization.aws.api import ANONYMOUS
 from diarization.aws.app import FunctionApp
@@ -38,6 +38,7 @@ from diarization.aws_ports import webhook_http
 from diarization.aws_ports.webhook_http import HttpsSender
 from diarization.errors import ConfigurationError
 from diarization.service.callbacks import CallbackPolicy
+from diarization.service.locations import ObjectRef
 from diarization.service.model import Invocation
 from diarization.service.webhooks import (
     WEBHOOK_RESEND_AFTER_SECONDS,
@@ -373,7 +374,7 @@ def test_the_overdue_sweep_ending_a_job_sends_its_webhook(
     status, job = call(app, "POST", "/jobs", {"upload": True, "filename": "a.wav", "callback_url": receiver.url})
     assert status == 202 and app.end_overdue_jobs is not None
     jobs = app.end_overdue_jobs.jobs
-    assert jobs.mark_running(job["job_id"])
+    assert jobs.mark_running(job["job_id"], ObjectRef(deployment.bucket, f"audio/uploads/{job['job_id']}/a.wav"))
     app.end_overdue_jobs(time.time() + 10 * 86400, Invocation.from_remaining(None, "sweep"))
     assert hooks.deliver(app) == []
     event = json.loads(receiver.accepted[0].body)
@@ -661,7 +662,7 @@ def test_a_gpu_completion_ending_a_job_sends_its_webhook(
     assert call(app, "GET", job["status_url"])[1]["status"] == "running"  # routed: no webhook yet
     assert hooks.deliver(app, wait=0) == [] and receiver.requests == []
 
-    app.lambda_handler(completion(deployment, key, job["job_id"], "Failed"), LambdaContext())
+    app.lambda_handler(completion(deployment, key, inference_of(deployment, job["job_id"]), "Failed"), LambdaContext())
     assert hooks.deliver(app) == []
     event = json.loads(receiver.accepted[0].body)
     assert event["job_id"] == job["job_id"] and event["outcome"]["error"]["code"] == "GPU_INFERENCE_FAILED"

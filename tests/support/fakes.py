@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from diarization.core.hints import SpeakerHints
 from diarization.errors import InputChangedError, InputNotFoundError
 from diarization.service.locations import ObjectRef
-from diarization.service.ordering import Order, not_older
+from diarization.service.ordering import Order, not_older, version_of
 from diarization.service.routing import STEPFUNCTIONS, Routing
 from diarization.service.webhooks import WEBHOOK_RESEND_AFTER_SECONDS
 
@@ -132,10 +132,16 @@ class MemoryJobs:
     def get(self, job_id: str) -> dict[str, Any] | None:
         return self.jobs.get(job_id)
 
-    def mark_running(self, job_id: str) -> bool:
+    def mark_running(self, job_id: str, run: ObjectRef) -> bool:
         job = self.jobs.get(job_id)
         if job is None or job["status"] not in ("queued", "running"):
             return False
+        version = version_of(run)
+        recorded = (job.get("run_input"), job.get("run_version"))
+        if recorded[0] is not None and (recorded[0] != run.uri or (version and recorded[1] != version)):
+            return False  # started on another run
+        job.setdefault("run_input", run.uri)
+        job.setdefault("run_version", version)
         job["status"] = "running"
         job.setdefault("deadline", time.time() + self.job_deadline_seconds)
         return True
@@ -257,6 +263,20 @@ class FakeRouter:
         self.submitted.append((ref, hints, inference_id))
         self.embeddings_asked.append(speaker_embeddings)
         return {"inference_id": inference_id, "output_location": f"s3://gpu/out/{inference_id}.out"}
+
+
+@dataclass
+class FakeFanOut:
+    """Step Functions' StartExecution: a name starts once."""
+
+    state_machine: str = "arn:aws:states:us-east-1:123456789012:stateMachine:fanout"
+    started: list[str] = field(default_factory=list)
+
+    def start(self, name: str) -> bool:
+        if name in self.started:
+            return False
+        self.started.append(name)
+        return True
 
 
 class NullSpan:

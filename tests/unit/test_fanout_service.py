@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,25 +32,19 @@ from diarization.service.overdue import EndOverdueJobs
 from diarization.service.publishing import Publisher
 from diarization.service.routing import STEPFUNCTIONS
 from infra.media import encode_as, speech_like
-from support.fakes import FakeRouter, MemoryJobs, MemoryNotifier, MemoryOrdering, MemoryStore, RecordingTelemetry
+from support.fakes import (
+    FakeFanOut,
+    FakeRouter,
+    MemoryJobs,
+    MemoryNotifier,
+    MemoryOrdering,
+    MemoryStore,
+    RecordingTelemetry,
+)
 
 BUCKET, WORK = "audio", "work"
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:fanout"
 log = logging.getLogger("tests.fanout")
-
-
-@dataclass
-class FakeFanOut:
-    """Step Functions' StartExecution: a name starts once."""
-
-    state_machine: str = MACHINE
-    started: list[str] = field(default_factory=list)
-
-    def start(self, name: str) -> bool:
-        if name in self.started:
-            return False
-        self.started.append(name)
-        return True
 
 
 @dataclass
@@ -153,15 +147,17 @@ def test_the_staged_audio_and_the_routing_record(diarizer: Diarizer, tmp_path: P
     stack = make_stack(diarizer, tmp_path, gpu=False, mode="always")
     samples = speech_like(30.0, seed=2)
     outcome = run(stack, samples, tmp_path, Invocation())
-    assert isinstance(outcome, Routed) and stack.fanout.started == ["job1"]
-    assert outcome.output_location == "s3://work/job1/result.json"
-    assert outcome.failure_location == "s3://work/job1/failure.json"
-    staged = np.frombuffer(stack.store.get_bytes(WORK, f"job1/{AUDIO_OBJECT}"), dtype="<f4")
-    facts = stack.store.get_json(WORK, f"job1/{AUDIO_FACTS_OBJECT}")
+    assert isinstance(outcome, Routed) and stack.fanout.started == [outcome.inference_id]
+    name = outcome.inference_id  # the job's id and its version's: one run, one execution, one folder
+    assert name.startswith("job1-")
+    assert outcome.output_location == f"s3://work/{name}/result.json"
+    assert outcome.failure_location == f"s3://work/{name}/failure.json"
+    staged = np.frombuffer(stack.store.get_bytes(WORK, f"{name}/{AUDIO_OBJECT}"), dtype="<f4")
+    facts = stack.store.get_json(WORK, f"{name}/{AUDIO_FACTS_OBJECT}")
     assert facts["num_samples"] == staged.shape[0] == 480_000 and facts["sample_rate"] == 16_000
     assert facts["peak"] == pytest.approx(float(np.abs(staged).max()))
     assert facts["facts"]["codec"] == "flac" and facts["facts"]["duration_seconds"] == pytest.approx(30.0)
-    routing = stack.jobs.routing("job1")
+    routing = stack.jobs.routing(name)
     assert routing is not None and routing.engine == STEPFUNCTIONS
     assert routing.hints == SpeakerHints(num_speakers=2)
     _, current = stack.store.head(ObjectRef(BUCKET, "audio/job1.flac"))
@@ -174,12 +170,13 @@ def test_a_second_start_of_the_same_run_is_the_same_execution(diarizer: Diarizer
     """Without idempotency (or racing it) the run stages and starts again: the name is taken, nothing else happens;
     after the execution has ended, recording the routing again does not reopen it."""
     stack = make_stack(diarizer, tmp_path, gpu=False, mode="always")
-    run(stack, speech_like(30.0, seed=3), tmp_path, Invocation())
-    stack.jobs.end_inference("job1", {"status": "succeeded"})
+    first = run(stack, speech_like(30.0, seed=3), tmp_path, Invocation())
+    assert isinstance(first, Routed)
+    stack.jobs.end_inference(first.inference_id, {"status": "succeeded"})
     request = ObjectRequest(ObjectRef(BUCKET, "audio/job1.flac"), job_id="job1")
     again = stack.diarize_object(request, Invocation())
-    assert isinstance(again, Routed) and stack.fanout.started == ["job1"]
-    routing = stack.jobs.routing("job1")
+    assert isinstance(again, Routed) and stack.fanout.started == [first.inference_id]
+    routing = stack.jobs.routing(first.inference_id)
     assert routing is not None and routing.ended
 
 

@@ -91,13 +91,15 @@ def test_a_routed_job_keeps_its_formats_to_the_gpus_completion(
     service = make_service(diarizer, tmp_path, gpu_above=10.0)
     service.store.put(BUCKET, "audio/long.wav", encoded_samples["wav"].read_bytes())
     service.jobs.create("job5", formats=["pyannote", "svg"])
-    assert isinstance(service.diarize_object(request("audio/long.wav", job_id="job5"), Invocation()), Routed)
-    routing = service.jobs.routing("job5")
+    routed = service.diarize_object(request("audio/long.wav", job_id="job5"), Invocation())
+    assert isinstance(routed, Routed)
+    routing = service.jobs.routing(routed.inference_id)
     assert routing is not None and routing.formats == ("pyannote", "svg")
     gpu_result = diarizer.diarize(encoded_samples["wav"], SpeakerHints(), "s3://audio/audio/long.wav").to_dict()
-    service.store.put_json("gpu", "out/job5.out", gpu_result)
+    service.store.put_json("gpu", f"out/{routed.inference_id}.out", gpu_result)
 
-    done = service.complete(notification("job5", "s3://audio/audio/long.wav", "s3://gpu/out/job5.out"), Invocation())
+    reported = notification(routed.inference_id, "s3://audio/audio/long.wav", routed.output_location)
+    done = service.complete(reported, Invocation())
 
     assert isinstance(done, Succeeded) and set(done.output) == {"json", "pyannote", "svg"}
     assert service.store.keys(BUCKET, "results/") == [
@@ -114,12 +116,14 @@ def test_a_gpu_result_no_format_can_render_is_unreadable(
     service = make_service(diarizer, tmp_path, gpu_above=10.0)
     service.store.put(BUCKET, "audio/long.wav", encoded_samples["wav"].read_bytes())
     service.jobs.create("job6", formats=["srt"])
-    assert isinstance(service.diarize_object(request("audio/long.wav", job_id="job6"), Invocation()), Routed)
+    routed = service.diarize_object(request("audio/long.wav", job_id="job6"), Invocation())
+    assert isinstance(routed, Routed)
     gpu_result = diarizer.diarize(encoded_samples["wav"], SpeakerHints(), "s3://audio/audio/long.wav").to_dict()
     del gpu_result["exclusive_segments"]
-    service.store.put_json("gpu", "out/job6.out", gpu_result)
+    service.store.put_json("gpu", f"out/{routed.inference_id}.out", gpu_result)
 
-    done = service.complete(notification("job6", "s3://audio/audio/long.wav", "s3://gpu/out/job6.out"), Invocation())
+    reported = notification(routed.inference_id, "s3://audio/audio/long.wav", routed.output_location)
+    done = service.complete(reported, Invocation())
 
     assert isinstance(done, Failed) and done.error["code"] == "GPU_INFERENCE_FAILED"
     assert service.store.keys(BUCKET, "results/") == ["results/long.wav.error.json"]
@@ -132,10 +136,12 @@ def test_older_routings_without_formats_use_the_deployments(
     service.complete.formats = ("csv",)
     service.store.put(BUCKET, "audio/long.wav", encoded_samples["wav"].read_bytes())
     service.jobs.create("job7")
-    service.diarize_object(request("audio/long.wav", job_id="job7"), Invocation())
-    inference = service.jobs.inferences["job7"]
+    routed = service.diarize_object(request("audio/long.wav", job_id="job7"), Invocation())
+    assert isinstance(routed, Routed)
+    inference = service.jobs.inferences[routed.inference_id]
     inference["routing"] = replace(inference["routing"], formats=None)  # recorded before formats existed
     gpu_result = diarizer.diarize(encoded_samples["wav"], SpeakerHints(), "s3://audio/audio/long.wav").to_dict()
-    service.store.put_json("gpu", "out/job7.out", gpu_result)
-    done = service.complete(notification("job7", "s3://audio/audio/long.wav", "s3://gpu/out/job7.out"), Invocation())
+    service.store.put_json("gpu", f"out/{routed.inference_id}.out", gpu_result)
+    reported = notification(routed.inference_id, "s3://audio/audio/long.wav", routed.output_location)
+    done = service.complete(reported, Invocation())
     assert isinstance(done, Succeeded) and set(done.output) == {"json", "csv"}

@@ -146,9 +146,9 @@ def test_an_upload_for_a_job_that_has_ended_is_not_diarized_again(service: Servi
 def test_a_redelivery_for_a_running_job_still_runs(service: Service, tmp_path: Path) -> None:
     """The first delivery marked the job running and then died (timeout, crash): the redelivery finishes it."""
     service.jobs.create("job6")
-    assert service.jobs.mark_running("job6")
     short = encode_as(speech_like(4.0), 16_000, tmp_path, "flac").read_bytes()
-    service.store.put(BUCKET, "audio/uploads/job6/a.flac", short)
+    put = service.store.put(BUCKET, "audio/uploads/job6/a.flac", short)
+    assert service.jobs.mark_running("job6", ObjectRef(BUCKET, "audio/uploads/job6/a.flac", etag=put.etag))
     outcome = service.diarize_object(request("audio/uploads/job6/a.flac"), Invocation())
     assert isinstance(outcome, Succeeded) and service.jobs.jobs["job6"]["status"] == "succeeded"
 
@@ -323,26 +323,26 @@ def test_long_audio_is_routed_and_its_job_finishes_on_completion(
 
     routed = service.diarize_object(request("audio/long.wav", job_id="job2"), Invocation())
 
-    assert isinstance(routed, Routed) and routed.inference_id == "job2"
+    assert isinstance(routed, Routed) and routed.inference_id.startswith("job2-")
     ((submitted_ref, _, inference_id),) = service.router.submitted
-    assert submitted_ref.key == "audio/long.wav" and inference_id == "job2"
+    assert submitted_ref.key == "audio/long.wav" and inference_id == routed.inference_id
     assert ("RoutedToGpu", 1) in service.telemetry.metrics
     assert service.jobs.jobs["job2"]["status"] == "running"  # until the GPU reports back
     assert service.store.keys(BUCKET, "results/") == []
     gpu_result = diarizer.diarize(encoded_samples["wav"], SpeakerHints(), "s3://audio/audio/long.wav").to_dict()
-    service.store.put_json("gpu", "out/job2.out", gpu_result)
+    service.store.put_json("gpu", f"out/{inference_id}.out", gpu_result)
 
     done = service.complete(
         {
             "invocationStatus": "Completed",
-            "inferenceId": "job2",
+            "inferenceId": inference_id,
             "requestParameters": {"inputLocation": "s3://audio/audio/long.wav"},
-            "responseParameters": {"outputLocation": "s3://gpu/out/job2.out"},
+            "responseParameters": {"outputLocation": f"s3://gpu/out/{inference_id}.out"},
         },
         Invocation(),
     )
 
-    assert isinstance(done, Succeeded) and done.inference_id == "job2"
+    assert isinstance(done, Succeeded) and done.inference_id == inference_id
     assert service.store.keys(BUCKET, "results/") == ["results/long.wav.json", "results/long.wav.rttm"]
     assert service.jobs.jobs["job2"]["status"] == "succeeded"
 
@@ -355,23 +355,26 @@ def test_a_routed_run_is_named_on_completion_and_an_unreadable_centroid_fails_it
     service = make_service(diarizer, tmp_path, gpu_above=10.0)
     audio, _ = decode_within_limits(diarizer.settings, encoded_samples["wav"])
     alice, _ = diarizer.enroll_decoded(audio, "alice", "alice.wav")
+    names = {}
     for job_id in ("job7", "job8"):
         service.store.put(BUCKET, f"audio/{job_id}.wav", encoded_samples["wav"].read_bytes())
         service.jobs.create(job_id, voiceprints=json.dumps([alice.to_dict()]))
-        assert isinstance(service.diarize_object(request(f"audio/{job_id}.wav", job_id=job_id), Invocation()), Routed)
+        routed = service.diarize_object(request(f"audio/{job_id}.wav", job_id=job_id), Invocation())
+        assert isinstance(routed, Routed)
+        names[job_id] = routed.inference_id
     assert service.router.embeddings_asked == [True, True]
     output = diarizer.diarize_decoded(audio, SpeakerHints(), "gpu", include_embeddings=True).to_dict()
     broken = {**output, "speaker_embeddings": {label: ["x"] for label in output["speaker_embeddings"]}}
-    service.store.put_json("gpu", "out/job7.out", output)
-    service.store.put_json("gpu", "out/job8.out", broken)
+    service.store.put_json("gpu", f"out/{names['job7']}.out", output)
+    service.store.put_json("gpu", f"out/{names['job8']}.out", broken)
 
     def complete(job_id: str) -> Succeeded | Failed | Skipped:
         return service.complete(
             {
                 "invocationStatus": "Completed",
-                "inferenceId": job_id,
+                "inferenceId": names[job_id],
                 "requestParameters": {"inputLocation": f"s3://audio/audio/{job_id}.wav"},
-                "responseParameters": {"outputLocation": f"s3://gpu/out/{job_id}.out"},
+                "responseParameters": {"outputLocation": f"s3://gpu/out/{names[job_id]}.out"},
             },
             Invocation(),
         )
@@ -467,34 +470,41 @@ def test_the_service_and_the_server_import_no_lambda_host() -> None:
     assert out.strip() == "[]"
 
 
-def routed_job(diarizer: Diarizer, tmp_path: Path, encoded_samples: dict[str, Path], job_id: str) -> Service:
-    """`audio/long.wav` routed to the GPU for `job_id`; the fake router's output location is s3://gpu/out/{id}.out."""
+def routed_job(
+    diarizer: Diarizer, tmp_path: Path, encoded_samples: dict[str, Path], job_id: str
+) -> tuple[Service, str]:
+    """`audio/long.wav` routed to the GPU for `job_id`, and the inference's id; the fake router's output location is
+    s3://gpu/out/{id}.out."""
     service = make_service(diarizer, tmp_path, gpu_above=10.0)
     service.store.put(BUCKET, "audio/long.wav", encoded_samples["wav"].read_bytes())
     service.jobs.create(job_id, input=f"s3://{BUCKET}/audio/long.wav")
-    assert isinstance(service.diarize_object(request("audio/long.wav", job_id=job_id), Invocation()), Routed)
-    return service
+    routed = service.diarize_object(request("audio/long.wav", job_id=job_id), Invocation())
+    assert isinstance(routed, Routed)
+    return service, routed.inference_id
 
 
 @pytest.mark.parametrize(
     ("inference_id", "input_uri", "output", "reason"),
     [
-        ("nobody", "s3://audio/audio/long.wav", "s3://gpu/out/job4.out", "was not routed"),
-        ("x" * 5000, "s3://audio/audio/long.wav", "s3://gpu/out/job4.out", "was not routed"),
-        ("job4", "s3://other/audio/long.wav", "s3://gpu/out/job4.out", "is not the input routed"),
-        ("job4", "s3://audio/elsewhere/long.wav", "s3://gpu/out/job4.out", "is not the input routed"),
-        ("job4", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "outputLocation"),
-        ("job4", "not a uri", "s3://gpu/out/job4.out", "not an s3:// URI"),
-        ("job4", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "failureLocation"),
+        ("nobody", "s3://audio/audio/long.wav", "s3://gpu/out/ROUTED.out", "was not routed"),
+        ("job4", "s3://audio/audio/long.wav", "s3://gpu/out/ROUTED.out", "was not routed"),  # the job's, not the run's
+        ("x" * 5000, "s3://audio/audio/long.wav", "s3://gpu/out/ROUTED.out", "was not routed"),
+        ("ROUTED", "s3://other/audio/long.wav", "s3://gpu/out/ROUTED.out", "is not the input routed"),
+        ("ROUTED", "s3://audio/elsewhere/long.wav", "s3://gpu/out/ROUTED.out", "is not the input routed"),
+        ("ROUTED", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "outputLocation"),
+        ("ROUTED", "not a uri", "s3://gpu/out/ROUTED.out", "not an s3:// URI"),
+        ("ROUTED", "s3://audio/audio/long.wav", "s3://gpu/out/forged.out", "failureLocation"),
     ],
 )
 def test_a_completion_that_does_not_match_its_routing_changes_nothing(
     diarizer: Diarizer, tmp_path: Path, encoded_samples, inference_id: str, input_uri: str, output: str, reason: str
 ) -> None:
-    service = routed_job(diarizer, tmp_path, encoded_samples, "job4")
+    """`ROUTED` stands for the routed inference's id."""
+    service, routed = routed_job(diarizer, tmp_path, encoded_samples, "job4")
     service.store.put_json("gpu", "out/forged.out", {"schema_version": "1.0", "segments": []})
     before = sorted(service.store.objects)
     status = "Failed" if reason == "failureLocation" else "Completed"
+    inference_id, output = inference_id.replace("ROUTED", routed), output.replace("ROUTED", routed)
 
     outcome = service.complete(notification(inference_id, input_uri, output, status), Invocation())
 
@@ -515,14 +525,15 @@ def test_the_routed_input_is_checked_against_the_input_prefix(diarizer: Diarizer
     assert service.store.keys(BUCKET) == []
 
 
-@pytest.mark.parametrize("output", [None, "s3://gpu/out/job5.out"])
+@pytest.mark.parametrize("output", [None, "s3://gpu/out/ROUTED.out"])
 def test_a_success_without_its_output_fails_the_job_with_an_error_object(
     diarizer: Diarizer, tmp_path: Path, encoded_samples, output: str | None
 ) -> None:
     """No outputLocation, or nothing there: GPU_INFERENCE_FAILED where the user looks, never an exception."""
-    service = routed_job(diarizer, tmp_path, encoded_samples, "job5")
+    service, routed = routed_job(diarizer, tmp_path, encoded_samples, "job5")
+    output = output and output.replace("ROUTED", routed)
 
-    outcome = service.complete(notification("job5", "s3://audio/audio/long.wav", output), Invocation())
+    outcome = service.complete(notification(routed, "s3://audio/audio/long.wav", output), Invocation())
 
     assert isinstance(outcome, Failed) and outcome.error["code"] == "GPU_INFERENCE_FAILED"
     assert service.store.keys(BUCKET, "results/") == ["results/long.wav.error.json"]
@@ -533,8 +544,8 @@ def test_a_success_without_its_output_fails_the_job_with_an_error_object(
 def test_the_sweep_ends_a_routed_job_whose_gpu_never_answers(
     diarizer: Diarizer, tmp_path: Path, encoded_samples
 ) -> None:
-    service = routed_job(diarizer, tmp_path, encoded_samples, "job6")
-    routing = service.jobs.routing("job6")
+    service, routed = routed_job(diarizer, tmp_path, encoded_samples, "job6")
+    routing = service.jobs.routing(routed)
     assert routing is not None and routing.deadline is not None
     assert service.overdue(routing.deadline - 1, Invocation()) == []  # not yet
 
@@ -546,7 +557,7 @@ def test_the_sweep_ends_a_routed_job_whose_gpu_never_answers(
     body = service.store.get_json(BUCKET, "results/long.wav.error.json")
     assert body["error"]["code"] == "JOB_DEADLINE_EXCEEDED" and body["error"]["details"]["where"] == "gpu"
     assert service.overdue(routing.deadline + 1, Invocation()) == []  # ended once
-    late = service.complete(notification("job6", "s3://audio/audio/long.wav", None, "Failed"), Invocation())
+    late = service.complete(notification(routed, "s3://audio/audio/long.wav", None, "Failed"), Invocation())
     assert isinstance(late, Failed) and service.jobs.jobs["job6"]["outcome"]["error"]["code"] == "JOB_DEADLINE_EXCEEDED"
 
 
@@ -559,7 +570,8 @@ def test_the_sweep_ends_an_overdue_lambda_job_with_its_written_result_and_leaves
     assert isinstance(service.diarize_object(request("audio/done.wav"), Invocation()), Succeeded)
     service.jobs.create("job7", input=f"s3://{BUCKET}/audio/done.wav")
     service.jobs.create("job8", input=f"s3://{BUCKET}/audio/done.wav")
-    assert service.jobs.mark_running("job7") and service.jobs.mark_running("job8")
+    done = ObjectRef(BUCKET, "audio/done.wav")
+    assert service.jobs.mark_running("job7", done) and service.jobs.mark_running("job8", done)
     assert service.jobs.finish("job8", {"status": "succeeded"})
     deadline = service.jobs.jobs["job7"]["deadline"]
 
@@ -576,7 +588,7 @@ def test_the_sweep_ends_an_overdue_lambda_job_with_its_written_result_and_leaves
 
 def test_the_sweep_ends_a_job_without_a_valid_input_without_writing(service: Service) -> None:
     service.jobs.create("job9", input="made by hand")
-    assert service.jobs.mark_running("job9")
+    assert service.jobs.mark_running("job9", ObjectRef(BUCKET, "audio/gone.wav"))
 
     (ended,) = service.overdue(service.jobs.jobs["job9"]["deadline"] + 1, Invocation())
 

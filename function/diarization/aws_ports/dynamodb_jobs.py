@@ -1,5 +1,8 @@
 """Jobs in DynamoDB: what the API promised, and what happened (queued -> running -> succeeded|failed).
 
+A job runs once, on one input version: the first start records it (``run_input``, ``run_version``) in the same
+conditional write that marks the job running, and no other input or version starts it afterwards.
+
 Every change is conditional, so a job ends once: a late or repeated report (a second delivery, a GPU
 failure notification after its success) finds the job ended and changes nothing. Jobs that wait for the
 same GPU inference are listed on one item of the same table, ``inference-{id}``, which also keeps the
@@ -33,7 +36,7 @@ from diarization.aws_ports.dynamodb import conditionally
 from diarization.core.hints import SpeakerHints
 from diarization.core.voiceprints import Voiceprint
 from diarization.service.locations import ObjectRef
-from diarization.service.ordering import Order
+from diarization.service.ordering import Order, version_of
 from diarization.service.overdue import (
     DEFAULT_FANOUT_DEADLINE_SECONDS,
     DEFAULT_GPU_DEADLINE_SECONDS,
@@ -93,16 +96,25 @@ class DynamoJobStore:
         item = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
         return None if item is None else _plain(item)
 
-    def mark_running(self, job_id: str) -> bool:
-        """False when the job does not exist (e.g. an upload path invented by hand) or has ended. A redelivery
-        keeps the first start's deadline: it bounds all deliveries together."""
+    def mark_running(self, job_id: str, run: ObjectRef) -> bool:
+        """False when the job does not exist (e.g. an upload path invented by hand), has ended, or has started on
+        another run (one conditional write: of two uploads racing, one starts the job). A redelivery keeps the first
+        start's deadline (it bounds all deliveries together) and its run."""
         deadline = int(time.time() + self.job_deadline_seconds)
+        version = version_of(run)
+        same = "#pi = :input" + (" AND #pv = :version" if version else "")
         return self._update(
             job_id,
             "running",
             {},
-            sets=["#r = :one", "#d = if_not_exists(#d, :deadline)"],
-            values={":one": RUNNING, ":deadline": deadline},
+            sets=[
+                "#r = :one",
+                "#d = if_not_exists(#d, :deadline)",
+                "#pi = if_not_exists(#pi, :input)",
+                "#pv = if_not_exists(#pv, :version)",
+            ],
+            condition=f" AND (attribute_not_exists(#pi) OR ({same}))",
+            values={":one": RUNNING, ":deadline": deadline, ":input": run.uri, ":version": version},
         )
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
@@ -308,8 +320,16 @@ class DynamoJobStore:
         condition: str = "",
         values: dict[str, Any] | None = None,
     ) -> bool:
-        """Only while the job is open (queued or running), and `condition` holds. `#r` and `#d` name the index keys."""
-        names = {"#s": "status", "#u": "updated_at", "#r": "running", "#d": "deadline"}
+        """Only while the job is open (queued or running), and `condition` holds. `#r` and `#d` name the index keys,
+        `#pi` and `#pv` the job's run."""
+        names = {
+            "#s": "status",
+            "#u": "updated_at",
+            "#r": "running",
+            "#d": "deadline",
+            "#pi": "run_input",
+            "#pv": "run_version",
+        }
         all_values: dict[str, Any] = {":s": status, ":u": int(time.time()), **(values or {})}
         expressions = ["#s = :s", "#u = :u", *(sets or [])]
         for index, (name, value) in enumerate(fields.items()):

@@ -7,14 +7,15 @@ an older version, or a version that has already succeeded, keeps its outputs; a 
 keeps its state. A version that has already succeeded — the process died after writing the result, before
 ending the job, and every redelivery found the first run still in progress — ends its job ``succeeded`` with
 that result; a version a newer upload replaced ends its job failed with INPUT_CHANGED, naming the outputs
-that describe the object now (see ``Publisher.failed``).
+that describe the object now (see ``Publisher.failed``). A job that started on another upload (one run per job,
+``JobStore.mark_running``) is left to its own run: only the dead-lettered object's error object is written.
 """
 
 from __future__ import annotations
 
 from diarization.errors import AccessDeniedError, DiarizationError, InputNotFoundError, KeyTooLongError
 from diarization.service.deps import Shared, UseCase
-from diarization.service.diarize_object import pin_version
+from diarization.service.diarize_object import pin_version, runs_on
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.ordering import order_of
 from diarization.service.outcomes import Outcome, Skipped, with_job
@@ -43,6 +44,7 @@ class AbandonObject(UseCase):
         try:
             _, exact, sequencer = pin_version(self.store, request, self.log)
         except (InputNotFoundError, AccessDeniedError, KeyTooLongError):
+            exact = ref
             error = self.locations.refusal(ref) or gave_up
             outcome = self.publisher.failed(ref, self.locations.error_location(ref), error, invocation.request_id)
         else:
@@ -50,7 +52,8 @@ class AbandonObject(UseCase):
             outputs = self.locations.error_location(exact)
             order = order_of(exact, sequencer)
             outcome = self.publisher.failed(exact, outputs, error, invocation.request_id, order=order)
-        outcome = with_job(outcome, job_id)
-        if job_id and self.jobs:
+        job = self.jobs.get(job_id) if job_id and self.jobs else None
+        if job_id and self.jobs and job is not None and runs_on(job, exact):  # a job runs once: on its own run
+            outcome = with_job(outcome, job_id)
             self.jobs.finish(job_id, outcome.to_dict())
         return outcome

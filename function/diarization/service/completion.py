@@ -25,6 +25,7 @@ from diarization.errors import (
     DiarizationError,
     FanoutFailedError,
     GpuInferenceFailedError,
+    InputChangedError,
     InputNotFoundError,
     VoiceprintModelMismatchError,
 )
@@ -33,7 +34,7 @@ from diarization.service.deps import Shared, UseCase
 from diarization.service.identify_result import name_speakers
 from diarization.service.locations import ObjectRef, OutputLocations, parse_s3_uri
 from diarization.service.model import Invocation
-from diarization.service.ordering import Order, order_of
+from diarization.service.ordering import Order, order_of, version_of
 from diarization.service.outcomes import Failed, Skipped, Succeeded, with_job
 from diarization.service.publishing import succeeded_from_result
 from diarization.service.routing import STEPFUNCTIONS, Completion, Routing, check_completion
@@ -66,7 +67,7 @@ class CompleteInference(UseCase):
         completion, reason = check_completion(notification, routing, self.locations)
         if completion is None:
             return self._untrusted(notification, inference_id, str(reason))
-        ref, order = self._current(completion.routing)
+        ref, order = self._routed(completion.routing)
         formats = self.formats if completion.routing.formats is None else completion.routing.formats
         outputs = self.locations.outputs(ref, formats)
         outcome: Succeeded | Failed | Skipped
@@ -84,7 +85,7 @@ class CompleteInference(UseCase):
         return outcome
 
     def _succeeded(
-        self, ref: ObjectRef, order: Order | None, completion: Completion, outputs: OutputLocations
+        self, ref: ObjectRef, order: Order, completion: Completion, outputs: OutputLocations
     ) -> Succeeded | Skipped:
         location = completion.output_location
         if not location:
@@ -119,19 +120,22 @@ class CompleteInference(UseCase):
         self.telemetry.metric("UntrustedCompletions", "Count", 1)
         return Skipped(input=str(named)[:1100] if named else "", reason=f"{UNTRUSTED}: {reason}")
 
-    def _current(self, routing: Routing) -> tuple[ObjectRef, Order | None]:
-        """SageMaker read the current object (it takes no version id): the report is ordered as that version. A
-        fan-out diarized the staged decode of the pinned version: its report is ordered as that version, so a newer
-        version's outputs are never replaced by it. An input that is gone or unreadable has no version to order by: a
-        GPU report is then written as its latest word."""
-        if routing.engine == STEPFUNCTIONS and routing.order is not None:
+    def _routed(self, routing: Routing) -> tuple[ObjectRef, Order]:
+        """A report is about the version that was routed, and is published as that version only: the publish gate
+        refuses it as superseded once a newer version is current (or the input is gone), so a late report never
+        replaces the newer version's outputs, whatever it says. SageMaker reads the current object (it takes no
+        version id): when the routed version was replaced before the GPU read it, the report describes the newer
+        bytes and is refused the same way; the newer version has its own run.
+
+        A routing recorded before routings kept their order: the routed version's, read back (a version that is
+        gone has no place to take; the gate refuses it)."""
+        if routing.order is not None:
             return routing.ref, routing.order
-        ref = routing.ref
         try:
-            _, current = self.store.head(ObjectRef(ref.bucket, ref.key))
-        except (InputNotFoundError, AccessDeniedError):
-            return ObjectRef(ref.bucket, ref.key), None
-        return current, order_of(current, None)
+            _, exact = self.store.head(routing.ref)
+        except (InputNotFoundError, AccessDeniedError, InputChangedError):
+            return routing.ref, Order("", version_of(routing.ref))
+        return routing.ref, order_of(exact, None)
 
     def _error(self, completion: Completion) -> DiarizationError:
         """Our server's error body when the container answered one, else SageMaker's reason."""

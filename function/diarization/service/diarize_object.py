@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from diarization.core.audio import DecodedAudio
@@ -26,7 +26,6 @@ from diarization.core.hints import SpeakerHints
 from diarization.core.result import DiarizationResult
 from diarization.core.voiceprints import Voiceprint
 from diarization.errors import (
-    AccessDeniedError,
     AudioTooLargeError,
     AudioTooLongForLambdaError,
     ConfigurationError,
@@ -34,6 +33,7 @@ from diarization.errors import (
     EmptyAudioError,
     InputChangedError,
     InputNotFoundError,
+    JobAlreadyStartedError,
     KeyTooLongError,
     UploadAlreadyUsedError,
 )
@@ -51,7 +51,7 @@ from diarization.service.long_audio import (
     memory_reason,
 )
 from diarization.service.model import Invocation, ObjectRequest
-from diarization.service.ordering import Order, order_of
+from diarization.service.ordering import Order, order_of, version_of
 from diarization.service.outcomes import Outcome, Routed, Skipped, Succeeded, from_dict, with_job
 from diarization.service.ports import GpuRouter, JobStore, Log, ObjectStore
 from diarization.service.routing import Routing
@@ -133,16 +133,28 @@ class PinnedRun:
         return cls(ref, body["size"], hints, body["job_id"], order, formats, voiceprints, body.get("owner"))
 
 
+class Pinned(NamedTuple):
+    """What ``pin_version`` found: the size, the exact version, and the event's sequencer if it named that version."""
+
+    size: int
+    ref: ObjectRef
+    sequencer: str | None
+
+
 def voiceprints_of(job: dict[str, Any]) -> tuple[Voiceprint, ...]:
     """A job's voiceprints, as resolved when it was created (one JSON string in its record)."""
     return tuple(Voiceprint.from_dict(item) for item in json.loads(job.get("voiceprints") or "[]"))
 
 
 def inference_id_for(run: PinnedRun) -> str:
-    """The job's id when there is one (so the completion finds the job), else a digest of the run."""
+    """The run's name: its GPU inference id, or its fan-out execution's name and work prefix. The input version is
+    in it, so two versions never share a name (nor staged audio). With a job: the job's id (an operator finds the job
+    by it) and 16 hex digits of the version, 49 characters for a job id of 32 (SageMaker's InferenceId takes 64,
+    Step Functions' execution names 80); without one, 32 hex digits of the version and the hints."""
+    version = [run.ref.bucket, run.ref.key, run.ref.version_id, run.ref.etag]
     if run.job_id:
-        return run.job_id
-    key = json.dumps([run.ref.bucket, run.ref.key, run.ref.version_id, run.ref.etag, run.hints.to_dict()])
+        return f"{run.job_id}-{hashlib.sha256(json.dumps(version).encode()).hexdigest()[:16]}"
+    key = json.dumps([*version, run.hints.to_dict()])
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -154,6 +166,16 @@ def describes(outcome: dict[str, Any], ref: ObjectRef) -> bool | None:
     if ref.etag and outcome.get("etag"):
         return bool(outcome["etag"] == ref.etag)
     return None
+
+
+def runs_on(job: dict[str, Any], ref: ObjectRef) -> bool:
+    """Whether `ref` is the job's run (see ``JobStore.mark_running``), or may be: the job has not started, or the
+    version of `ref` is unknown (its object could not be read) and its input is the job's."""
+    recorded = job.get("run_input")
+    if recorded is None:
+        return True
+    version = version_of(ref)
+    return bool(recorded == ref.uri and (not version or job.get("run_version") == version))
 
 
 def pin_version(store: ObjectStore, request: ObjectRequest, log: Log) -> tuple[int, ObjectRef, str | None]:
@@ -238,40 +260,106 @@ class DiarizeObject(UseCase):
             self.telemetry.metric("SkippedObjects", "Count", 1)
             return Skipped(input=ref.uri, reason=reason)
         job_id = request.job_id or self.locations.job_id_of_upload(ref)
-        if job_id and self.jobs and not self.jobs.mark_running(job_id):
-            ended = self.jobs.get(job_id)
-            if ended is not None:
-                return self._work_for_ended_job(request, job_id, ended, invocation)
+        pinned: Pinned | DiarizationError
+        try:  # first: a job starts on one exact version (its run), and no other starts it again
+            pinned = Pinned(*pin_version(self.store, request, self.log))
+        except DiarizationError as error:  # no version to run (gone, unreadable, a key S3 cannot hold): its outcome
+            pinned = error
+        started = pinned.ref if isinstance(pinned, Pinned) else ref
+        if job_id and self.jobs and not self.jobs.mark_running(job_id, started):
+            job = self.jobs.get(job_id)
+            if job is not None:
+                return self._not_started(request, job_id, job, pinned, invocation)
             self.log.warning("no job %s for this object; processing it as a plain upload", job_id)
             job_id = None
-        outcome: Outcome
-        run: PinnedRun | None = None
-        try:
-            job = self._job(job_id)
-            hints = SpeakerHints.from_mapping(request.hints or dict(job.get("hints") or {}))
-            size, exact, sequencer = pin_version(self.store, request, self.log)
-            formats = self._formats_of(job)
-            voiceprints = voiceprints_of(job) if job_id else self._drop_voiceprints()
-            pinned = order_of(exact, sequencer)
-            run = PinnedRun(exact, size, hints, job_id, pinned, formats, voiceprints, owner=job.get("owner"))
-            # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
-            # every version alike; pinned first, so its error object describes and is ordered as that version.
-            self.locations.check(exact)
-            outcome = from_dict(self._run_once(request=run.to_dict(), invocation=invocation))
-        except DiarizationError as error:  # before the idempotent part (no version known yet), or not permanent
-            failed = run.ref if run else ref
-            order = run.order if run else None
-            outcome = self.publisher.failed(
-                failed, self.locations.error_location(failed), error, invocation.request_id, order=order
-            )
+        outcome = with_job(self._outcome(request, job_id, pinned, invocation), job_id)
         self.telemetry.metric("ObjectsProcessed", "Count", 1)
-        outcome = with_job(outcome, job_id)
         if job_id and self.jobs:
             self._end_job(self.jobs, job_id, outcome)
         return outcome
 
+    def _outcome(
+        self, request: ObjectRequest, job_id: str | None, pinned: Pinned | DiarizationError, invocation: Invocation
+    ) -> Outcome:
+        run: PinnedRun | None = None
+        try:
+            if isinstance(pinned, DiarizationError):
+                raise pinned
+            job = self._job(job_id)
+            hints = SpeakerHints.from_mapping(request.hints or dict(job.get("hints") or {}))
+            formats = self._formats_of(job)
+            voiceprints = voiceprints_of(job) if job_id else self._drop_voiceprints()
+            order = order_of(pinned.ref, pinned.sequencer)
+            run = PinnedRun(
+                pinned.ref, pinned.size, hints, job_id, order, formats, voiceprints, owner=job.get("owner")
+            )
+            # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
+            # every version alike; pinned first, so its error object describes and is ordered as that version.
+            self.locations.check(pinned.ref)
+            return from_dict(self._run_once(request=run.to_dict(), invocation=invocation))
+        except DiarizationError as error:  # before the idempotent part (no version known yet), or not permanent
+            failed = run.ref if run else request.ref
+            return self.publisher.failed(
+                failed,
+                self.locations.error_location(failed),
+                error,
+                invocation.request_id,
+                order=run.order if run else None,
+            )
+
+    def _not_started(
+        self,
+        request: ObjectRequest,
+        job_id: str,
+        job: dict[str, Any],
+        pinned: Pinned | DiarizationError,
+        invocation: Invocation,
+    ) -> Outcome:
+        """The job exists, and this is not its run: it has ended, or it runs another input or version."""
+        if job.get("status") in ("queued", "running"):
+            return self._another_run(request, job_id, job, pinned, invocation)
+        return self._work_for_ended_job(request, job_id, job, pinned, invocation)
+
+    def _another_run(
+        self,
+        request: ObjectRequest,
+        job_id: str,
+        job: dict[str, Any],
+        pinned: Pinned | DiarizationError,
+        invocation: Invocation,
+    ) -> Outcome:
+        """One run per job: the job has started on another input, or another version of this one (its `run_input`,
+        `run_version`), and this object is not diarized. A file in the job's upload folder gets a JOB_ALREADY_STARTED
+        error object, ordered like any run, so the outputs describe the object as it is (a newer version of the
+        job's own upload supersedes the job's run, which then ends with INPUT_CHANGED); the job keeps its run. A job
+        message delivered again after its object changed, or a file that can no longer be read, is skipped."""
+        self.telemetry.metric("SecondRunsRefused", "Count", 1)
+        run_input, run_version = str(job.get("run_input")), str(job.get("run_version"))
+        started = f"{run_input} (version {run_version or 'unknown'})"
+        if request.job_id is not None or not isinstance(pinned, Pinned):
+            reason = f"job {job_id} has already started on {started}; a job runs once"
+            self.log.warning("skipping object: %s", reason, extra={"job_id": job_id})
+            return Skipped(input=request.ref.uri, reason=reason, job_id=job_id)
+        exact = pinned.ref
+        error = JobAlreadyStartedError(
+            f"{exact.uri} was uploaded for job {job_id} after the job had started on {started}. A job diarizes one "
+            "upload: this file is not diarized, and the job keeps its run. Create a new job (POST /jobs) for it.",
+            job_id=job_id,
+            run_input=run_input,
+            run_version=run_version,
+        )
+        order = order_of(exact, pinned.sequencer)
+        return self.publisher.failed(
+            exact, self.locations.error_location(exact), error, invocation.request_id, order=order
+        )
+
     def _work_for_ended_job(
-        self, request: ObjectRequest, job_id: str, ended: dict[str, Any], invocation: Invocation
+        self,
+        request: ObjectRequest,
+        job_id: str,
+        ended: dict[str, Any],
+        pinned: Pinned | DiarizationError,
+        invocation: Invocation,
     ) -> Outcome:
         """A job runs once. A redelivery of its object's event (or a late job message) after it ended is skipped. A
         new file written through its upload form after it ended (the form works until it expires) is not diarized
@@ -281,10 +369,7 @@ class DiarizeObject(UseCase):
         self.telemetry.metric("WorkForEndedJobs", "Count", 1)
         status = str(ended.get("status"))
         reason = f"job {job_id} has already ended ({status}); a new upload needs a new job (POST /jobs)"
-        try:
-            _, exact, sequencer = pin_version(self.store, request, self.log)
-        except (InputNotFoundError, AccessDeniedError):
-            exact = None
+        exact = pinned.ref if isinstance(pinned, Pinned) else None
         if exact is None or describes(ended.get("outcome") or {}, exact) is not False:
             self.log.warning("skipping object: %s", reason, extra={"job_id": job_id, "job_status": status})
             return Skipped(input=request.ref.uri, reason=reason, job_id=job_id)
@@ -294,7 +379,7 @@ class DiarizeObject(UseCase):
             job_id=job_id,
             job_status=status,
         )
-        order = order_of(exact, sequencer)
+        order = order_of(exact, pinned.sequencer) if isinstance(pinned, Pinned) else None
         return self.publisher.failed(
             exact, self.locations.error_location(exact), error, invocation.request_id, order=order
         )
@@ -453,6 +538,7 @@ class DiarizeObject(UseCase):
                 failure_location=submitted.get("failure_location"),
                 formats=run.formats,
                 voiceprints=run.voiceprints,
+                order=run.order,
             )
         )
         self.telemetry.metric("RoutedToGpu", "Count", 1)

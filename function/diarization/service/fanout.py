@@ -7,8 +7,8 @@ decodes the file, and when the predicted time does not fit the invocation (or FA
 bucket under the execution's name: the decoded samples (``audio.f32``, 16 kHz mono float32, so a shard reads its
 samples with one ranged GET) and their facts (``audio.json``). It records a routing (engine ``stepfunctions``, the
 same jobs-table record as a GPU routing, with the run's hints, voiceprints and version order) and starts the
-execution named after the run (``inference_id_for``: the job id when there is one). The job then waits for the
-inference exactly like a routed GPU job.
+execution named after the run (``inference_id_for``: the job id and the input version's digest, so two versions
+never share a name or staged audio). The job then waits for the inference exactly like a routed GPU job.
 """
 
 from __future__ import annotations

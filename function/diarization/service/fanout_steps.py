@@ -57,7 +57,8 @@ from diarization.service.model import Invocation
 from diarization.service.routing import STEPFUNCTIONS, Routing
 
 EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}\Z")
-"""Step Functions' execution names (we only ever make 32 hex digits): anything else was not started by us."""
+"""Step Functions' execution names (we make a job id, a hyphen and 16 hex digits, or 32 hex digits: see
+``diarization.service.diarize_object.inference_id_for``): anything else was not started by us."""
 STEPS = ("plan", "shard", "reduce", "publish", "fail")
 T = TypeVar("T")
 

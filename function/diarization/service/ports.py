@@ -56,8 +56,12 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> dict[str, Any] | None: ...
 
-    def mark_running(self, job_id: str) -> bool:
-        """False when there is no such job, or it has already ended. The first start sets the job's deadline."""
+    def mark_running(self, job_id: str, run: ObjectRef) -> bool:
+        """Start the job on `run`, the input version it diarizes. False when there is no such job, it has already
+        ended, or it has started on another run: a job runs once. The first start records `run`'s input (its URI) and
+        version (version id, else ETag; "" when it could not be read) as the job's `run_input` and `run_version`, and
+        sets the job's deadline; a start with the same input and version (a redelivery) is the same run, and one
+        without a version matches on the input alone."""
 
     def finish(self, job_id: str, outcome: dict[str, Any]) -> bool:
         """False when the job had already ended: a job ends once."""

@@ -44,9 +44,9 @@ class Routing:
     hints: SpeakerHints | None = None
     """Fan-out only: the run's hints, which its reduce step reads here (step events carry nothing to trust)."""
     order: Order | None = None
-    """Fan-out only: the pinned version's order. The fan-out diarizes the staged decode of exactly that version, so its
-    completion is ordered as that version; SageMaker reads whatever is current, so a GPU completion is ordered as the
-    current one."""
+    """The routed version's order (None only in records made before routings kept it). A completion is published as
+    that version and no other: the fan-out diarizes the staged decode of exactly that version, and a GPU report is
+    accepted only while the routed version is current (see ``CompleteInference._routed``)."""
 
 
 @dataclass(frozen=True)
