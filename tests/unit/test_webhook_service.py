@@ -13,6 +13,7 @@ import pytest
 from diarization.aws_ports.webhook_http import HttpsSender
 from diarization.errors import CallbackUrlInvalidError, WebhookDeliveryError
 from diarization.service.callbacks import CallbackPolicy
+from diarization.service.locations import ObjectRef
 from diarization.service.webhooks import (
     WEBHOOK_RESEND_AFTER_SECONDS,
     DeliverWebhook,
@@ -133,7 +134,7 @@ def test_a_webhook_lost_between_the_jobs_end_and_its_queue_is_queued_by_the_swee
     for job_id in ("lost", "crashed", "sent", "silent"):
         url = None if job_id == "silent" else "https://a.hooks.example.com/x"
         jobs.create(job_id, owner="o", callback_url=url, input=f"s3://b/{job_id}.wav")
-        assert jobs.mark_running(job_id)
+        assert jobs.mark_running(job_id, ObjectRef("b", f"{job_id}.wav", "v1"))
     assert jobs.finish("lost", {"status": "failed", "error": {"code": "INVALID_AUDIO"}})
     events.job_ended("lost")  # SQS refuses it: counted, not raised
     assert jobs.finish("crashed", {"status": "succeeded"})  # the process dies before job_ended

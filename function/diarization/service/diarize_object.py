@@ -290,9 +290,7 @@ class DiarizeObject(UseCase):
             formats = self._formats_of(job)
             voiceprints = voiceprints_of(job) if job_id else self._drop_voiceprints()
             order = order_of(pinned.ref, pinned.sequencer)
-            run = PinnedRun(
-                pinned.ref, pinned.size, hints, job_id, order, formats, voiceprints, owner=job.get("owner")
-            )
+            run = PinnedRun(pinned.ref, pinned.size, hints, job_id, order, formats, voiceprints, owner=job.get("owner"))
             # A name with no outputs of its own (see diarization.service.locations) fails here, permanently, for
             # every version alike; pinned first, so its error object describes and is ordered as that version.
             self.locations.check(pinned.ref)
