@@ -65,6 +65,15 @@ def gpu_result(app: FunctionApp, deployment: Deployment, key: str, audio: Path, 
     return routing.output_location
 
 
+def gpu_completes(app: FunctionApp, deployment: Deployment, key: str, audio: Path, inference_id: str) -> dict[str, Any]:
+    """The endpoint writes its result for `key` and reports Completed: the function's one outcome for that report."""
+    output = gpu_result(app, deployment, key, audio, inference_id)
+    (outcome,) = app.lambda_handler(completion(deployment, key, inference_id, "Completed", output), LambdaContext())[
+        "outcomes"
+    ]
+    return dict(outcome)
+
+
 def inference_of(deployment: Deployment, job_id: str) -> str:
     """The id of the GPU inference (or fan-out execution) a job's run was routed as: the job's id and its version's."""
     items = boto3.client("dynamodb").scan(TableName=deployment.jobs_table)["Items"]
@@ -171,11 +180,7 @@ def test_a_second_upload_while_its_job_runs_is_refused_and_the_first_run_ends_th
     assert refused["error"]["details"]["run_input"] == job["input"]
     assert DynamoJobStore(deployment.jobs_table, 1).routing(inference) == routed  # the first run's, untouched
     assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "running"
-    output = gpu_result(gpu_app, deployment, first, encoded_samples["flac"], inference)
-
-    (done,) = gpu_app.lambda_handler(completion(deployment, first, inference, "Completed", output), LambdaContext())[
-        "outcomes"
-    ]
+    done = gpu_completes(gpu_app, deployment, first, encoded_samples["flac"], inference)
 
     ended = call(gpu_app, "GET", job["status_url"])[1]
     if second == "another-name":
@@ -201,11 +206,7 @@ def test_jobs_on_one_routed_object_each_run_their_own_inference(
     assert running == {first["job_id"], second["job_id"]}  # while the inferences are in flight
 
     for job in (first, second):
-        inference = inference_of(deployment, job["job_id"])
-        output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], inference)
-        (done,) = gpu_app.lambda_handler(completion(deployment, key, inference, "Completed", output), LambdaContext())[
-            "outcomes"
-        ]
+        done = gpu_completes(gpu_app, deployment, key, encoded_samples["flac"], inference_of(deployment, job["job_id"]))
         assert done["status"] == "succeeded"
         assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "succeeded"
     assert_invariant(deployment)
@@ -220,8 +221,7 @@ def test_a_late_gpu_failure_after_success_changes_nothing(
     messages = [m for m in deployment.receive(wait=1) if '"job_id"' in m["Body"]]
     gpu_app.lambda_handler(deployment.sqs_event(messages), LambdaContext())
     inference = inference_of(deployment, job["job_id"])
-    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], inference)
-    gpu_app.lambda_handler(completion(deployment, key, inference, "Completed", output), LambdaContext())
+    gpu_completes(gpu_app, deployment, key, encoded_samples["flac"], inference)
     before = deployment.object_keys("results/")
 
     gpu_app.lambda_handler(completion(deployment, key, inference, "Failed"), LambdaContext())

@@ -21,7 +21,7 @@ from test_faults import (
     completion,
     deployment,
     gpu_app,
-    gpu_result,
+    gpu_completes,
     inference_of,
     jobs_of,
     make_app,
@@ -131,11 +131,7 @@ def test_the_genuine_completion_after_a_spoofed_one_still_lands(
     job = routed_job(gpu_app, deployment, key, encoded_samples["flac"].read_bytes())
     gpu_app.lambda_handler(spoofed(deployment, job, key, output="s3://x/forged.out"), LambdaContext())
 
-    inference = inference_of(deployment, job["job_id"])
-    output = gpu_result(gpu_app, deployment, key, encoded_samples["flac"], inference)
-    (done,) = gpu_app.lambda_handler(completion(deployment, key, inference, "Completed", output), LambdaContext())[
-        "outcomes"
-    ]
+    done = gpu_completes(gpu_app, deployment, key, encoded_samples["flac"], inference_of(deployment, job["job_id"]))
 
     assert done["status"] == "succeeded"
     assert call(gpu_app, "GET", job["status_url"])[1]["status"] == "succeeded"

@@ -55,8 +55,9 @@ def make_service(
     memory: MemoryBudget | None = None,
     gpu: bool = True,
     fanout: str | None = None,
+    prefer_gpu: bool = False,
 ) -> Service:
-    """`fanout`: the fan-out's FANOUT mode (None: no fan-out deployed)."""
+    """`fanout`: the fan-out's FANOUT mode (None: no fan-out deployed); `prefer_gpu`: LONG_AUDIO_ROUTE=gpu."""
     store, jobs, notifier = MemoryStore(versioned=versioned), MemoryJobs(), MemoryNotifier()
     telemetry, router, starter = RecordingTelemetry(), FakeRouter(), FakeFanOut()
     locations = Locations(AwsSettings(input_bucket=BUCKET))
@@ -71,7 +72,9 @@ def make_service(
         router=router if gpu else None,
         gpu_threshold_seconds=gpu_above,
         memory=memory,
-        fanout=StartFanout(starter, FanoutSettings(WORK, fanout), store, log, telemetry) if fanout else None,
+        fanout=StartFanout(starter, FanoutSettings(WORK, fanout, prefer_gpu=prefer_gpu), store, log, telemetry)
+        if fanout
+        else None,
     )
     complete, abandon, overdue = CompleteInference(shared), AbandonObject(shared), EndOverdueJobs(shared)
     return Service(store, jobs, notifier, telemetry, router, diarize_object, complete, abandon, overdue, starter)

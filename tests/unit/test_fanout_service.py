@@ -6,9 +6,7 @@ The state machine itself runs in tests/test_fanout_aws.py."""
 from __future__ import annotations
 
 import json
-import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,41 +18,15 @@ from diarization.core.engine import Diarizer
 from diarization.core.hints import SpeakerHints
 from diarization.errors import ConfigurationError, UnsupportedEventError
 from diarization.fanout.plan import AUDIO_FACTS_OBJECT, AUDIO_OBJECT
-from diarization.service.completion import CompleteInference
-from diarization.service.deps import Shared
-from diarization.service.diarize_object import DiarizeObject, SpeedEstimate
-from diarization.service.fanout import FanoutSettings, StartFanout
 from diarization.service.fanout_steps import step_error
-from diarization.service.locations import Locations, ObjectRef, parse_s3_uri
+from diarization.service.locations import ObjectRef, parse_s3_uri
 from diarization.service.model import Invocation, ObjectRequest
 from diarization.service.outcomes import Failed, Outcome, Routed, Succeeded
-from diarization.service.overdue import EndOverdueJobs
-from diarization.service.publishing import Publisher
 from diarization.service.routing import STEPFUNCTIONS
 from infra.media import encode_as, speech_like
-from support.fakes import (
-    FakeFanOut,
-    FakeRouter,
-    MemoryJobs,
-    MemoryNotifier,
-    MemoryOrdering,
-    MemoryStore,
-    RecordingTelemetry,
-)
+from support.service import BUCKET, WORK, Service, make_service
 
-BUCKET, WORK = "audio", "work"
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:fanout"
-log = logging.getLogger("tests.fanout")
-
-
-@dataclass
-class Stack:
-    store: MemoryStore
-    jobs: MemoryJobs
-    fanout: FakeFanOut
-    router: FakeRouter
-    diarize_object: DiarizeObject
-    shared: Shared
 
 
 def make_stack(
@@ -65,31 +37,18 @@ def make_stack(
     fanout: bool = True,
     mode: str = "auto",
     prefer_gpu: bool = False,
-) -> Stack:
-    store, jobs, telemetry = MemoryStore(versioned=True), MemoryJobs(), RecordingTelemetry()
-    locations = Locations(AwsSettings(input_bucket=BUCKET))
-    publisher = Publisher(store, MemoryNotifier(), log, telemetry, MemoryOrdering())
-    starter, router = FakeFanOut(), FakeRouter()
-    settings = FanoutSettings(WORK, mode, prefer_gpu=prefer_gpu)
-    shared = Shared(locations, store, publisher, jobs, log, telemetry)
-    diarize_object = DiarizeObject(
-        diarizer,
-        shared,
-        deadline_margin_seconds=5.0,
-        speed=SpeedEstimate(0.5),
-        workdir=workdir,
-        router=router if gpu else None,
-        gpu_threshold_seconds=1e9,  # only the rule for time routes: what does not fit the invocation
-        fanout=StartFanout(starter, settings, store, log, telemetry) if fanout else None,
+) -> Service:
+    """The use cases on a versioned bucket, with the GPU endpoint and the fan-out deployed or not."""
+    return make_service(
+        diarizer, workdir, versioned=True, gpu=gpu, fanout=mode if fanout else None, prefer_gpu=prefer_gpu
     )
-    return Stack(store, jobs, starter, router, diarize_object, shared)
 
 
 TIGHT = Invocation.from_remaining(10.0, "req")
 """5 s after the margin: 30 s of audio (about 17 s of work at RTF 0.5) does not fit."""
 
 
-def run(stack: Stack, samples: np.ndarray, tmp_path: Path, invocation: Invocation, job_id: str = "job1") -> Outcome:
+def run(stack: Service, samples: np.ndarray, tmp_path: Path, invocation: Invocation, job_id: str = "job1") -> Outcome:
     stack.store.put(BUCKET, f"audio/{job_id}.flac", encode_as(samples, 16_000, tmp_path, "flac").read_bytes())
     stack.jobs.create(job_id, hints={"num_speakers": 2})
     return stack.diarize_object(ObjectRequest(ObjectRef(BUCKET, f"audio/{job_id}.flac"), job_id=job_id), invocation)
@@ -201,8 +160,7 @@ def test_a_failed_execution_ends_with_a_typed_error_or_fanout_failed() -> None:
 def test_an_overdue_fanout_ends_like_a_gpu_inference(diarizer: Diarizer, tmp_path: Path) -> None:
     stack = make_stack(diarizer, tmp_path, gpu=False, mode="always")
     run(stack, speech_like(30.0, seed=4), tmp_path, Invocation())
-    overdue = EndOverdueJobs(stack.shared)
-    outcomes = overdue(time.time() + 1e6, Invocation())
+    outcomes = stack.overdue(time.time() + 1e6, Invocation())
     assert [outcome.status for outcome in outcomes] == ["failed", "failed"]  # the inference's input, and its job
     error = outcomes[0].to_dict()["error"]
     assert error["code"] == "JOB_DEADLINE_EXCEEDED" and error["details"]["where"] == "fanout"
@@ -225,7 +183,7 @@ def test_an_unreadable_fanout_report_fails_as_fanout_failed_not_as_the_gpu(
     location = routing.output_location if status == "Completed" else routing.failure_location
     ref = parse_s3_uri(location)
     stack.store.put(ref.bucket, ref.key, b"not json")
-    complete = CompleteInference(stack.shared)
+    complete = stack.complete
     notification = {
         "invocationStatus": status,
         "inferenceId": name,

@@ -101,10 +101,7 @@ class S3Store:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as error:
             raise self._map(error, ObjectRef(bucket, key)) from error
-        value = json.loads(body)
-        if not isinstance(value, dict):
-            raise ValueError(f"s3://{bucket}/{key} does not hold a JSON object")
-        return value
+        return _json_object(body, bucket, key)
 
     def find_json(self, bucket: str, key: str) -> dict[str, Any] | None:
         """`get_json`, or None when there is no such object (any other failure raises boto3's error unchanged)."""
@@ -114,10 +111,7 @@ class S3Store:
             if _code(error) in NOT_FOUND:
                 return None
             raise
-        value = json.loads(body)
-        if not isinstance(value, dict):
-            raise ValueError(f"s3://{bucket}/{key} does not hold a JSON object")
-        return value
+        return _json_object(body, bucket, key)
 
     def put_json(self, bucket: str, key: str, body: dict[str, Any]) -> None:
         self.put_text(bucket, key, json.dumps(body, indent=2, ensure_ascii=False) + "\n", "application/json")
@@ -239,3 +233,10 @@ class S3Store:
 
 def _code(error: Any) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _json_object(body: bytes, bucket: str, key: str) -> dict[str, Any]:
+    value = json.loads(body)
+    if not isinstance(value, dict):
+        raise ValueError(f"s3://{bucket}/{key} does not hold a JSON object")
+    return value
